@@ -1,0 +1,26 @@
+"""Names shared across the agent: header names and Redis key layout.
+
+Topic names live in :class:`agent.settings.TopicNames` (configurable); Redis keys are built here
+from the configured prefix so every key the agent writes is listed in one place.
+"""
+
+from __future__ import annotations
+
+#: the one documented correlation header, on every event tied to an injection
+CORRELATION_HEADER = "correlation-id"
+TRACEPARENT_HEADER = "traceparent"
+
+#: dead-letter headers, next to the untouched original key, value and headers
+DLQ_REASON_HEADER = "dlq-reason"
+DLQ_ERROR_HEADER = "dlq-error"
+DLQ_SOURCE_TOPIC_HEADER = "dlq-source-topic"
+DLQ_SOURCE_PARTITION_HEADER = "dlq-source-partition"
+DLQ_SOURCE_OFFSET_HEADER = "dlq-source-offset"
+
+#: the ecosystem's service registry layout (a hash per service)
+REGISTRY_SERVICE_KEY = "registry:services:{name}"
+
+
+def redis_key(prefix: str, *parts: str) -> str:
+    """``redis_key("coordinator", "lease", cid)`` -> ``"coordinator:lease:<cid>"``."""
+    return ":".join([prefix, *parts])

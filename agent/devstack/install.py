@@ -1,0 +1,159 @@
+"""Install what the local stack needs, idempotently, into a per-user cache.
+
+- Kafka broker jars: resolved from Maven Central by a tiny pom with Maven.
+- ``redis-server``: Debian's package via apt-get (as root), else a message saying what to install.
+- Toxiproxy server: ``go install`` of the pinned Go module.
+- Java and Maven themselves: Debian's packages via apt-get when missing and root.
+
+The cache lives in ``$COORDINATOR_CACHE_DIR`` or ``~/.cache/coordinator``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from agent.devstack import procs
+from agent.errors import MissingDependencyError
+
+KAFKA_VERSION = "4.1.1"
+SCALA_VERSION = "2.13"
+#: must match the log4j-core that kafka-server brings
+LOG4J_VERSION = "2.24.3"
+DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+TOXIPROXY_MODULE = "github.com/Shopify/toxiproxy/v2"
+TOXIPROXY_VERSION = "v2.12.0"
+
+_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>coordinator.devstack</groupId>
+  <artifactId>kafka-runtime</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_{scala}</artifactId>
+      <version>{kafka}</version>
+    </dependency>
+    <!-- the broker artifact brings slf4j 1.7 and log4j-core but no binding between them -->
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j-impl</artifactId>
+      <version>{log4j}</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("COORDINATOR_CACHE_DIR") or Path.home() / ".cache" / "coordinator"
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def kafka_libs() -> Path:
+    return cache_dir() / f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}" / "libs"
+
+
+def ensure_kafka() -> Path:
+    """Return the directory of the broker's jars, resolving them with Maven the first time."""
+    libs = kafka_libs()
+    if (libs / ".complete").exists():
+        return libs
+    java_binary()
+    mvn = _which_or_apt("mvn", "maven")
+    staging = Path(tempfile.mkdtemp(prefix="kafka-libs-", dir=libs.parent.parent))
+    try:
+        (staging / "pom.xml").write_text(
+            _POM.format(scala=SCALA_VERSION, kafka=KAFKA_VERSION, log4j=LOG4J_VERSION)
+        )
+        procs.run(
+            [mvn, "-B", "-q", f"{DEPENDENCY_PLUGIN}:copy-dependencies", "-DincludeScope=runtime",
+             "-DoutputDirectory=libs"],
+            what=f"resolving Kafka {KAFKA_VERSION} jars with Maven",
+            cwd=staging,
+        )
+        jars = list((staging / "libs").glob("*.jar"))
+        if not any(j.name.startswith(f"kafka_{SCALA_VERSION}-") for j in jars):
+            raise MissingDependencyError("maven resolved no kafka broker jar")
+        (staging / "libs" / ".complete").write_text(f"{len(jars)} jars\n")
+        libs.parent.mkdir(parents=True, exist_ok=True)
+        if libs.exists():
+            shutil.rmtree(libs)
+        (staging / "libs").rename(libs)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return libs
+
+
+def java_binary() -> str:
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").exists():
+        return str(Path(home) / "bin" / "java")
+    return _which_or_apt("java", "default-jre-headless")
+
+
+def ensure_redis() -> str:
+    return _which_or_apt("redis-server", "redis-server")
+
+
+def ensure_toxiproxy() -> str:
+    """Return the path of ``toxiproxy-server``, building the pinned module with ``go install`` if needed."""
+    found = shutil.which("toxiproxy-server")
+    if found:
+        return found
+    target = cache_dir() / "bin" / f"toxiproxy-server-{TOXIPROXY_VERSION}"
+    if target.exists():
+        return str(target)
+    go = shutil.which("go")
+    if not go:
+        raise MissingDependencyError(
+            "toxiproxy-server is not installed and there is no Go toolchain to build it; install Go "
+            f"(https://go.dev/doc/install) or run: go install {TOXIPROXY_MODULE}/cmd/server@{TOXIPROXY_VERSION}"
+        )
+    with tempfile.TemporaryDirectory(prefix="toxiproxy-", dir=cache_dir()) as tmp:
+        procs.run(
+            [go, "install", f"{TOXIPROXY_MODULE}/cmd/server@{TOXIPROXY_VERSION}"],
+            what=f"go install {TOXIPROXY_MODULE}/cmd/server@{TOXIPROXY_VERSION}",
+            env={"GOBIN": tmp, "CGO_ENABLED": "0"},
+        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(Path(tmp) / "server"), target)
+    return str(target)
+
+
+def ensure_all() -> dict[str, str]:
+    return {
+        "kafka": str(ensure_kafka()),
+        "java": java_binary(),
+        "redis": ensure_redis(),
+        "toxiproxy": ensure_toxiproxy(),
+    }
+
+
+def _which_or_apt(command: str, package: str) -> str:
+    found = shutil.which(command)
+    if found:
+        return found
+    apt = shutil.which("apt-get")
+    if os.geteuid() != 0 or not apt:
+        raise MissingDependencyError(
+            f"'{command}' is not installed; install the package '{package}' "
+            f"(Debian/Ubuntu: sudo apt-get install {package})"
+        )
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    install = [apt, "install", "-y", "-q", "--no-install-recommends", package]
+    try:
+        procs.run(install, what=f"apt-get install {package}", env=env)
+    except Exception:  # noqa: BLE001 - a stale package list is the usual cause: refresh once
+        procs.run([apt, "update", "-q"], what="apt-get update", env=env)
+        procs.run(install, what=f"apt-get install {package}", env=env)
+    found = shutil.which(command)
+    if not found:
+        raise MissingDependencyError(f"installed '{package}' but '{command}' is still not on PATH")
+    return found

@@ -1,0 +1,320 @@
+"""A local stack: Kafka (KRaft, single node), Redis and Toxiproxy as child processes on loopback.
+
+All state of one stack lives in one directory (``state.json``, configs, data, ``logs/``), so two
+stacks on one machine never collide: each has its own directory and its own free ports, chosen once
+and kept for the stack's life (Kafka's data directory remembers its controller address).
+
+``up`` starts whatever is not running and waits until each part answers; ``down`` stops every
+process the stack started and leaves nothing running; ``stop``/``start`` act on one part (tests use
+them to take Kafka away and bring it back on the same port).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import fcntl
+import json
+import os
+import time
+import urllib.request
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.devstack import install, procs
+from agent.errors import DevstackError
+
+COMPONENTS = ("kafka", "redis", "toxiproxy")
+_PORTS = ("kafka", "kafka_controller", "redis", "toxiproxy")
+
+_SERVER_PROPERTIES = """\
+process.roles=broker,controller
+node.id=1
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.quorum.voters=1@127.0.0.1:{controller_port}
+log.dirs={data}
+num.partitions=3
+default.replication.factor=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=3
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.cleaner.dedupe.buffer.size=2097152
+num.network.threads=2
+num.io.threads=2
+num.recovery.threads.per.data.dir=1
+log.retention.hours=24
+auto.create.topics.enable=false
+"""
+
+_LOG4J2 = """\
+status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.kafka.name = kafka
+logger.kafka.level = WARN
+logger.kafkaserver.name = kafka.server.KafkaRaftServer
+logger.kafkaserver.level = INFO
+logger.apache.name = org.apache.kafka
+logger.apache.level = WARN
+"""
+
+_JVM_OPTIONS = ["-Xms64m", "-Xmx384m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+                "-Djava.awt.headless=true"]
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    running: bool
+    pid: int | None
+    address: str
+    log: str
+
+
+@dataclass
+class StackState:
+    ports: dict[str, int] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)
+    cluster_id: str = ""
+
+
+class Stack:
+    """One local stack in ``directory``. Methods are synchronous and safe to call from any thread."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.dir = Path(directory).resolve()
+
+    # -- public --------------------------------------------------------------------------------
+    def up(self, components: tuple[str, ...] = COMPONENTS, *, timeout: float = 120.0) -> dict[str, float]:
+        """Start the parts not running and wait for them; returns seconds each took to be ready."""
+        _check_names(components)
+        with self._locked() as state:
+            self._allocate(state)
+            started: dict[str, float] = {}
+            for name in components:
+                if not self._alive(state, name):
+                    started[name] = time.monotonic()
+                    state.pids[name] = getattr(self, f"_start_{name}")(state)
+                    self._save(state)
+            timings = {}
+            for name, t0 in started.items():
+                self._wait_ready(state, name, t0 + timeout)
+                timings[name] = round(time.monotonic() - t0, 3)
+            return timings
+
+    def down(self) -> None:
+        with self._locked() as state:
+            for name in reversed(COMPONENTS):
+                self._stop(state, name)
+            self._save(state)
+
+    def start(self, name: str, *, timeout: float = 120.0) -> dict[str, float]:
+        return self.up((name,), timeout=timeout)
+
+    def stop(self, name: str) -> None:
+        _check_names((name,))
+        with self._locked() as state:
+            self._stop(state, name)
+            self._save(state)
+
+    def status(self) -> list[ComponentStatus]:
+        state = self._load()
+        return [
+            ComponentStatus(
+                name=name,
+                running=self._alive(state, name),
+                pid=state.pids.get(name),
+                address=self._address(state, name),
+                log=str(self.dir / "logs" / f"{name}.log"),
+            )
+            for name in COMPONENTS
+        ]
+
+    def is_up(self) -> bool:
+        return all(s.running for s in self.status())
+
+    def env(self) -> dict[str, str]:
+        """Settings that point the agent, its tests and its tools at this stack."""
+        state = self._load()
+        if not state.ports:
+            raise DevstackError(f"no stack in '{self.dir}'; run: coordinator devstack up --dir {self.dir}")
+        return {
+            "COORDINATOR_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{state.ports['kafka']}",
+            "COORDINATOR_REDIS_URL": f"redis://127.0.0.1:{state.ports['redis']}/0",
+            "COORDINATOR_TOXIPROXY_URL": f"http://127.0.0.1:{state.ports['toxiproxy']}",
+            "COORDINATOR_TOPIC_REPLICATION_FACTOR": "1",
+            "COORDINATOR_DEVSTACK_DIR": str(self.dir),
+        }
+
+    # -- state ---------------------------------------------------------------------------------
+    @contextmanager
+    def _locked(self) -> Iterator[StackState]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield self._load()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _load(self) -> StackState:
+        path = self.dir / "state.json"
+        if not path.exists():
+            return StackState()
+        raw = json.loads(path.read_text())
+        return StackState(ports=raw.get("ports", {}), pids=raw.get("pids", {}),
+                          cluster_id=raw.get("cluster_id", ""))
+
+    def _save(self, state: StackState) -> None:
+        tmp = self.dir / "state.json.tmp"
+        tmp.write_text(json.dumps(state.__dict__, indent=2, sort_keys=True))
+        tmp.replace(self.dir / "state.json")
+
+    def _allocate(self, state: StackState) -> None:
+        for port in _PORTS:
+            if port not in state.ports:
+                state.ports[port] = procs.free_port()
+        if not state.cluster_id:
+            state.cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        self._save(state)
+
+    def _marker(self, state: StackState, name: str) -> str:
+        return {
+            "kafka": str(self.dir / "kafka" / "server.properties"),
+            "redis": f"127.0.0.1:{state.ports.get('redis')}",
+            "toxiproxy": f"-port {state.ports.get('toxiproxy')}",
+        }[name]
+
+    def _alive(self, state: StackState, name: str) -> bool:
+        return procs.alive(state.pids.get(name), self._marker(state, name))
+
+    def _address(self, state: StackState, name: str) -> str:
+        port = state.ports.get(name)
+        scheme = {"kafka": "", "redis": "redis://", "toxiproxy": "http://"}[name]
+        return f"{scheme}127.0.0.1:{port}" if port else "-"
+
+    def _stop(self, state: StackState, name: str) -> None:
+        procs.stop(state.pids.get(name), self._marker(state, name), grace=15.0)
+        state.pids.pop(name, None)
+
+    # -- parts ---------------------------------------------------------------------------------
+    def _log(self, name: str) -> Path:
+        return self.dir / "logs" / f"{name}.log"
+
+    def _start_kafka(self, state: StackState) -> int:
+        libs = install.ensure_kafka()
+        java = install.java_binary()
+        home = self.dir / "kafka"
+        home.mkdir(parents=True, exist_ok=True)
+        props = home / "server.properties"
+        props.write_text(_SERVER_PROPERTIES.format(
+            port=state.ports["kafka"], controller_port=state.ports["kafka_controller"], data=home / "data"))
+        log4j = home / "log4j2.properties"
+        log4j.write_text(_LOG4J2)
+        classpath = f"{libs}/*"
+        if not (home / "data" / "meta.properties").exists():
+            procs.run([java, *_JVM_OPTIONS, "-cp", classpath, "kafka.tools.StorageTool", "format",
+                       "-t", state.cluster_id, "-c", str(props), "--ignore-formatted"],
+                      what="formatting the Kafka log directory", timeout=120)
+        self._busy_port_check(state, ("kafka", "kafka_controller"))
+        return procs.start(
+            [java, *_JVM_OPTIONS, f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath,
+             "kafka.Kafka", str(props)],
+            log_path=self._log("kafka"), cwd=home)
+
+    def _start_redis(self, state: StackState) -> int:
+        binary = install.ensure_redis()
+        data = self.dir / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        self._busy_port_check(state, ("redis",))
+        return procs.start(
+            [binary, "--port", str(state.ports["redis"]), "--bind", "127.0.0.1", "--dir", str(data),
+             "--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes"],
+            log_path=self._log("redis"))
+
+    def _start_toxiproxy(self, state: StackState) -> int:
+        binary = install.ensure_toxiproxy()
+        self._busy_port_check(state, ("toxiproxy",))
+        return procs.start([binary, "-host", "127.0.0.1", "-port", str(state.ports["toxiproxy"])],
+                           log_path=self._log("toxiproxy"))
+
+    def _busy_port_check(self, state: StackState, names: tuple[str, ...]) -> None:
+        for name in names:
+            if procs.port_in_use(state.ports[name]):
+                raise DevstackError(
+                    f"port {state.ports[name]} for {name} is taken by another process; "
+                    f"stop it or remove '{self.dir}' to choose new ports")
+
+    def _wait_ready(self, state: StackState, name: str, deadline: float) -> None:
+        check = {"kafka": self._kafka_ready, "redis": self._redis_ready, "toxiproxy": self._toxiproxy_ready}[name]
+        while True:
+            if not self._alive(state, name):
+                raise DevstackError(f"{name} exited during start-up; last lines of {self._log(name)}:\n"
+                                    + procs.tail(self._log(name)))
+            if check(state):
+                return
+            if time.monotonic() > deadline:
+                raise DevstackError(f"{name} did not become ready in time; last lines of {self._log(name)}:\n"
+                                    + procs.tail(self._log(name)))
+            time.sleep(0.1)
+
+    def _kafka_ready(self, state: StackState) -> bool:
+        if not procs.port_in_use(state.ports["kafka"]):
+            return False
+        from agent.health import kafka_cluster
+
+        try:
+            _run_async(kafka_cluster(f"127.0.0.1:{state.ports['kafka']}", timeout=3.0))
+        except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
+            return False
+        return True
+
+    def _redis_ready(self, state: StackState) -> bool:
+        import redis
+
+        try:
+            client = redis.Redis(host="127.0.0.1", port=state.ports["redis"], socket_timeout=1)
+            with client:
+                return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    def _toxiproxy_ready(self, state: StackState) -> bool:
+        url = f"http://127.0.0.1:{state.ports['toxiproxy']}/version"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback http
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+
+def _check_names(names: tuple[str, ...]) -> None:
+    for name in names:
+        if name not in COMPONENTS:
+            raise DevstackError(f"unknown stack part '{name}'; the parts are {', '.join(COMPONENTS)}")
+
+
+def _run_async(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine to completion from sync code, even when the caller's thread has a loop."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("COORDINATOR_DEVSTACK_DIR") or ".devstack")

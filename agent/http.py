@@ -1,0 +1,97 @@
+"""The agent's HTTP surface, on the ecosystem's paths.
+
+- ``GET /api/v1/health``: liveness; 200 while the process serves.
+- ``GET /api/v1/ready``: readiness; really asks Kafka for metadata and Redis for PING, 200 when
+  both answer, 503 naming each failing check otherwise.
+- ``GET /metrics``: Prometheus text format.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from agent import __version__, health, metrics
+from agent.settings import Settings
+
+_STARTED = time.time()
+SETTINGS_KEY: web.AppKey[Settings] = web.AppKey("settings", Settings)
+
+
+async def _health(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS_KEY]
+    return web.json_response({
+        "status": "ok",
+        "service": "coordinator",
+        "instance": settings.instance_id,
+        "version": __version__,
+        "uptime_s": round(time.time() - _STARTED, 1),
+    })
+
+
+async def _ready(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS_KEY]
+    results = await health.readiness(settings)
+    failing = [r.name for r in results if not r.ok]
+    for r in results:
+        metrics.READY_CHECKS.labels(check=r.name, outcome="ok" if r.ok else "failed").inc()
+        metrics.READY_CHECK_SECONDS.labels(check=r.name).observe(r.latency_ms / 1000)
+    body = {
+        "status": "ready" if not failing else "not_ready",
+        "failing": failing,
+        "checks": {r.name: r.as_dict() for r in results},
+    }
+    if failing:
+        body["message"] = "not ready: " + "; ".join(f"{r.name}: {r.detail}" for r in results if not r.ok)
+    return web.json_response(body, status=503 if failing else 200)
+
+
+async def _metrics(_request: web.Request) -> web.Response:
+    return web.Response(body=metrics.render(), headers={"Content-Type": metrics.CONTENT_TYPE})
+
+
+@web.middleware
+async def _count(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                 ) -> web.StreamResponse:
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        metrics.HTTP_REQUESTS.labels(route=route, status=str(exc.status)).inc()
+        raise
+    metrics.HTTP_REQUESTS.labels(route=route, status=str(response.status)).inc()
+    return response
+
+
+def build_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[_count])
+    app[SETTINGS_KEY] = settings
+    app.router.add_get("/api/v1/health", _health)
+    app.router.add_get("/api/v1/ready", _ready)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+class HttpServer:
+    """The HTTP surface as a start/stop part of a service."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(build_app(self._settings), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._settings.http_host, self._settings.http_port)
+        await site.start()
+        server = site._server  # the bound port when 0 was asked for
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self._settings.http_port
+
+    async def aclose(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,98 @@
+"""Agent settings, read from the environment with the prefix ``COORDINATOR_``.
+
+Nested groups use ``__`` as the delimiter, e.g. ``COORDINATOR_TOPICS__RESULTS=my.results``.
+Durations accept seconds (``30``, ``0.5``) or ``"250ms"``/``"30s"``/``"5m"``/``"1h"`` and are
+normalised once, here, to float seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def to_seconds(value: object) -> float:
+    """Normalise ``30``, ``"30"``, ``"250ms"``, ``"5m"`` to seconds; raise ``ValueError`` otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration, got {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"a duration cannot be negative: {value!r}")
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    raise ValueError(f"expected a duration such as '250ms', '30s' or '5m', got {value!r}")
+
+
+Seconds = Annotated[float, BeforeValidator(to_seconds)]
+
+
+class TopicNames(BaseModel):
+    """Every topic the project reads or writes; change them here or by environment."""
+
+    scenario_requests: str = "coordinator.scenario-requests.v1"
+    chaos_events: str = "coordinator.chaos-events.v1"
+    audit_events: str = "audit.events.v1"
+    scenario_results: str = "coordinator.scenario-results.v1"
+    verdicts: str = "coordinator.verdicts.v1"
+    dead_letters: str = "coordinator.dead-letters.v1"
+
+    def by_channel(self) -> dict[str, str]:
+        """Map the AsyncAPI channel ids (``topics/asyncapi.yaml``) to the configured names."""
+        return {
+            "scenarioRequests": self.scenario_requests,
+            "chaosEvents": self.chaos_events,
+            "auditEvents": self.audit_events,
+            "scenarioResults": self.scenario_results,
+            "verdicts": self.verdicts,
+            "deadLetters": self.dead_letters,
+        }
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="COORDINATOR_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    instance_id: str = Field(default="coordinator-1", description="this agent's name in events and logs")
+    environment: str = "development"
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_client_id: str = "coordinator"
+    kafka_request_timeout: Seconds = 5.0
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    redis_key_prefix: str = "coordinator"
+    toxiproxy_url: str = "http://127.0.0.1:8474"
+    topics: TopicNames = TopicNames()
+    #: replication factor used by ``topics apply``; capped at the broker count
+    topic_replication_factor: int = Field(default=3, ge=1)
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8088, ge=0, le=65535)
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=50058, ge=0, le=65535)
+    ready_check_timeout: Seconds = 2.0
+
+    content_type: Literal["application/protobuf", "application/json"] = "application/protobuf"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    devstack_dir: str | None = Field(
+        default=None, description="a running devstack to use (tests reuse it instead of starting one)"
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,33 @@
+"""Small helpers for tests that talk to the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import ConsumerRecord, RecordMetadata
+
+
+async def produce(bootstrap: str, topic: str, value: bytes, *, key: bytes | None = None,
+                  headers: list[tuple[str, bytes]] | None = None) -> RecordMetadata:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        return await producer.send_and_wait(topic, value, key=key, headers=headers or [])
+    finally:
+        await producer.stop()
+
+
+async def read_at(bootstrap: str, topic: str, partition: int, offset: int, *, timeout: float = 10.0
+                  ) -> ConsumerRecord:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                client_id=f"test-{uuid.uuid4().hex[:8]}")
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        return await asyncio.wait_for(consumer.getone(), timeout)
+    finally:
+        await consumer.stop()
