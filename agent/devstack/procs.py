@@ -54,8 +54,9 @@ def start(
     return proc.pid
 
 
-def alive(pid: int | None, marker: str | None = None) -> bool:
-    """True when ``pid`` runs (not a zombie) and, if given, its command line contains ``marker``."""
+def alive(pid: int | None, marker: str | tuple[str, ...] | None = None) -> bool:
+    """True when ``pid`` runs (not a zombie) and, if given, its command line contains ``marker``
+    (or one of several markers: a process may retitle itself after it starts)."""
     if not pid:
         return False
     _reap(pid)
@@ -68,10 +69,13 @@ def alive(pid: int | None, marker: str | None = None) -> bool:
     state = stat.rsplit(")", 1)[-1].split()[0]
     if state in {"Z", "X"}:
         return False
-    return marker is None or marker in cmdline
+    if marker is None:
+        return True
+    markers = (marker,) if isinstance(marker, str) else marker
+    return any(m in cmdline for m in markers)
 
 
-def stop(pid: int | None, marker: str | None = None, *, grace: float = 10.0) -> None:
+def stop(pid: int | None, marker: str | tuple[str, ...] | None = None, *, grace: float = 10.0) -> None:
     """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Stopping a dead process is a no-op."""
     if not alive(pid, marker):
         return
