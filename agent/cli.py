@@ -172,6 +172,129 @@ def topics_list(contract: Path | None) -> None:
                    f"messages={','.join(spec.messages)} {config}")
 
 
+# -- scenarios -------------------------------------------------------------------------------------
+def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"expected NAME=VALUE, got '{pair}'", param_hint="--param")
+        params[name.strip()] = value
+    return params
+
+
+def _scenario_files(paths: tuple[Path, ...]) -> list[Path]:
+    from agent.scenario.catalog import SUFFIXES
+
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file()))
+        else:
+            files.append(path)
+    return files
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="override a parameter")
+@click.option("--plan", "show_plan", is_flag=True, help="also print the dry-run plan of each valid scenario")
+@click.pass_context
+def validate(ctx: click.Context, paths: tuple[Path, ...], output: str, params: tuple[str, ...],
+             show_plan: bool) -> None:
+    """Validate scenario files (or directories of them). Exit 0 when all are valid, 1 otherwise."""
+    from agent.errors import ScenarioError
+    from agent.scenario import load_scenario_file, render
+
+    overrides = _parse_params(params)
+    settings = get_settings()
+    allowed = settings.allowed_targets if settings.allowed_targets != ["*"] else None
+    report: list[dict[str, Any]] = []
+    files = _scenario_files(paths)
+    if not files:
+        raise click.UsageError("no scenario files found in the given paths")
+    for file in files:
+        try:
+            scenario = load_scenario_file(file, overrides=overrides or None, overrides_from_text=True,
+                                          allowed_targets=allowed)
+        except ScenarioError as exc:
+            report.append({"file": str(file), "valid": False, "errors": [i.as_dict() for i in exc.issues]})
+            if output == "text":
+                for issue in exc.issues:
+                    click.echo(str(issue), err=True)
+            continue
+        report.append({"file": str(file), "valid": True, "name": scenario.name, "errors": []})
+        if output == "text":
+            click.echo(f"{file}: valid ({scenario.name})")
+            if show_plan:
+                click.echo(render(scenario))
+    invalid = [r for r in report if not r["valid"]]
+    if output == "json":
+        click.echo(json.dumps({"valid": not invalid, "files": report}, indent=2))
+    elif invalid:
+        count = sum(len(r["errors"]) for r in invalid)
+        click.echo(f"{len(invalid)} of {len(report)} file(s) invalid, {count} problem(s)", err=True)
+    ctx.exit(EXIT_FAILED if invalid else EXIT_OK)
+
+
+@cli.group()
+def scenarios() -> None:
+    """The scenario catalog (scenarios/ and COORDINATOR_SCENARIO_DIRS)."""
+
+
+def _catalog() -> Any:
+    from agent.scenario import Catalog, default_directories
+
+    return Catalog.load(default_directories(get_settings().scenario_dirs))
+
+
+@scenarios.command("list")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@click.pass_context
+def scenarios_list(ctx: click.Context, output: str) -> None:
+    """Every scenario in the catalog; problems (invalid files, duplicate names) go to stderr, exit 1."""
+    catalog = _catalog()
+    rows = []
+    for name in catalog.names():
+        entry = catalog.entries[name]
+        spec = entry.scenario.spec
+        faults = sorted({s.fault for s in entry.scenario.fault_steps()})
+        rows.append({"name": name, "description": entry.scenario.metadata.description, "file": str(entry.path),
+                     "targets": sorted(spec.targets), "faults": faults})
+    if output == "json":
+        click.echo(json.dumps({"scenarios": rows, "problems": [p.as_dict() for p in catalog.problems]}, indent=2))
+    else:
+        for row in rows:
+            click.echo(f"{row['name']:<40} {','.join(row['faults']):<28} {row['description']}")
+        for problem in catalog.problems:
+            click.echo(str(problem), err=True)
+    ctx.exit(EXIT_FAILED if catalog.problems else EXIT_OK)
+
+
+@scenarios.command("show")
+@click.argument("name")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE")
+def scenarios_show(name: str, params: tuple[str, ...]) -> None:
+    """The dry-run plan of a catalog scenario (nothing is touched)."""
+    from agent.scenario import load_scenario_file, render
+
+    try:
+        entry = _catalog().get(name)
+    except KeyError as exc:
+        raise click.UsageError(str(exc.args[0])) from None
+    scenario = load_scenario_file(entry.path, overrides=_parse_params(params) or None, overrides_from_text=True)
+    click.echo(render(scenario))
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of the scenario format (for editors)."""
+    from agent.scenario.schema import scenario_schema
+
+    click.echo(json.dumps(scenario_schema(), indent=2))
+
+
 # -- serve / demo --------------------------------------------------------------------------------
 @cli.command()
 @click.option("--http-port", type=int, default=None, help="override COORDINATOR_HTTP_PORT (0: any free port)")

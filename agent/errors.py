@@ -6,6 +6,7 @@ Hierarchy::
     ├── ConfigError                  settings or environment unusable
     ├── DecodeError                  bytes that are not a valid event (goes to the dead-letter topic)
     ├── ContractError                topics/ or proto/ contract inconsistent or unreadable
+    ├── ScenarioError                a scenario is invalid: every issue with file, line, column, path
     └── DevstackError                the local stack could not be installed, started or stopped
         └── MissingDependencyError   a tool the stack needs is absent and cannot be installed here
 
@@ -14,6 +15,8 @@ failure keep it as ``__cause__`` (``raise ... from exc``) and say whether a retr
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 
 class CoordinatorError(Exception):
@@ -44,6 +47,35 @@ class DecodeError(CoordinatorError):
 
 class ContractError(CoordinatorError):
     pass
+
+
+@dataclass(frozen=True, order=True)
+class Issue:
+    """One problem in a scenario document, where it is and what is wrong."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"file": self.file, "line": self.line, "column": self.column, "path": self.path,
+                "message": self.message}
+
+
+class ScenarioError(CoordinatorError):
+    """A scenario could not be loaded; ``issues`` lists every problem found, in file order."""
+
+    def __init__(self, issues: list[Issue]) -> None:
+        self.issues = sorted(set(issues))
+        count = len(self.issues)
+        head = f"{count} problem{'s' if count != 1 else ''} in the scenario"
+        super().__init__(head + ":\n" + "\n".join(f"  {issue}" for issue in self.issues), retryable=False)
 
 
 class DevstackError(CoordinatorError):

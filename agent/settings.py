@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     content_type: Literal["application/protobuf", "application/json"] = "application/protobuf"
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    #: extra directories searched for scenarios, besides the project's scenarios/
+    scenario_dirs: list[str] = Field(default_factory=list)
+    #: glob patterns of target service names scenarios may touch (JSON list in the environment)
+    allowed_targets: list[str] = Field(default_factory=lambda: ["*"])
 
     devstack_dir: str | None = Field(
         default=None, description="a running devstack to use (tests reuse it instead of starting one)"

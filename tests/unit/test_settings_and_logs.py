@@ -20,6 +20,7 @@ def test_settings_come_from_prefixed_environment(monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("250ms", 0.25), ("30s", 30), ("5m", 300), ("1h", 3600),
+                                                ("1e-3s", 0.001),
                                                 (12, 12.0), ("1.5", 1.5)])
 def test_durations_are_normalised_to_seconds(text: object, seconds: float) -> None:
     assert to_seconds(text) == seconds

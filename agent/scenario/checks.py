@@ -1,0 +1,106 @@
+"""Cross-reference checks that a single field's type cannot express.
+
+They run on the plain data (after parameter substitution), so they report alongside schema errors
+even when other parts of the document are malformed: every problem at once.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterator
+from typing import Any
+
+from agent.scenario.faults import FAULTS
+from agent.scenario.loader import Path
+from agent.scenario.models import suggest
+
+Found = tuple[Path, str]
+
+
+def cross_references(data: Any, allowed_targets: list[str] | None = None) -> list[Found]:
+    if not isinstance(data, dict) or not isinstance(data.get("spec"), dict):
+        return []
+    spec = data["spec"]
+    targets = spec.get("targets") if isinstance(spec.get("targets"), dict) else {}
+    names = tuple(targets)
+    found: list[Found] = []
+
+    fault_steps: dict[str, Path] = {}
+    all_names: dict[str, Path] = {}
+    for path, step in _steps(spec.get("steps"), ("spec", "steps")):
+        name = step.get("name")
+        if isinstance(name, str):
+            if name in all_names:
+                found.append(((*path, "name"), f"step name '{name}' is used twice"))
+            all_names.setdefault(name, path)
+            if "fault" in step:
+                fault_steps.setdefault(name, path)
+        if "fault" not in step:
+            continue
+        target = step.get("target")
+        if not isinstance(target, str):
+            continue
+        if target not in targets:
+            found.append(((*path, "target"), f"unknown target '{target}'{_hint(target, names)}"))
+            continue
+        kind = FAULTS.get(step.get("fault"))  # type: ignore[arg-type]
+        spec_target = targets[target] if isinstance(targets[target], dict) else {}
+        driver = spec_target.get("driver")
+        if kind and driver and kind.driver != driver:
+            found.append(((*path, "fault"), f"fault '{kind.name}' needs a {kind.driver} target; "
+                                            f"target '{target}' uses driver '{driver}'"))
+        if kind and kind.relay and driver == "kafka":
+            selector = spec_target.get("selector")
+            if isinstance(selector, dict) and not selector.get("source"):
+                found.append(((*path, "fault"), f"fault '{kind.name}' relays events: target '{target}' "
+                                                "needs selector.source (the topic to relay from)"))
+
+    expectations = spec.get("expectations")
+    for i, expectation in enumerate(expectations if isinstance(expectations, list) else []):
+        after = expectation.get("after") if isinstance(expectation, dict) else None
+        if isinstance(after, str) and after not in fault_steps:
+            hint = _hint(after, tuple(fault_steps)) if fault_steps else "; the scenario has no fault step"
+            found.append((("spec", "expectations", i, "after"), f"'{after}' is not a fault step{hint}"))
+
+    probes = (spec.get("steadyState") or {}).get("probes") if isinstance(spec.get("steadyState"), dict) else None
+    for i, probe in enumerate(probes if isinstance(probes, list) else []):
+        if not isinstance(probe, dict):
+            continue
+        for kind, body in probe.items():
+            if isinstance(body, dict) and isinstance(body.get("target"), str) and body["target"] not in targets:
+                found.append((("spec", "steadyState", "probes", i, kind, "target"),
+                              f"unknown target '{body['target']}'{_hint(body['target'], names)}"))
+
+    rollbacks = spec.get("rollbacks") if isinstance(spec.get("rollbacks"), dict) else {}
+    actions = rollbacks.get("actions")
+    for i, action in enumerate(actions if isinstance(actions, list) else []):
+        target = action.get("target") if isinstance(action, dict) else None
+        if isinstance(target, str) and target not in targets:
+            found.append((("spec", "rollbacks", "actions", i, "target"),
+                          f"unknown target '{target}'{_hint(target, names)}"))
+
+    if allowed_targets is not None:
+        for name, target in targets.items():
+            service = target.get("service") if isinstance(target, dict) else None
+            label = service or name
+            if not any(fnmatch.fnmatchcase(label, pattern) for pattern in allowed_targets):
+                found.append((("spec", "targets", name),
+                              f"target '{label}' is not in the agent's allow-list ({', '.join(allowed_targets)})"))
+    return found
+
+
+def _steps(steps: Any, path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    if not isinstance(steps, list):
+        return
+    for i, step in enumerate(steps):
+        if not isinstance(step, dict):
+            continue
+        here = (*path, i)
+        yield here, step
+        for group in ("serial", "parallel"):
+            if group in step:
+                yield from _steps(step[group], (*here, group))
+
+
+def _hint(name: str, choices: tuple[str, ...]) -> str:
+    return suggest(name, choices) if choices else ""

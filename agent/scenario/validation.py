@@ -1,0 +1,186 @@
+"""Load and validate a scenario: every problem at once, each with file, line, column and path."""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path as FilePath
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from agent.errors import Issue, ScenarioError
+from agent.scenario import checks
+from agent.scenario.loader import Document, Path, format_path, load_yaml
+from agent.scenario.models import Parameter, Scenario, suggest
+from agent.scenario.parameters import resolve, substitute
+
+_TYPE_WORDS = {
+    "int_type": "an int", "int_parsing": "an int", "float_type": "a number", "float_parsing": "a number",
+    "string_type": "a string", "bool_type": "a bool (true or false)", "bool_parsing": "a bool (true or false)",
+    "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
+    "list_type": "a list", "none_required": "nothing",
+}
+
+
+def load_scenario(
+    text: str | bytes,
+    source: str = "<string>",
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    overrides_from_text: bool = False,
+    allowed_targets: list[str] | None = None,
+) -> Scenario:
+    """The validated scenario with parameters applied; ``ScenarioError`` lists every problem."""
+    doc = load_yaml(text, source)
+    issues: list[Issue] = []
+    data = doc.data
+    if not isinstance(data, dict):
+        raise ScenarioError([Issue(source, 1, 1, "", f"a scenario is a mapping, not {type(data).__name__}")])
+
+    definitions, definition_issues = _parameter_definitions(doc)
+    issues += definition_issues
+    values, param_issues = resolve(definitions, overrides, from_text=overrides_from_text)
+    for issue in param_issues:
+        line, column = doc.position(issue.path) if issue.path[0] == "spec" else (0, 0)
+        issues.append(Issue(source, line, column, format_path(issue.path), issue.message))
+    data, ref_issues = substitute(data, values, {n: p.type for n, p in definitions.items()})
+    issues += [_issue(doc, i.path, i.message) for i in ref_issues]
+
+    scenario: Scenario | None = None
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        unresolved = {format_path(i.path) for i in ref_issues}
+        issues += [issue for issue in (_from_pydantic(doc, data, e) for e in exc.errors(include_url=False))
+                   if issue.path not in unresolved]
+    issues += [_issue(doc, path, message) for path, message in checks.cross_references(data, allowed_targets)]
+    if issues or scenario is None:
+        raise ScenarioError(issues)
+    return scenario
+
+
+def load_scenario_file(path: str | FilePath, **kwargs: Any) -> Scenario:
+    file = FilePath(path)
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise ScenarioError([Issue(str(file), 0, 0, "", f"cannot read the file: {exc.strerror}")]) from None
+    return load_scenario(raw, str(file), **kwargs)
+
+
+def check_text(text: str | bytes, source: str = "<string>", **kwargs: Any) -> list[Issue]:
+    try:
+        load_scenario(text, source, **kwargs)
+    except ScenarioError as exc:
+        return exc.issues
+    return []
+
+
+def _parameter_definitions(doc: Document) -> tuple[dict[str, Parameter], list[Issue]]:
+    spec = doc.data.get("spec")
+    raw = spec.get("parameters") if isinstance(spec, dict) else None
+    if not isinstance(raw, dict):
+        return {}, []
+    definitions: dict[str, Parameter] = {}
+    for name, body in raw.items():
+        try:
+            definitions[name] = Parameter.model_validate(body)
+        except ValidationError:
+            continue  # reported by the whole-document validation
+    return definitions, []
+
+
+def _issue(doc: Document, path: Path, message: str) -> Issue:
+    line, column = doc.position(path)
+    return Issue(doc.source, line, column, format_path(path), message)
+
+
+def _from_pydantic(doc: Document, data: Any, error: Mapping[str, Any]) -> Issue:
+    loc = tuple(error["loc"])
+    path: Path = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("@")))
+    kind = error["type"]
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        allowed = _allowed_fields(loc[:-1])
+        message = f"unknown field '{loc[-1]}'" + (suggest(loc[-1], allowed) if allowed else "")
+    elif kind == "missing":
+        message = f"missing required field '{loc[-1]}'"
+    elif kind in _TYPE_WORDS:
+        message = f"expected {_TYPE_WORDS[kind]}, got {_describe(value)}"
+    elif kind == "literal_error":
+        expected = str(error.get("ctx", {}).get("expected", ""))
+        choices = tuple(c.strip().strip("'") for c in expected.replace(" or ", ",").split(",") if c.strip())
+        message = f"'{value}' is not allowed here" + (suggest(value, choices) if choices else "")
+    elif kind == "string_pattern_mismatch":
+        message = f"'{value}' is not a valid name: use lowercase letters, digits and '-' (at most 63)"
+    elif kind == "value_error":
+        message = str(error["msg"]).removeprefix("Value error, ")
+    else:
+        text = str(error["msg"])
+        message = text[:1].lower() + text[1:]
+    return _issue(doc, path, message)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing (null)"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
+    """The field names (as written in YAML) of the model found at ``loc``, following union tags."""
+    current: Any = Scenario
+    for part in loc:
+        current = _step_into(current, part)
+        if current is None:
+            return []
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or name for name, f in current.model_fields.items()]
+    return []
+
+
+def _step_into(current: Any, part: Any) -> Any:
+    current = _unwrap(current)
+    if isinstance(part, str) and part.startswith("@"):
+        for member in typing.get_args(current):
+            metadata = getattr(member, "__metadata__", ())
+            if any(getattr(m, "tag", None) == part for m in metadata):
+                return typing.get_args(member)[0]
+        return None
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        for name, field in current.model_fields.items():
+            if part in {name, field.alias}:
+                return field.annotation
+        return None
+    origin = typing.get_origin(current)
+    args = typing.get_args(current)
+    if origin is list and isinstance(part, int):
+        return args[0]
+    if origin is dict:
+        return args[1]
+    return None
+
+
+def _unwrap(annotation: Any) -> Any:
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            inner = typing.get_args(annotation)[0]
+            if typing.get_origin(inner) in (typing.Union, types.UnionType) and any(
+                    getattr(m, "__metadata__", None) for m in typing.get_args(inner)):
+                return inner  # a tagged union: the tag picks the member
+            annotation = inner
+            continue
+        if origin in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(members) == 1:
+                annotation = members[0]
+                continue
+        return annotation
