@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import sys
 import traceback
 from pathlib import Path
@@ -18,7 +17,7 @@ import click
 
 from agent import __version__
 from agent.errors import CoordinatorError
-from agent.logs import configure_logging, get_logger
+from agent.logs import configure_logging
 from agent.settings import get_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 3, 4
@@ -173,14 +172,7 @@ def topics_list(contract: Path | None) -> None:
 
 
 # -- scenarios -------------------------------------------------------------------------------------
-def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"expected NAME=VALUE, got '{pair}'", param_hint="--param")
-        params[name.strip()] = value
-    return params
+from agent.cli_engine import parse_params  # noqa: E402 - shared with the engine commands
 
 
 def _scenario_files(paths: tuple[Path, ...]) -> list[Path]:
@@ -207,7 +199,7 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], output: str, params: t
     from agent.errors import ScenarioError
     from agent.scenario import load_scenario_file, render
 
-    overrides = _parse_params(params)
+    overrides = parse_params(params)
     settings = get_settings()
     allowed = settings.allowed_targets if settings.allowed_targets != ["*"] else None
     report: list[dict[str, Any]] = []
@@ -217,7 +209,7 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], output: str, params: t
     for file in files:
         try:
             scenario = load_scenario_file(file, overrides=overrides or None, overrides_from_text=True,
-                                          allowed_targets=allowed)
+                                          allowed_targets=allowed, require_parameters=False)
         except ScenarioError as exc:
             report.append({"file": str(file), "valid": False, "errors": [i.as_dict() for i in exc.issues]})
             if output == "text":
@@ -283,7 +275,7 @@ def scenarios_show(name: str, params: tuple[str, ...]) -> None:
         entry = _catalog().get(name)
     except KeyError as exc:
         raise click.UsageError(str(exc.args[0])) from None
-    scenario = load_scenario_file(entry.path, overrides=_parse_params(params) or None, overrides_from_text=True)
+    scenario = load_scenario_file(entry.path, overrides=parse_params(params) or None, overrides_from_text=True)
     click.echo(render(scenario))
 
 
@@ -297,35 +289,6 @@ def schema() -> None:
 
 # -- serve / demo --------------------------------------------------------------------------------
 @cli.command()
-@click.option("--http-port", type=int, default=None, help="override COORDINATOR_HTTP_PORT (0: any free port)")
-def serve(http_port: int | None) -> None:
-    """Run the agent: HTTP health, readiness and metrics (the engine joins in a later release)."""
-    settings = get_settings()
-    if http_port is not None:
-        settings = settings.model_copy(update={"http_port": http_port})
-    asyncio.run(_serve(settings))
-
-
-async def _serve(settings: Any) -> None:
-    from agent.http import HttpServer
-
-    log = get_logger("agent.serve")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    server = HttpServer(settings)
-    await server.start()
-    log.info("serving", http=f"http://{settings.http_host}:{server.port}", kafka=settings.kafka_bootstrap_servers)
-    print(f"listening on http://{settings.http_host}:{server.port}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        log.info("stopping")
-        await server.aclose()
-
-
-@cli.command()
 @click.option("--keep", is_flag=True, help="leave the stack running afterwards")
 @_DIR
 @click.pass_context
@@ -334,6 +297,16 @@ def demo(ctx: click.Context, keep: bool, directory: Path | None) -> None:
     from agent.demo import run_demo
 
     ctx.exit(run_demo(sys.stdout, keep=keep, stack_dir=directory))
+
+
+def _add_engine_commands() -> None:
+    from agent.cli_engine import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_add_engine_commands()
 
 
 def main() -> None:

@@ -7,8 +7,13 @@ Hierarchy::
     ├── DecodeError                  bytes that are not a valid event (goes to the dead-letter topic)
     ├── ContractError                topics/ or proto/ contract inconsistent or unreadable
     ├── ScenarioError                a scenario is invalid: every issue with file, line, column, path
-    └── DevstackError                the local stack could not be installed, started or stopped
-        └── MissingDependencyError   a tool the stack needs is absent and cannot be installed here
+    ├── DevstackError                the local stack could not be installed, started or stopped
+    │   └── MissingDependencyError   a tool the stack needs is absent and cannot be installed here
+    └── RunError                     something failed while a scenario ran (wraps the cause)
+        ├── TargetRefused            a target outside the scenario or the allow-list; nothing touched
+        ├── ActionError              a fault could not be applied
+        ├── RevertError              a fault could not be reverted (retried; the lease stays)
+        └── ProbeError               a probe could not observe its target
 
 Messages are lowercase sentences that quote the offending name. Errors that wrap an external
 failure keep it as ``__cause__`` (``raise ... from exc``) and say whether a retry may help.
@@ -60,7 +65,7 @@ class Issue:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.column}"
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
     def as_dict(self) -> dict[str, object]:
@@ -83,4 +88,24 @@ class DevstackError(CoordinatorError):
 
 
 class MissingDependencyError(DevstackError):
+    pass
+
+
+class RunError(CoordinatorError):
+    pass
+
+
+class TargetRefused(RunError):
+    pass
+
+
+class ActionError(RunError):
+    pass
+
+
+class RevertError(RunError):
+    pass
+
+
+class ProbeError(RunError):
     pass

@@ -26,6 +26,25 @@ HTTP_REQUESTS = Counter(
     registry=REGISTRY,
 )
 
+EXECUTIONS = Counter(f"{PREFIX}_executions_total", "Executions by final status", ["status"], registry=REGISTRY)
+INJECTIONS = Counter(f"{PREFIX}_injections_total", "Fault injections by fault and outcome", ["fault", "outcome"],
+                     registry=REGISTRY)
+REVERTS = Counter(f"{PREFIX}_reverts_total", "Fault reverts by outcome (reverted, failed)", ["outcome"],
+                  registry=REGISTRY)
+ACTIVE_EXECUTIONS = Gauge(f"{PREFIX}_active_executions", "Executions running now", registry=REGISTRY)
+ACTIVE_FAULTS = Gauge(f"{PREFIX}_active_faults", "Faults applied by this agent and not yet reverted",
+                      registry=REGISTRY)
+FIRST_FAULT_SECONDS = Histogram(
+    f"{PREFIX}_request_to_first_fault_seconds", "From a request's record time to its first injection",
+    registry=REGISTRY, buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+RUN_SECONDS = Histogram(
+    f"{PREFIX}_execution_duration_seconds", "Execution duration", registry=REGISTRY,
+    buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800),
+)
+REQUESTS = Counter(f"{PREFIX}_requests_total", "Scenario requests by outcome (accepted, duplicate, rejected)",
+                   ["outcome"], registry=REGISTRY)
+
 
 def render() -> bytes:
     return generate_latest(REGISTRY)

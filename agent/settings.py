@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     redis_key_prefix: str = "coordinator"
     toxiproxy_url: str = "http://127.0.0.1:8474"
+    #: supervisord's XML-RPC endpoint (credentials, if any, in the URL: they are never logged)
+    supervisor_url: SecretStr = SecretStr("http://127.0.0.1:9001/RPC2")
     topics: TopicNames = TopicNames()
     #: replication factor used by ``topics apply``; capped at the broker count
     topic_replication_factor: int = Field(default=3, ge=1)
@@ -92,6 +94,17 @@ class Settings(BaseSettings):
     scenario_dirs: list[str] = Field(default_factory=list)
     #: glob patterns of target service names scenarios may touch (JSON list in the environment)
     allowed_targets: list[str] = Field(default_factory=lambda: ["*"])
+
+    #: how long a fault's lease lives without its owner's heartbeat before anyone may revert it
+    lease_ttl: Seconds = 15.0
+    #: how often every agent looks for orphaned leases
+    reconcile_interval: Seconds = 5.0
+    max_concurrent_executions: int = Field(default=20, ge=1)
+    consumer_group: str = "coordinator"
+    #: create missing topics from topics/asyncapi.yaml when the agent starts
+    create_topics: bool = False
+    #: extra time the engine waits for the stream worker's verdicts after each deadline
+    verdict_grace: Seconds = 10.0
 
     devstack_dir: str | None = Field(
         default=None, description="a running devstack to use (tests reuse it instead of starting one)"

@@ -127,12 +127,18 @@ def ensure_toxiproxy() -> str:
     return str(target)
 
 
+def ensure_kcat() -> str:
+    """kcat, the external Kafka client the tests and the README use to publish requests by hand."""
+    return _which_or_apt("kcat", "kcat")
+
+
 def ensure_all() -> dict[str, str]:
     return {
         "kafka": str(ensure_kafka()),
         "java": java_binary(),
         "redis": ensure_redis(),
         "toxiproxy": ensure_toxiproxy(),
+        "kcat": ensure_kcat(),
     }
 
 

@@ -191,8 +191,8 @@ class Stack:
         for port in _PORTS:
             if port not in state.ports:
                 state.ports[port] = procs.free_port()
-        if not state.cluster_id:
-            state.cluster_id = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        if not state.cluster_id or state.cluster_id.startswith("-"):
+            state.cluster_id = new_cluster_id()
         self._save(state)
 
     def _marker(self, state: StackState, name: str) -> tuple[str, ...]:
@@ -233,7 +233,7 @@ class Stack:
         classpath = f"{libs}/*"
         if not (home / "data" / "meta.properties").exists():
             procs.run([java, *_JVM_OPTIONS, "-cp", classpath, "kafka.tools.StorageTool", "format",
-                       "-t", state.cluster_id, "-c", str(props), "--ignore-formatted"],
+                       f"--cluster-id={state.cluster_id}", f"--config={props}", "--ignore-formatted"],
                       what="formatting the Kafka log directory", timeout=120)
         self._busy_port_check(state, ("kafka", "kafka_controller"))
         return procs.start(
@@ -305,6 +305,15 @@ class Stack:
                 return bool(response.status == 200)
         except OSError:
             return False
+
+
+def new_cluster_id() -> str:
+    """Like Kafka's Uuid.randomUuid: url-safe base64 of 16 random bytes, never starting with '-'
+    (the storage tool would read such an id as an option)."""
+    while True:
+        candidate = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate
 
 
 def _check_names(names: tuple[str, ...]) -> None:

@@ -43,7 +43,7 @@ class Catalog:
 
     def _add(self, path: Path) -> None:
         try:
-            scenario = load_scenario_file(path)
+            scenario = load_scenario_file(path, require_parameters=False)
         except ScenarioError as exc:
             self.problems.extend(exc.issues)
             return

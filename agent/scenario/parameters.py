@@ -118,6 +118,24 @@ def resolve(
     return values, issues
 
 
+def placeholder(param: Parameter) -> Any:
+    """A value of the right type within bounds, to check a scenario whose parameter has no default."""
+    if param.type == "enum":
+        return (param.values or [""])[0]
+    if param.type == "bool":
+        return False
+    if param.type == "string":
+        return "placeholder"
+    low = _bound(param, param.min, "min")
+    value = low if low is not None else (1.0 if param.type == "duration" else 0)
+    return int(value) if param.type == "int" else float(value)
+
+
+def resolve_for_catalog(definitions: Mapping[str, Parameter]) -> dict[str, Any]:
+    """Placeholders for the parameters a request must give, so the catalog can check the rest."""
+    return {name: placeholder(p) for name, p in definitions.items() if p.default is None}
+
+
 def substitute(data: Any, values: Mapping[str, Any], types: Mapping[str, str],
                path: tuple[str | int, ...] = ()) -> tuple[Any, list[ParameterIssue]]:
     """Replace ``${name}`` throughout ``data`` (not inside ``spec.parameters``)."""

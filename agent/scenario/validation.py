@@ -14,7 +14,7 @@ from agent.errors import Issue, ScenarioError
 from agent.scenario import checks
 from agent.scenario.loader import Document, Path, format_path, load_yaml
 from agent.scenario.models import Parameter, Scenario, suggest
-from agent.scenario.parameters import resolve, substitute
+from agent.scenario.parameters import resolve, resolve_for_catalog, substitute
 
 _TYPE_WORDS = {
     "int_type": "an int", "int_parsing": "an int", "float_type": "a number", "float_parsing": "a number",
@@ -31,8 +31,13 @@ def load_scenario(
     overrides: Mapping[str, Any] | None = None,
     overrides_from_text: bool = False,
     allowed_targets: list[str] | None = None,
+    require_parameters: bool = True,
 ) -> Scenario:
-    """The validated scenario with parameters applied; ``ScenarioError`` lists every problem."""
+    """The validated scenario with parameters applied; ``ScenarioError`` lists every problem.
+
+    With ``require_parameters=False`` (the catalog), parameters without a default get a placeholder
+    of their type, so a scenario meant to be given its values per request still validates.
+    """
     doc = load_yaml(text, source)
     issues: list[Issue] = []
     data = doc.data
@@ -41,10 +46,14 @@ def load_scenario(
 
     definitions, definition_issues = _parameter_definitions(doc)
     issues += definition_issues
+    if not require_parameters:
+        overrides = {**resolve_for_catalog(definitions), **(overrides or {})}
     values, param_issues = resolve(definitions, overrides, from_text=overrides_from_text)
     for issue in param_issues:
-        line, column = doc.position(issue.path) if issue.path[0] == "spec" else (0, 0)
-        issues.append(Issue(source, line, column, format_path(issue.path), issue.message))
+        if issue.path[0] == "spec":
+            issues.append(_issue(doc, issue.path, issue.message))
+        else:  # an override: it comes from the request, not the file
+            issues.append(Issue("request", 0, 0, format_path(issue.path), issue.message))
     data, ref_issues = substitute(data, values, {n: p.type for n, p in definitions.items()})
     issues += [_issue(doc, i.path, i.message) for i in ref_issues]
 

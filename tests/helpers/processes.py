@@ -31,12 +31,19 @@ def coordinator_serve(env: dict[str, str], *args: str, timeout: float = 20.0) ->
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"coordinator serve did not start: {proc.stderr.read() if proc.stderr else ''}")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
         for stream in (proc.stdout, proc.stderr):
             if stream:
                 stream.close()
+
+
+def terminate(proc: subprocess.Popen, grace: float = 15.0) -> None:  # type: ignore[type-arg]
+    """SIGTERM, then SIGKILL after ``grace`` seconds; a process already gone is fine."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -50,3 +50,10 @@ def test_redaction_leaves_ordinary_values_alone() -> None:
 def test_redis_url_is_hidden_from_settings_repr() -> None:
     settings = Settings(redis_url="redis://:pw@h:1/0")
     assert "pw" not in repr(settings)
+
+
+def test_kafka_cluster_ids_never_start_with_a_dash() -> None:
+    from agent.devstack.stack import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(2000)]
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)

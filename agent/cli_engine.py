@@ -1,0 +1,199 @@
+"""CLI commands that drive the engine: serve, run, submit, cancel, halt, resume, executions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from google.protobuf import json_format
+
+from agent.settings import Settings, get_settings
+
+
+def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``('a=1', 'b=x')`` -> ``{'a': '1', 'b': 'x'}``; a pair without '=' is a usage error."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"expected NAME=VALUE, got '{pair}'", param_hint="--param")
+        out[name.strip()] = value
+    return out
+
+
+@click.command()
+@click.option("--http-port", type=int, default=None, help="override COORDINATOR_HTTP_PORT (0: any free port)")
+def serve(http_port: int | None) -> None:
+    """Run the agent: consume scenario requests, run them, publish results. SIGTERM aborts cleanly."""
+    settings = get_settings()
+    if http_port is not None:
+        settings = settings.model_copy(update={"http_port": http_port})
+    asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> None:
+    from agent.engine.agent import Agent
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            os._exit(1)  # the second signal: stop now
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    agent = Agent(settings)
+    runner = asyncio.create_task(agent.run(stop))
+    started = asyncio.create_task(agent.http_started.wait())
+    await asyncio.wait([runner, started], return_when=asyncio.FIRST_COMPLETED)
+    if agent.http_started.is_set():
+        print(f"listening on http://{settings.http_host}:{agent.http.port}", flush=True)
+    started.cancel()
+    await runner
+
+
+@click.command()
+@click.argument("scenario")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="override a parameter")
+@click.option("--dry-run", is_flag=True, help="validate and plan through the agent; touch nothing")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE")
+@click.option("--timeout", type=float, default=1800.0, help="seconds to wait for the result")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@click.pass_context
+def run(ctx: click.Context, scenario: str, params: tuple[str, ...], dry_run: bool, labels: tuple[str, ...],
+        timeout: float, output: str) -> None:
+    """Run SCENARIO (a catalog name or a YAML file) and follow it to its result.
+
+    Exit codes: 0 passed, 1 failed or timed out, 2 aborted, 3 error, 4 rejected.
+    """
+    from agent import client
+
+    settings = get_settings()
+    request = client.build_request(scenario, parse_params(params), dry_run=dry_run, labels=parse_params(labels))
+
+    def progress(p: Any) -> None:
+        if output == "text":
+            click.echo(f"  [{p.phase}] {p.message}")
+
+    if output == "text":
+        click.echo(f"request {request.request_id}: {scenario}")
+    result = asyncio.run(client.run_and_follow(settings, request, timeout=timeout, on_progress=progress))
+    if result is None:
+        click.echo(f"no result within {timeout:.0f}s (is an agent running?)", err=True)
+        ctx.exit(3)
+    assert result is not None
+    if output == "json":
+        click.echo(json_format.MessageToJson(result))
+    else:
+        click.echo(f"{client.status_name(result.status)}: {result.reason}")
+        for injection in result.injections:
+            click.echo(f"  fault {injection.fault} on {injection.target}  correlation id {injection.correlation_id}")
+        for verdict in result.verdicts:
+            status = str(verdict.DESCRIPTOR.fields_by_name["status"].enum_type.values_by_number[verdict.status].name)
+            click.echo(f"  expectation {verdict.expectation_name}: {status.removeprefix('VERDICT_STATUS_')} "
+                       f"{verdict.reason}")
+    ctx.exit(client.EXIT_CODES.get(result.status, 3))
+
+
+@click.command()
+@click.argument("scenario")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE")
+@click.option("--dry-run", is_flag=True)
+@click.option("--request-id", default=None, help="idempotency key (default: a new UUID)")
+def submit(scenario: str, params: tuple[str, ...], dry_run: bool, request_id: str | None) -> None:
+    """Publish a scenario request and print its request id (does not wait)."""
+    from agent import client
+
+    request = client.build_request(scenario, parse_params(params), dry_run=dry_run, request_id=request_id)
+    asyncio.run(client.submit(get_settings(), request))
+    click.echo(request.request_id)
+
+
+async def _with_store(fn: Any) -> Any:
+    from agent.store import Store
+
+    settings = get_settings()
+    store = Store(settings.redis_url.get_secret_value(), settings.redis_key_prefix)
+    try:
+        return await fn(store)
+    finally:
+        await store.aclose()
+
+
+@click.command()
+@click.argument("execution_id")
+@click.option("--reason", default="cancelled from the command line")
+def cancel(execution_id: str, reason: str) -> None:
+    """Cancel one execution: its faults are reverted, rollbacks run, ABORTED is published."""
+
+    async def go(store: Any) -> None:
+        if await store.get_execution(execution_id) is None:
+            raise click.UsageError(f"unknown execution '{execution_id}'")
+        await store.request_cancel(execution_id, reason)
+
+    asyncio.run(_with_store(go))
+    click.echo(f"cancel requested for {execution_id}")
+
+
+@click.command()
+@click.option("--reason", default="halted from the command line")
+def halt(reason: str) -> None:
+    """Kill switch: abort every execution, revert every active fault, refuse new ones until resume."""
+    settings = get_settings()
+
+    async def go(store: Any) -> int:
+        from agent.drivers import DriverRegistry
+        from agent.engine.faults import FaultManager
+        from agent.engine.publisher import Publisher
+
+        await store.halt(reason)
+        publisher = Publisher(settings)
+        await publisher.start()
+        drivers = DriverRegistry(settings)
+        try:
+            manager = FaultManager(settings, store, drivers, publisher, owner=f"{settings.instance_id}/cli-halt")
+            return await manager.reconcile(everything=True)
+        finally:
+            await drivers.aclose()
+            await publisher.aclose()
+
+    reverted = asyncio.run(_with_store(go))
+    click.echo(f"halted: {reverted} fault(s) reverted here; agents abort their executions. "
+               "Run 'coordinator resume' to allow faults again.")
+
+
+@click.command()
+def resume() -> None:
+    """Lift the kill switch."""
+    asyncio.run(_with_store(lambda store: store.resume()))
+    click.echo("resumed")
+
+
+@click.group()
+def executions() -> None:
+    """Executions recorded in Redis."""
+
+
+@executions.command("list")
+@click.option("--limit", type=int, default=20)
+@click.option("--output", type=click.Choice(["text", "json"]), default="text")
+def executions_list(limit: int, output: str) -> None:
+    """The most recent executions, newest first."""
+    records = asyncio.run(_with_store(lambda store: store.list_executions(limit)))
+    if output == "json":
+        click.echo(json.dumps([r.__dict__ for r in records], indent=2))
+        return
+    for r in records:
+        started = datetime.fromtimestamp(r.started_at, UTC).strftime("%Y-%m-%d %H:%M:%S") if r.started_at else "-"
+        click.echo(f"{r.execution_id}  {r.status:<9} {started}  {r.scenario_name or '-':<38} {r.reason[:60]}")
+
+
+COMMANDS = [serve, run, submit, cancel, halt, resume, executions]
+

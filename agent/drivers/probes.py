@@ -1,0 +1,148 @@
+"""Probes: observe one thing and judge it with the probe's tolerance.
+
+Addresses come from the target's ``endpoints`` or, failing that, from the service registry hash
+``registry:services:{service}`` (``host``, ``grpc_port``, ``http_port``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import grpc
+import redis.asyncio as aioredis
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import TopicPartition
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from agent.constants import REGISTRY_SERVICE_KEY
+from agent.errors import ProbeError
+from agent.scenario.models import Scenario
+from agent.scenario.probes import Probe
+from agent.settings import Settings
+
+
+@dataclass(frozen=True)
+class ProbeOutcome:
+    name: str
+    ok: bool
+    observed: Any
+    reason: str
+    attempts: int
+
+
+class Prober:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._redis = aioredis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+    async def run(self, probe: Probe, scenario: Scenario) -> ProbeOutcome:
+        """Try up to ``attempts`` times, ``interval`` apart; pass on the first acceptable observation."""
+        if probe.initial_delay:
+            await asyncio.sleep(probe.initial_delay)
+        reason = ""
+        observed: Any = None
+        for attempt in range(1, probe.attempts + 1):
+            try:
+                observed = await asyncio.wait_for(self.observe(probe, scenario), probe.timeout)
+                ok, reason = probe.tolerance.check(observed)
+            except (ProbeError, TimeoutError) as exc:
+                ok, reason = False, str(exc) or f"no answer within {probe.timeout}s"
+            if ok:
+                return ProbeOutcome(probe.name, True, observed, reason, attempt)
+            if attempt < probe.attempts:
+                await asyncio.sleep(probe.interval)
+        return ProbeOutcome(probe.name, False, observed, reason, probe.attempts)
+
+    async def observe(self, probe: Probe, scenario: Scenario) -> Any:
+        kind = probe.kind
+        if kind == "grpc_health":
+            assert probe.grpc_health is not None
+            address = await self.address(scenario, probe.grpc_health.target, "grpc")
+            return await grpc_health_status(address, probe.grpc_health.service, probe.timeout)
+        if kind == "http":
+            assert probe.http is not None
+            url = probe.http.url or (await self.address(scenario, probe.http.target or "", "http")) + probe.http.path
+            try:
+                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=probe.timeout)) as http, \
+                        http.request(probe.http.method, url) as response:
+                    return response.status
+            except aiohttp.ClientError as exc:
+                raise ProbeError(f"GET {url} failed: {exc}") from exc
+        if kind == "kafka_topic":
+            assert probe.kafka_topic is not None
+            return await self._partitions(probe.kafka_topic.topic)
+        if kind == "kafka_lag":
+            assert probe.kafka_lag is not None
+            return await self._lag(probe.kafka_lag.group, probe.kafka_lag.topic)
+        assert probe.redis_key is not None
+        spec = probe.redis_key
+        if spec.field:
+            return await self._redis.hget(spec.key, spec.field)
+        return await self._redis.get(spec.key)
+
+    async def address(self, scenario: Scenario, target_name: str, kind: str) -> str:
+        target = scenario.spec.targets[target_name]
+        if target.endpoints and getattr(target.endpoints, kind):
+            return str(getattr(target.endpoints, kind))
+        service = target.service or target_name
+        entry = await self._redis.hgetall(REGISTRY_SERVICE_KEY.format(name=service))
+        port = entry.get(f"{kind}_port") or (entry.get("port") if kind == "http" else None)
+        if not entry or not port:
+            raise ProbeError(f"no {kind} address for target '{target_name}': give endpoints.{kind} "
+                             f"or register service '{service}'")
+        host = entry.get("host", "127.0.0.1")
+        return f"http://{host}:{port}" if kind == "http" else f"{host}:{port}"
+
+    async def _admin(self) -> AIOKafkaAdminClient:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                                    request_timeout_ms=int(self.settings.kafka_request_timeout * 1000))
+        await admin.start()
+        return admin
+
+    async def _partitions(self, topic: str) -> int:
+        admin = await self._admin()
+        try:
+            described = await admin.describe_topics([topic])
+        finally:
+            await admin.close()
+        found = [d for d in described if d["topic"] == topic and not d.get("error_code")]
+        return len(found[0]["partitions"]) if found else 0
+
+    async def _lag(self, group: str, topic: str | None) -> int:
+        from aiokafka import AIOKafkaConsumer
+
+        admin = await self._admin()
+        try:
+            committed = await admin.list_consumer_group_offsets(group)
+        finally:
+            await admin.close()
+        partitions = [tp for tp in committed if topic is None or tp.topic == topic]
+        if not partitions:
+            raise ProbeError(f"consumer group '{group}' has no committed offsets" + (f" on '{topic}'" if topic else ""))
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers)
+        await consumer.start()
+        try:
+            ends = await consumer.end_offsets([TopicPartition(tp.topic, tp.partition) for tp in partitions])
+        finally:
+            await consumer.stop()
+        return int(sum(max(0, ends[tp] - committed[tp].offset) for tp in partitions))
+
+
+async def grpc_health_status(address: str, service: str, timeout: float) -> str:
+    """``SERVING``, ``NOT_SERVING``, ... or ``UNREACHABLE (<code>)`` when the call fails."""
+    started = time.monotonic()
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service),
+                                     timeout=max(0.1, timeout - (time.monotonic() - started)))
+        except grpc.aio.AioRpcError as exc:
+            return f"UNREACHABLE ({exc.code().name})"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))

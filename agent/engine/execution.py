@@ -1,0 +1,383 @@
+"""One execution: one run of one scenario, from its steady state to its one final result.
+
+Lifecycle: steady state before -> steps (faults and waits) -> every fault reverted -> verdicts of
+the audit expectations (from the stream worker) -> steady state after -> rollbacks -> one terminal
+status. Whatever ends the run (success, failure, timeout, cancel, halt, shutdown), the clean-up
+runs: faults are reverted and rollbacks run as their strategy says.
+
+Statuses: PASSED (every probe held and every expectation PASSED), FAILED (a probe or an
+expectation failed, or an expectation stayed INCONCLUSIVE: no evidence is not a pass), ERROR (a
+fault could not be applied or reverted), ABORTED (cancelled, halted, agent stopping), TIMED_OUT
+(``limits.timeout``). REJECTED is decided before a run starts (see ``agent.engine.agent``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import json_format
+
+from agent import metrics
+from agent._proto.coordinator.v1 import events_pb2
+from agent.drivers import DriverRegistry
+from agent.drivers.probes import ProbeOutcome, Prober
+from agent.engine.faults import ActiveFault, FaultManager
+from agent.engine.publisher import Publisher
+from agent.errors import ActionError, CoordinatorError
+from agent.logs import get_logger
+from agent.scenario.base import format_duration
+from agent.scenario.models import FaultStep, ParallelStep, Scenario, SerialStep, WaitStep
+from agent.scenario.plan import plan
+from agent.settings import Settings
+from agent.store import Store
+
+log = get_logger("agent.execution")
+S = events_pb2
+_ENTRY = {True: S.JOURNAL_ENTRY_STATUS_SUCCEEDED, False: S.JOURNAL_ENTRY_STATUS_FAILED}
+
+
+class Verdicts:
+    """Routes the stream worker's verdicts to the execution waiting for them."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, asyncio.Queue[events_pb2.ExpectationVerdict]] = {}
+
+    def register(self, execution_id: str) -> asyncio.Queue[events_pb2.ExpectationVerdict]:
+        return self._queues.setdefault(execution_id, asyncio.Queue())
+
+    def unregister(self, execution_id: str) -> None:
+        self._queues.pop(execution_id, None)
+
+    def deliver(self, verdict: events_pb2.ExpectationVerdict) -> None:
+        queue = self._queues.get(verdict.execution_id)
+        if queue is not None:
+            queue.put_nowait(verdict)
+
+
+@dataclass
+class EngineContext:
+    settings: Settings
+    store: Store
+    publisher: Publisher
+    faults: FaultManager
+    prober: Prober
+    drivers: DriverRegistry
+    verdicts: Verdicts
+
+
+class StepFailed(CoordinatorError):
+    pass
+
+
+@dataclass
+class Execution:
+    ctx: EngineContext
+    execution_id: str
+    request_id: str
+    request: events_pb2.ScenarioRequest
+    scenario: Scenario
+    received_at: float
+    abort_reason: str = "cancelled"
+    journal: list[events_pb2.JournalEntry] = field(default_factory=list)
+    injections: dict[str, events_pb2.Injection] = field(default_factory=dict)
+    verdicts: dict[tuple[str, str], events_pb2.ExpectationVerdict] = field(default_factory=dict)
+    steps_started: bool = False
+    deviated: bool = False
+    cancelled_before_start: bool = False
+    _active: dict[str, ActiveFault] = field(default_factory=dict)
+    _background: list[asyncio.Task[None]] = field(default_factory=list)
+    _continuous_failures: list[str] = field(default_factory=list)
+
+    # -- the run ---------------------------------------------------------------------------------
+    async def run(self) -> events_pb2.ScenarioResult:
+        started = time.time()
+        queue = self.ctx.verdicts.register(self.execution_id)
+        metrics.ACTIVE_EXECUTIONS.inc()
+        status, reason = S.EXECUTION_STATUS_ERROR, "the run ended unexpectedly"
+        try:
+            try:
+                if self.cancelled_before_start:
+                    raise asyncio.CancelledError
+                await self.ctx.store.update_execution(self.execution_id, status="RUNNING", started_at=started)
+                await self._progress(S.EXECUTION_STATUS_RUNNING, "start", f"running '{self.scenario.name}'")
+                async with asyncio.timeout(self.scenario.spec.limits.timeout):
+                    status, reason = await self._lifecycle(queue)
+            except TimeoutError:
+                status = S.EXECUTION_STATUS_TIMED_OUT
+                reason = f"the run exceeded its limit of {format_duration(self.scenario.spec.limits.timeout)}"
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                status, reason = S.EXECUTION_STATUS_ABORTED, f"aborted: {self.abort_reason}"
+            except StepFailed as exc:
+                status, reason = S.EXECUTION_STATUS_ERROR, str(exc)
+            except Exception as exc:  # noqa: BLE001 - an agent bug must still end in one result
+                log.exception("execution crashed", execution_id=self.execution_id)
+                status, reason = S.EXECUTION_STATUS_ERROR, f"internal error: {type(exc).__name__}: {exc}"
+            status, reason = await self._clean_up(status, reason)
+        finally:
+            self.ctx.verdicts.unregister(self.execution_id)
+            metrics.ACTIVE_EXECUTIONS.dec()
+        result = self._result(status, reason, started)
+        metrics.EXECUTIONS.labels(status=S.ExecutionStatus.Name(status).removeprefix("EXECUTION_STATUS_")).inc()
+        metrics.RUN_SECONDS.observe(time.time() - started)
+        return result
+
+    async def _lifecycle(self, queue: asyncio.Queue[events_pb2.ExpectationVerdict]) -> tuple[int, str]:
+        if self.request.dry_run:
+            for step in plan(self.scenario):
+                await self._entry("plan", f"+{format_duration(step.offset)} {step.kind} {step.name}".strip(),
+                                  True, output=step.detail)
+            return S.EXECUTION_STATUS_PASSED, "dry run: validated and planned, nothing was touched"
+
+        probes = self.scenario.spec.steady_state.probes
+        before = await self._probes("steady-state-before", [p for p in probes if p.mode in {"SOT", "Edge"}])
+        failed = [o for o in before if not o.ok]
+        if failed:
+            self.deviated = True
+            return S.EXECUTION_STATUS_FAILED, "steady state not met before the steps: " + _why(failed)
+
+        self.steps_started = True
+        watcher = asyncio.create_task(self._watch_continuously())
+        try:
+            await self._steps(self.scenario.spec.steps)
+            if self._background:
+                await asyncio.gather(*self._background)
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        await self._revert_all()
+
+        failures, inconclusive = await self._await_verdicts(queue)
+        after = await self._probes("steady-state-after", [p for p in probes if p.mode in {"EOT", "Edge"}])
+        reasons = []
+        if self._continuous_failures:
+            reasons.append("steady state broke during the run: " + "; ".join(self._continuous_failures[:3]))
+        if failures:
+            reasons.append("expectation(s) failed: " + "; ".join(failures))
+        failed_after = [o for o in after if not o.ok]
+        if failed_after:
+            reasons.append("steady state not met after the steps: " + _why(failed_after))
+        if inconclusive:
+            reasons.append("no evidence for expectation(s): " + "; ".join(inconclusive))
+        if reasons:
+            self.deviated = True
+            return S.EXECUTION_STATUS_FAILED, " | ".join(reasons)
+        expectations = len(self.verdicts)
+        return S.EXECUTION_STATUS_PASSED, (f"all {expectations} expectation(s) passed and the steady state held"
+                                           if expectations else "the steady state held")
+
+    # -- steps -----------------------------------------------------------------------------------
+    async def _steps(self, steps: list[Any]) -> None:
+        for step in steps:
+            await self._step(step)
+
+    async def _step(self, step: Any) -> None:
+        if isinstance(step, WaitStep):
+            t0 = time.time()
+            await asyncio.sleep(step.wait)
+            await self._entry("steps", step.name or f"wait {format_duration(step.wait)}", True, started=t0)
+        elif isinstance(step, SerialStep):
+            await self._steps(step.serial)
+        elif isinstance(step, ParallelStep):
+            async with asyncio.TaskGroup() as group:
+                for inner in step.parallel:
+                    group.create_task(self._step(inner))
+        else:
+            await self._fault(step)
+
+    async def _fault(self, step: FaultStep) -> None:
+        if step.delay:
+            await asyncio.sleep(step.delay)
+        limit = self.scenario.spec.limits.max_concurrent_faults
+        if len(self._active) >= limit:
+            raise StepFailed(f"step '{step.name}' would exceed maxConcurrentFaults ({limit})")
+        t0 = time.time()
+        try:
+            active = await self.ctx.faults.inject(self.execution_id, self.scenario, step)
+        except (ActionError, CoordinatorError) as exc:
+            await self._entry("steps", step.name, False, started=t0, error=str(exc))
+            raise StepFailed(f"step '{step.name}': {exc}") from exc
+        if not self.injections:
+            metrics.FIRST_FAULT_SECONDS.observe(max(0.0, active.injected_at - self.received_at))
+        cid = active.lease.correlation_id
+        self._active[cid] = active
+        injection = events_pb2.Injection(correlation_id=cid, step_name=step.name, target=step.target,
+                                         fault=step.fault, driver=active.lease.driver,
+                                         final_state=S.CHAOS_EVENT_TYPE_INJECTED)
+        injection.injected_at.FromNanoseconds(int(active.injected_at * 1e9))
+        self.injections[cid] = injection
+        await self._entry("steps", step.name, True, started=t0,
+                          output=f"{step.fault} on {step.target}, correlation id {cid}")
+        if step.duration:
+            if step.background:
+                self._background.append(asyncio.create_task(self._hold(cid, step.duration)))
+            else:
+                await self._hold(cid, step.duration)
+
+    async def _hold(self, correlation_id: str, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        await self._revert(correlation_id)
+
+    async def _revert(self, correlation_id: str) -> None:
+        active = await self.ctx.faults.revert(correlation_id)
+        self._active.pop(correlation_id, None)
+        injection = self.injections.get(correlation_id)
+        if active is None or injection is None:
+            return
+        injection.reverted_at.FromNanoseconds(int(max(active.reverted_at, 0) * 1e9))
+        injection.final_state = S.CHAOS_EVENT_TYPE_REVERT_FAILED if active.error else S.CHAOS_EVENT_TYPE_REVERTED
+        injection.error = active.error
+        await self._entry("revert", injection.step_name, not active.error, error=active.error,
+                          output=f"{injection.fault} on {injection.target} reverted" if not active.error else "")
+
+    async def _revert_all(self) -> None:
+        await asyncio.gather(*(self._revert(cid) for cid in list(self._active)))
+
+    # -- probes ----------------------------------------------------------------------------------
+    async def _probes(self, phase: str, probes: list[Any]) -> list[ProbeOutcome]:
+        outcomes = []
+        for probe in probes:
+            t0 = time.time()
+            outcome = await self.ctx.prober.run(probe, self.scenario)
+            outcomes.append(outcome)
+            await self._entry(phase, probe.name, outcome.ok, started=t0,
+                              output=f"observed {outcome.observed!r}", error="" if outcome.ok else outcome.reason)
+            if not outcome.ok and probe.stop_on_failure:
+                break
+        return outcomes
+
+    async def _watch_continuously(self) -> None:
+        probes = [p for p in self.scenario.spec.steady_state.probes if p.mode in {"Continuous", "OnChaos"}]
+        if not probes:
+            return
+        interval = min(p.interval for p in probes)
+        while True:
+            for probe in probes:
+                if probe.mode == "OnChaos" and not self._active:
+                    continue
+                outcome = await self.ctx.prober.run(probe.model_copy(update={"attempts": 1}), self.scenario)
+                if not outcome.ok:
+                    self._continuous_failures.append(f"{probe.name}: {outcome.reason}")
+                    await self._entry("steady-state-during", probe.name, False, error=outcome.reason)
+            await asyncio.sleep(interval)
+
+    # -- verdicts --------------------------------------------------------------------------------
+    async def _await_verdicts(self, queue: asyncio.Queue[events_pb2.ExpectationVerdict]
+                              ) -> tuple[list[str], list[str]]:
+        grace = self.ctx.settings.verdict_grace
+        waiting: dict[tuple[str, str], float] = {}
+        by_step = {i.step_name: i for i in self.injections.values()}
+        for expectation in self.scenario.spec.expectations:
+            injection = by_step.get(expectation.after)
+            if injection is None:
+                continue
+            injected = injection.injected_at.ToNanoseconds() / 1e9
+            waiting[(injection.correlation_id, expectation.name)] = injected + expectation.deadline + grace
+        while waiting:
+            remaining = max(waiting.values()) - time.time()
+            if remaining <= 0:
+                break
+            try:
+                verdict = await asyncio.wait_for(queue.get(), remaining)
+            except TimeoutError:
+                break
+            key = (verdict.correlation_id, verdict.expectation_name)
+            if key in waiting:
+                waiting.pop(key)
+                self.verdicts[key] = verdict
+                await self._entry("expectations", verdict.expectation_name,
+                                  verdict.status == S.VERDICT_STATUS_PASSED, output=verdict.reason,
+                                  error="" if verdict.status == S.VERDICT_STATUS_PASSED else verdict.reason)
+        for (cid, name), deadline in waiting.items():
+            verdict = events_pb2.ExpectationVerdict(
+                execution_id=self.execution_id, correlation_id=cid, expectation_name=name,
+                status=S.VERDICT_STATUS_INCONCLUSIVE,
+                reason=f"no verdict from the stream worker by the deadline plus {format_duration(grace)} grace",
+            )
+            verdict.deadline.FromNanoseconds(int(deadline * 1e9))
+            self.verdicts[(cid, name)] = verdict
+            await self._entry("expectations", name, False, error=verdict.reason)
+        failed = [f"{v.expectation_name}: {v.reason}" for v in self.verdicts.values()
+                  if v.status == S.VERDICT_STATUS_FAILED]
+        inconclusive = [f"{v.expectation_name}: {v.reason}" for v in self.verdicts.values()
+                        if v.status == S.VERDICT_STATUS_INCONCLUSIVE]
+        return failed, inconclusive
+
+    # -- clean-up --------------------------------------------------------------------------------
+    async def _clean_up(self, status: int, reason: str) -> tuple[int, str]:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._revert_all()
+        failed_reverts = [i for i in self.injections.values() if i.final_state == S.CHAOS_EVENT_TYPE_REVERT_FAILED]
+        if status == S.EXECUTION_STATUS_FAILED:
+            self.deviated = True
+        strategy = self.scenario.spec.rollbacks.strategy
+        run_rollbacks = (strategy == "always" or (strategy == "default" and self.steps_started)
+                         or (strategy == "deviated" and self.deviated))
+        if run_rollbacks and not self.request.dry_run:
+            for action in self.scenario.spec.rollbacks.actions:
+                t0 = time.time()
+                target = self.scenario.spec.targets[action.target]
+                try:
+                    driver = self.ctx.drivers.get(target.driver)
+                    await asyncio.wait_for(driver.rollback(action.action, target.selector.model_dump()),  # type: ignore[attr-defined]
+                                           action.timeout)
+                except Exception as exc:  # noqa: BLE001 - report, go on with the next action
+                    await self._entry("rollbacks", action.name, False, started=t0, error=str(exc) or "timed out")
+                else:
+                    await self._entry("rollbacks", action.name, True, started=t0,
+                                      output=f"{action.action} {action.target}")
+        if failed_reverts and status != S.EXECUTION_STATUS_ABORTED:
+            names = ", ".join(f"{i.step_name} ({i.error})" for i in failed_reverts)
+            return S.EXECUTION_STATUS_ERROR, f"fault(s) could not be reverted, leases kept for retry: {names}"
+        return status, reason
+
+    # -- events ----------------------------------------------------------------------------------
+    async def _entry(self, phase: str, name: str, ok: bool, *, started: float | None = None, output: str = "",
+                     error: str = "") -> None:
+        entry = events_pb2.JournalEntry(phase=phase, name=name, status=_ENTRY[ok], output=output[:2000],
+                                        error=error[:2000])
+        now = time.time()
+        entry.started_at.FromNanoseconds(int((started or now) * 1e9))
+        entry.ended_at.FromNanoseconds(int(now * 1e9))
+        self.journal.append(entry)
+        await self._progress(S.EXECUTION_STATUS_RUNNING, phase, f"{name}: {'ok' if ok else error or 'failed'}",
+                             entry)
+
+    async def _progress(self, status: int, phase: str, message: str,
+                        entry: events_pb2.JournalEntry | None = None) -> None:
+        progress = events_pb2.ExecutionProgress(execution_id=self.execution_id, request_id=self.request_id,
+                                                scenario_name=self.scenario.name, status=status,  # type: ignore[arg-type]
+                                                phase=phase, message=message)
+        if entry is not None:
+            progress.entry.CopyFrom(entry)
+        progress.at.GetCurrentTime()
+        try:
+            await self.ctx.publisher.progress(progress)
+        except Exception as exc:  # noqa: BLE001 - progress is best effort; the result is not
+            log.warning("progress not published", execution_id=self.execution_id, error=str(exc))
+
+    def _result(self, status: int, reason: str, started: float) -> events_pb2.ScenarioResult:
+        result = events_pb2.ScenarioResult(
+            execution_id=self.execution_id, request_id=self.request_id, scenario_name=self.scenario.name,
+            status=status, reason=reason, requester=self.request.requester,  # type: ignore[arg-type]
+            labels=dict(self.request.labels), dry_run=self.request.dry_run,
+            injections=list(self.injections.values()), verdicts=list(self.verdicts.values()), journal=self.journal,
+        )
+        result.started_at.FromNanoseconds(int(started * 1e9))
+        result.ended_at.GetCurrentTime()
+        return result
+
+
+def _why(outcomes: list[ProbeOutcome]) -> str:
+    return "; ".join(f"{o.name}: {o.reason}" for o in outcomes)
+
+
+def result_summary(result: events_pb2.ScenarioResult) -> dict[str, Any]:
+    return json_format.MessageToDict(result)

@@ -1,0 +1,231 @@
+"""Injections: a lease before every fault, a correlation id on every injection, reverts that always
+happen, and reconciliation of faults whose owner is gone.
+
+An injection goes: refuse if halted -> new UUID4 correlation id -> lease written to Redis (with the
+driver's revert recipe) -> fault applied -> chaos event INJECTED. A revert goes: driver revert from
+the recipe (retried with backoff) -> lease deleted -> chaos event REVERTED; when every retry fails,
+REVERT_FAILED is published and the lease stays for the reconciler to retry.
+
+Each agent process has an ``owner`` id (instance id plus a per-process suffix) and heartbeats its
+leases. The reconciler, in every agent, reverts leases whose ``expires_at`` has passed or whose
+owner's heartbeat is gone: a crashed agent's faults are cleaned up by whoever finds them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent import metrics
+from agent._proto.coordinator.v1 import events_pb2
+from agent.drivers import DriverRegistry, FaultRequest
+from agent.engine.publisher import Publisher
+from agent.errors import ActionError, RevertError, TargetRefused
+from agent.logs import get_logger
+from agent.scenario.models import Expectation, FaultStep, Scenario
+from agent.settings import Settings
+from agent.store import Lease, Store
+
+log = get_logger("agent.faults")
+
+_KINDS = {
+    "appears": events_pb2.EXPECTATION_KIND_APPEARS, "absent": events_pb2.EXPECTATION_KIND_ABSENT,
+    "count": events_pb2.EXPECTATION_KIND_COUNT, "order": events_pb2.EXPECTATION_KIND_ORDER,
+    "time_to_recover": events_pb2.EXPECTATION_KIND_TIME_TO_RECOVER,
+}
+_ATTRIBUTION = {
+    "correlation-id": events_pb2.ATTRIBUTION_CORRELATION_ID,
+    "target-window": events_pb2.ATTRIBUTION_TARGET_WINDOW, "any": events_pb2.ATTRIBUTION_ANY,
+}
+REVERT_ATTEMPTS = 4
+
+
+@dataclass
+class ActiveFault:
+    lease: Lease
+    injected_at: float
+    event: events_pb2.ChaosEvent
+    reverted_at: float = 0.0
+    error: str = ""
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def expectation_message(expectation: Expectation) -> events_pb2.Expectation:
+    message = events_pb2.Expectation(
+        name=expectation.name, kind=_KINDS[expectation.kind], event_type=expectation.event.type or "",
+        service=expectation.event.service or "", match=expectation.event.match,
+        attribution=_ATTRIBUTION[expectation.attribution],
+    )
+    rule = getattr(expectation, expectation.kind)
+    if expectation.kind == "time_to_recover":
+        message.max_time_to_recover.FromNanoseconds(int(rule.max * 1e9))
+    else:
+        message.within.FromNanoseconds(int(rule.within * 1e9))
+    if expectation.kind == "count":
+        message.min_count = rule.min if rule.min is not None else 0
+        message.max_count = rule.max if rule.max is not None else -1
+    if expectation.kind == "order":
+        message.sequence.extend(rule.events)
+    return message
+
+
+class FaultManager:
+    def __init__(self, settings: Settings, store: Store, drivers: DriverRegistry, publisher: Publisher,
+                 owner: str) -> None:
+        self.settings = settings
+        self.store = store
+        self.drivers = drivers
+        self.publisher = publisher
+        self.owner = owner
+        self.active: dict[str, ActiveFault] = {}
+
+    async def inject(self, execution_id: str, scenario: Scenario, step: FaultStep) -> ActiveFault:
+        halted = await self.store.halted()
+        if halted:
+            raise TargetRefused(f"the agent is halted ({halted}): no new faults until resumed")
+        target = scenario.spec.targets.get(step.target)
+        if target is None:
+            raise TargetRefused(f"target '{step.target}' is not declared by the scenario")
+        service = target.service or step.target
+        if not _allowed(service, self.settings.allowed_targets):
+            raise TargetRefused(f"target '{service}' is not in the agent's allow-list")
+        correlation_id = str(uuid.uuid4())
+        parameters = step.parameters.model_dump(mode="python")  # type: ignore[attr-defined]
+        request = FaultRequest(
+            correlation_id=correlation_id, execution_id=execution_id, fault=step.fault, target_name=step.target,
+            service=service, selector=target.selector.model_dump(mode="python"), parameters=parameters,
+            duration=step.duration,
+        )
+        driver = self.drivers.get(target.driver)
+        now = time.time()
+        lease = Lease(
+            correlation_id=correlation_id, execution_id=execution_id, driver=target.driver, target=step.target,
+            service=service, fault=step.fault, step_name=step.name, recipe=driver.recipe(request),
+            owner=self.owner, created_at=now, expires_at=now + self.settings.lease_ttl,
+        )
+        await self.store.write_lease(lease)  # before anything is touched
+        try:
+            observed = await asyncio.wait_for(driver.inject(request), step.timeout)
+        except BaseException as exc:
+            metrics.INJECTIONS.labels(fault=step.fault, outcome="failed").inc()
+            await self._undo_failed(lease)
+            if isinstance(exc, ActionError | TimeoutError):
+                detail = str(exc) or f"no answer within {step.timeout}s"
+                raise ActionError(f"{step.fault} on '{step.target}' failed: {detail}") from exc
+            raise
+        injected_at = time.time()
+        await self.store.mark_injected(correlation_id)
+        event = events_pb2.ChaosEvent(
+            correlation_id=correlation_id, type=events_pb2.CHAOS_EVENT_TYPE_INJECTED, execution_id=execution_id,
+            scenario_name=scenario.name, step_name=step.name, target=step.target, service=service,
+            driver=target.driver, fault=step.fault, owner=self.owner,
+            expectations=[expectation_message(e) for e in scenario.spec.expectations if e.after == step.name],
+        )
+        event.parameters.update(step.parameters.model_dump(mode="json", by_alias=True))  # type: ignore[attr-defined]
+        event.injected_at.FromNanoseconds(int(injected_at * 1e9))
+        active = ActiveFault(lease=lease, injected_at=injected_at, event=event)
+        self.active[correlation_id] = active
+        metrics.INJECTIONS.labels(fault=step.fault, outcome="injected").inc()
+        metrics.ACTIVE_FAULTS.set(len(self.active))
+        await self.publisher.chaos(event)
+        log.info("fault injected", correlation_id=correlation_id, fault=step.fault, target=step.target,
+                 execution_id=execution_id, observed=observed)
+        return active
+
+    async def revert(self, correlation_id: str) -> ActiveFault | None:
+        """Revert one of this agent's faults; idempotent (a second call waits for the first)."""
+        active = self.active.get(correlation_id)
+        if active is None:
+            return None
+        if active.done.is_set() or active.reverted_at < 0:
+            await active.done.wait()
+            return active
+        active.reverted_at = -1  # in progress
+        ok, error = await self._revert_lease(active.lease)
+        active.reverted_at = time.time()
+        active.error = error
+        if ok:
+            self.active.pop(correlation_id, None)
+        metrics.ACTIVE_FAULTS.set(len(self.active))
+        active.done.set()
+        return active
+
+    async def revert_execution(self, execution_id: str) -> list[ActiveFault]:
+        mine = [cid for cid, a in self.active.items() if a.lease.execution_id == execution_id]
+        results = await asyncio.gather(*(self.revert(cid) for cid in mine))
+        return [r for r in results if r is not None]
+
+    async def heartbeat_forever(self) -> None:
+        interval = max(0.5, self.settings.lease_ttl / 3)
+        while True:
+            await self.store.renew_leases(self.owner, list(self.active), self.settings.lease_ttl)
+            await asyncio.sleep(interval)
+
+    async def reconcile(self, *, everything: bool = False) -> int:
+        """Revert leases that nobody owns any more (or every lease, for halt-all). Returns how many."""
+        reverted = 0
+        for lease in await self.store.leases():
+            if lease.correlation_id in self.active:
+                if everything:
+                    await self.revert(lease.correlation_id)
+                    reverted += 1
+                continue
+            orphaned = lease.expires_at < time.time() or not await self.store.owner_alive(lease.owner)
+            if not (everything or orphaned):
+                continue
+            log.warning("reverting orphaned fault", correlation_id=lease.correlation_id, fault=lease.fault,
+                        target=lease.target, owner=lease.owner, halt=everything)
+            ok, _ = await self._revert_lease(lease)
+            reverted += int(ok)
+        return reverted
+
+    async def _revert_lease(self, lease: Lease) -> tuple[bool, str]:
+        driver = self.drivers.get(lease.driver)
+        error = ""
+        for attempt in range(REVERT_ATTEMPTS):
+            try:
+                await asyncio.wait_for(driver.revert(lease.recipe), 60)
+            except (RevertError, TimeoutError) as exc:
+                error = str(exc) or "revert timed out"
+                log.warning("revert failed", correlation_id=lease.correlation_id, attempt=attempt + 1, error=error)
+                await asyncio.sleep(min(5.0, 0.5 * 2**attempt))
+                continue
+            await self.store.delete_lease(lease.correlation_id)
+            metrics.REVERTS.labels(outcome="reverted").inc()
+            await self._publish_revert(lease, events_pb2.CHAOS_EVENT_TYPE_REVERTED, "")
+            return True, ""
+        metrics.REVERTS.labels(outcome="failed").inc()
+        await self._publish_revert(lease, events_pb2.CHAOS_EVENT_TYPE_REVERT_FAILED, error)
+        return False, error
+
+    async def _undo_failed(self, lease: Lease) -> None:
+        """A fault that failed half way may have been applied: revert it anyway, then drop the lease."""
+        try:
+            await asyncio.wait_for(self.drivers.get(lease.driver).revert(lease.recipe), 30)
+        except Exception as exc:  # noqa: BLE001 - keep the lease: the reconciler will try again
+            log.warning("could not undo a failed injection", correlation_id=lease.correlation_id, error=str(exc))
+            return
+        await self.store.delete_lease(lease.correlation_id)
+
+    async def _publish_revert(self, lease: Lease, kind: int, error: str) -> None:
+        event = events_pb2.ChaosEvent(
+            correlation_id=lease.correlation_id, type=kind, execution_id=lease.execution_id,  # type: ignore[arg-type]
+            step_name=lease.step_name, target=lease.target, service=lease.service, driver=lease.driver,
+            fault=lease.fault, error=error, owner=self.owner,
+        )
+        event.injected_at.FromNanoseconds(int(lease.created_at * 1e9))
+        event.reverted_at.GetCurrentTime()
+        await self.publisher.chaos(event)
+
+
+def _allowed(service: str, patterns: list[str]) -> bool:
+    import fnmatch
+
+    return any(fnmatch.fnmatchcase(service, p) for p in patterns)
+
+
+def revert_summary(active: ActiveFault) -> dict[str, Any]:
+    return {"correlation_id": active.lease.correlation_id, "reverted": not active.error, "error": active.error}

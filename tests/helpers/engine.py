@@ -1,0 +1,116 @@
+"""Shared set-up for engine tests: session-unique topics and keys, and reading topics back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from agent import codec
+from agent._proto.coordinator.v1 import events_pb2
+from agent.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def engine_env(stack_env: dict[str, str], supervisor_url: str, suffix: str | None = None) -> dict[str, str]:
+    sfx = suffix or uuid.uuid4().hex[:8]
+    return {
+        **stack_env,
+        "COORDINATOR_SUPERVISOR_URL": supervisor_url,
+        "COORDINATOR_TOPICS__SCENARIO_REQUESTS": f"test.{sfx}.requests",
+        "COORDINATOR_TOPICS__SCENARIO_RESULTS": f"test.{sfx}.results",
+        "COORDINATOR_TOPICS__CHAOS_EVENTS": f"test.{sfx}.chaos",
+        "COORDINATOR_TOPICS__VERDICTS": f"test.{sfx}.verdicts",
+        "COORDINATOR_TOPICS__DEAD_LETTERS": f"test.{sfx}.dead-letters",
+        "COORDINATOR_TOPICS__AUDIT_EVENTS": f"test.{sfx}.audit",
+        "COORDINATOR_REDIS_KEY_PREFIX": f"test-{sfx}",
+        "COORDINATOR_CONSUMER_GROUP": f"test-{sfx}",
+        "COORDINATOR_SCENARIO_DIRS": json.dumps([str(ROOT / "tests" / "fixtures" / "engine")]),
+        "COORDINATOR_LEASE_TTL": "3",
+        "COORDINATOR_RECONCILE_INTERVAL": "1",
+        "COORDINATOR_VERDICT_GRACE": "1",
+        "COORDINATOR_INSTANCE_ID": f"test-agent-{sfx}",
+        "COORDINATOR_CONTENT_TYPE": "application/json",
+    }
+
+
+def settings_from(env: dict[str, str]) -> Settings:
+    with mock.patch.dict(os.environ, env, clear=False):
+        return Settings()
+
+
+async def read_all(bootstrap: str, topic: str) -> list[ConsumerRecord]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()  # noqa: SLF001
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        if not partitions:
+            return []
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        records: list[ConsumerRecord] = []
+        while any([await consumer.position(tp) < ends[tp] for tp in partitions]):
+            batch = await consumer.getmany(timeout_ms=500)
+            for items in batch.values():
+                records.extend(items)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def wait_for(bootstrap: str, topic: str, predicate: Callable[[ConsumerRecord], bool], *,
+                   timeout: float = 60.0, count: int = 1) -> list[ConsumerRecord]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [r for r in await read_all(bootstrap, topic) if predicate(r)]
+        if len(found) >= count:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(found)} of {count} matching record(s) on {topic} after {timeout}s")
+        await asyncio.sleep(0.3)
+
+
+def results(records: list[ConsumerRecord]) -> list[events_pb2.ScenarioResult]:
+    out = []
+    for record in records:
+        if codec.headers_to_dict(record.headers).get("ce_type") == "coordinator.v1.ScenarioResult":
+            out.append(codec.decode_event(record.value, record.headers, events_pb2.ScenarioResult))
+    return out
+
+
+def is_result(request_id: str | None = None, execution_id: str | None = None) -> Callable[[ConsumerRecord], bool]:
+    def check(record: ConsumerRecord) -> bool:
+        found = results([record])
+        return bool(found) and (request_id is None or found[0].request_id == request_id) and (
+            execution_id is None or found[0].execution_id == execution_id)
+    return check
+
+
+def chaos(records: list[ConsumerRecord]) -> list[events_pb2.ChaosEvent]:
+    return [codec.decode_event(r.value, r.headers, events_pb2.ChaosEvent) for r in records]
+
+
+def header(record: ConsumerRecord, name: str) -> str | None:
+    return codec.headers_to_dict(record.headers).get(name)
+
+
+def status(result: events_pb2.ScenarioResult) -> str:
+    return str(events_pb2.ExecutionStatus.Name(result.status)).removeprefix("EXECUTION_STATUS_")
+
+
+def as_dict(message: Any) -> dict[str, Any]:
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(message)
