@@ -10,12 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from google.protobuf import struct_pb2
 
 from agent import codec
 from agent._proto.coordinator.v1 import events_pb2
 from agent.errors import DecodeError
+from agent.kafkaio import topic_partitions
 from agent.settings import Settings
 
 S = events_pb2
@@ -62,11 +63,7 @@ async def run_and_follow(settings: Settings, request: events_pb2.ScenarioRequest
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
-        topic = settings.topics.scenario_results
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        if not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001
-            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        partitions = await topic_partitions(consumer, settings.topics.scenario_results)
         consumer.assign(partitions)
         await consumer.seek_to_end(*partitions)
         for tp in partitions:  # resolve the end offsets now, before the request goes out

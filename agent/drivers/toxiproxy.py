@@ -47,6 +47,8 @@ class ToxiproxyDriver(FaultDriver):
     def __init__(self, settings: Any) -> None:
         super().__init__(settings)
         self._session: aiohttp.ClientSession | None = None
+        #: proxies seen to exist (a proxy deleted behind our back makes the toxic call fail: 404, retried)
+        self._known: set[str] = set()
 
     @property
     def base(self) -> str:
@@ -83,7 +85,11 @@ class ToxiproxyDriver(FaultDriver):
                 "toxicity": float(params.get("toxicity", 1.0)),
                 "attributes": toxic_attributes(request.fault, params),
             }
-            await self._send("POST", f"/proxies/{proxy}/toxics", toxic)
+            try:
+                await self._send("POST", f"/proxies/{proxy}/toxics", toxic)
+            except ActionError:
+                self._known.discard(proxy)  # look again next time
+                raise
         except aiohttp.ClientError as exc:
             raise ActionError(f"toxiproxy unreachable at {self.base}: {exc}", retryable=True) from exc
         return {"proxy": proxy, "toxic": toxic["name"], "type": toxic["type"], "attributes": toxic["attributes"]}
@@ -114,13 +120,17 @@ class ToxiproxyDriver(FaultDriver):
 
     async def _ensure_proxy(self, selector: dict[str, Any]) -> None:
         proxy = selector["proxy"]
+        if proxy in self._known:
+            return
         status, _ = await self._raw("GET", f"/proxies/{proxy}", None)
         if status == 200:
+            self._known.add(proxy)
             return
         if not (selector.get("listen") and selector.get("upstream")):
             raise ActionError(f"toxiproxy has no proxy '{proxy}' (give listen and upstream to create it)")
         await self._send("POST", "/proxies", {"name": proxy, "listen": selector["listen"],
                                               "upstream": selector["upstream"], "enabled": True})
+        self._known.add(proxy)
 
     async def _send(self, method: str, path: str, body: Any, *, base: str | None = None,
                     missing_ok: bool = False) -> Any:

@@ -23,7 +23,7 @@ import time
 import uuid
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 from google.protobuf import json_format
 
@@ -36,8 +36,10 @@ from agent.engine.faults import FaultManager
 from agent.engine.publisher import Publisher
 from agent.errors import DecodeError, ScenarioError
 from agent.http import HttpServer
+from agent.kafkaio import topic_partitions
 from agent.logs import get_logger
-from agent.scenario import Catalog, Scenario, default_directories, load_scenario, load_scenario_file
+from agent.scenario import Scenario, default_directories
+from agent.scenario.catalog import CatalogCache, ScenarioCache
 from agent.settings import Settings
 from agent.store import ExecutionRecord, Store
 
@@ -65,6 +67,8 @@ class Agent:
                                  self.verdicts)
         self.executions: dict[str, tuple[Execution, asyncio.Task[None]]] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrent_executions)
+        self.catalog = CatalogCache(default_directories(settings.scenario_dirs))
+        self.scenarios = ScenarioCache()
         self.http = HttpServer(settings)
         self.http_started = asyncio.Event()
         self.ready = asyncio.Event()
@@ -146,6 +150,8 @@ class Agent:
             self.settings.topics.scenario_requests, bootstrap_servers=self.settings.kafka_bootstrap_servers,
             group_id=self.settings.consumer_group, client_id=f"{self.settings.kafka_client_id}-ingress",
             enable_auto_commit=False, auto_offset_reset="earliest",
+            # a requests topic created after the agent started is found within seconds, not minutes
+            metadata_max_age_ms=5000,
         )
         await consumer.start()
         return consumer
@@ -154,8 +160,8 @@ class Agent:
         while True:
             batch = await consumer.getmany(timeout_ms=200, max_records=100)
             for tp, records in batch.items():
-                for record in records:
-                    await self.accept(record)
+                # accepted concurrently: the Redis claim keeps a duplicate out even within one batch
+                await asyncio.gather(*(self.accept(record) for record in records))
                 await consumer.commit({tp: records[-1].offset + 1})
 
     async def accept(self, record: ConsumerRecord) -> None:
@@ -196,16 +202,14 @@ class Agent:
         try:
             which = request.WhichOneof("scenario")
             if which == "scenario_yaml":
-                return load_scenario(request.scenario_yaml, f"request {request_id}", overrides=overrides,
-                                     allowed_targets=allowed)
+                return self.scenarios.load(request.scenario_yaml, f"request {request_id}", overrides, allowed)
             if which != "scenario_name":
                 raise Rejected("no-scenario", "the request names no scenario (scenario_name or scenario_yaml)")
-            catalog = Catalog.load(default_directories(self.settings.scenario_dirs))
             try:
-                entry = catalog.get(request.scenario_name)
+                entry = self.catalog.get().get(request.scenario_name)
             except KeyError as exc:
                 raise Rejected("unknown-scenario", str(exc.args[0])) from None
-            return load_scenario_file(entry.path, overrides=overrides, allowed_targets=allowed)
+            return self.scenarios.load(entry.path.read_text(), str(entry.path), overrides, allowed)
         except ScenarioError as exc:
             parameters_only = all(i.file == "request" or "parameter" in i.message for i in exc.issues)
             raise Rejected("invalid-parameters" if parameters_only else "invalid-scenario",
@@ -261,7 +265,11 @@ class Agent:
         await consumer.start()
         try:
             topic = self.settings.topics.verdicts
-            partitions = await _partitions(consumer, topic)
+            try:
+                partitions = await topic_partitions(consumer, topic, timeout=10)
+            except LookupError:
+                log.warning("waiting for topic", topic=topic, hint="coordinator topics apply")
+                partitions = await topic_partitions(consumer, topic, timeout=None)
             consumer.assign(partitions)
             await consumer.seek_to_end(*partitions)
             while True:
@@ -317,17 +325,3 @@ class Agent:
             result.started_at.FromNanoseconds(int(record.started_at * 1e9))
             result.ended_at.GetCurrentTime()
             await self._publish_result(result)
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    """Wait until ``topic`` exists (saying so now and then) and return its partitions."""
-    waited = 0
-    while True:
-        found = consumer.partitions_for_topic(topic)
-        if found:
-            return [TopicPartition(topic, p) for p in sorted(found)]
-        if waited % 100 == 0:
-            log.warning("waiting for topic", topic=topic, hint="coordinator topics apply")
-        waited += 1
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - no public way to wait for a topic
-        await asyncio.sleep(0.1)

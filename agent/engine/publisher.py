@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from google.protobuf.message import Message
@@ -15,7 +17,15 @@ from agent.constants import (
     DLQ_SOURCE_PARTITION_HEADER,
     DLQ_SOURCE_TOPIC_HEADER,
 )
+from agent.logs import get_logger
 from agent.settings import Settings
+
+log = get_logger("agent.publisher")
+
+
+def _log_failure(delivery: asyncio.Future[object]) -> None:
+    if not delivery.cancelled() and delivery.exception() is not None:
+        log.warning("event not delivered", error=str(delivery.exception()))
 
 
 class Publisher:
@@ -43,17 +53,23 @@ class Publisher:
             await self._producer.stop()
             self._producer = None
 
-    async def _send(self, topic: str, message: Message, key: str, correlation_id: str | None = None) -> None:
+    async def _send(self, topic: str, message: Message, key: str, correlation_id: str | None = None,
+                    *, wait: bool = True) -> None:
+        """Publish; with ``wait=False`` only enqueue (order per key is kept; failures are logged)."""
         assert self._producer is not None, "publisher not started"
         event = codec.encode_event(message, key=key, source=self.source, content_type=self.settings.content_type,
                                    correlation_id=correlation_id)
-        await self._producer.send_and_wait(topic, event.value, key=event.key, headers=event.headers)
+        delivery = await self._producer.send(topic, event.value, key=event.key, headers=event.headers)
+        if wait:
+            await delivery
+        else:
+            delivery.add_done_callback(_log_failure)
 
     async def chaos(self, event: events_pb2.ChaosEvent) -> None:
         await self._send(self.settings.topics.chaos_events, event, event.correlation_id, event.correlation_id)
 
     async def progress(self, progress: events_pb2.ExecutionProgress) -> None:
-        await self._send(self.settings.topics.scenario_results, progress, progress.execution_id)
+        await self._send(self.settings.topics.scenario_results, progress, progress.execution_id, wait=False)
 
     async def result(self, result: events_pb2.ScenarioResult) -> None:
         await self._send(self.settings.topics.scenario_results, result, result.execution_id)

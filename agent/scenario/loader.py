@@ -32,6 +32,8 @@ MAX_ALIASES = 100
 MAX_NODES = 20_000
 
 _CORE = "tag:yaml.org,2002:"
+#: libyaml's parser when PyYAML was built with it (same events and marks, several times faster)
+_SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _ALLOWED_TAGS = {None, "!", *(f"{_CORE}{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq",
                                                         "timestamp", "merge"))}
 Path = tuple[str | int, ...]
@@ -65,7 +67,7 @@ def load_yaml(text: str | bytes, source: str = "<string>") -> Document:
     _flow_depth(text, source)
     _scan(text, source)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_SAFE_LOADER)
     except yaml.YAMLError as exc:
         raise _yaml_error(exc, source) from None
     doc = Document(data=None, source=source)
@@ -123,7 +125,7 @@ def _flow_depth(text: str, source: str) -> None:
 def _scan(text: str, source: str) -> None:
     depth = aliases = documents = 0
     try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        for event in yaml.parse(text, Loader=_SAFE_LOADER):
             if isinstance(event, yaml.DocumentStartEvent):
                 documents += 1
                 if documents > 1:

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
 from agent import codec
 from agent._proto.coordinator.v1 import events_pb2
+from agent.kafkaio import topic_partitions
 from agent.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,9 +54,9 @@ async def read_all(bootstrap: str, topic: str) -> list[ConsumerRecord]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()  # noqa: SLF001
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        if not partitions:
+        try:
+            partitions = await topic_partitions(consumer, topic, timeout=5)
+        except LookupError:
             return []
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
