@@ -195,5 +195,25 @@ def executions_list(limit: int, output: str) -> None:
         click.echo(f"{r.execution_id}  {r.status:<9} {started}  {r.scenario_name or '-':<38} {r.reason[:60]}")
 
 
-COMMANDS = [serve, run, submit, cancel, halt, resume, executions]
+@click.command()
+@click.argument("source")
+@click.argument("topic")
+def relay(source: str, topic: str) -> None:
+    """Relay events from SOURCE to TOPIC, applying active relay faults (duplicate, delay, drop, corrupt)."""
+    from agent.relay import Relay
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        task = asyncio.create_task(Relay(get_settings(), source, topic).run())
+        await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(go())
+
+
+COMMANDS = [serve, run, submit, cancel, halt, resume, executions, relay]
 

@@ -58,6 +58,13 @@ class TopicNames(BaseModel):
         }
 
 
+class RelaySpec(BaseModel):
+    """A relay the agent runs: events from ``source`` copied to ``topic`` (see agent.relay)."""
+
+    source: str
+    topic: str
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="COORDINATOR_",
@@ -101,6 +108,8 @@ class Settings(BaseSettings):
     reconcile_interval: Seconds = 5.0
     max_concurrent_executions: int = Field(default=20, ge=1)
     consumer_group: str = "coordinator"
+    #: relays the agent runs, as a JSON list: [{"source": "orders.inbound.v1", "topic": "orders.v1"}]
+    relays: list[RelaySpec] = Field(default_factory=list)
     #: create missing topics from topics/asyncapi.yaml when the agent starts
     create_topics: bool = False
     #: extra time the engine waits for the stream worker's verdicts after each deadline

@@ -38,6 +38,7 @@ from agent.errors import DecodeError, ScenarioError
 from agent.http import HttpServer
 from agent.kafkaio import topic_partitions
 from agent.logs import get_logger
+from agent.relay import Relay
 from agent.scenario import Scenario, default_directories
 from agent.scenario.catalog import CatalogCache, ScenarioCache
 from agent.settings import Settings
@@ -90,6 +91,8 @@ class Agent:
                 asyncio.create_task(self._control(), name="control"),
                 asyncio.create_task(self.faults.heartbeat_forever(), name="heartbeat"),
                 asyncio.create_task(self._reconcile_forever(), name="reconciler"),
+                *(asyncio.create_task(Relay(self.settings, r.source, r.topic).run(), name=f"relay {r.source}")
+                  for r in self.settings.relays),
             ]
             stopper = asyncio.create_task(stop.wait(), name="stop")
             self.ready.set()

@@ -41,13 +41,25 @@ def supervised(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supervised]
 
 @pytest.fixture(scope="module")
 def env(stack_env: dict[str, str], supervised: Supervised) -> dict[str, str]:
-    return engine_env(stack_env, supervised.url)
+    base = engine_env(stack_env, supervised.url)
+    prefix = base["COORDINATOR_TOPICS__SCENARIO_REQUESTS"].rsplit(".", 1)[0]
+    relays = [{"source": f"{prefix}.orders-in", "topic": f"{prefix}.orders"}]
+    return {**base, "COORDINATOR_RELAYS": json.dumps(relays)}
 
 
 @pytest.fixture(scope="module")
 async def engine_settings(env: dict[str, str]) -> Settings:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
     settings = settings_from(env)
     await topics.apply(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        relay = settings.relays[0]
+        await admin.create_topics([NewTopic(relay.source, 1, 1), NewTopic(relay.topic, 1, 1)])
+    finally:
+        await admin.close()
     return settings
 
 
@@ -262,3 +274,59 @@ def _env(settings: Settings, agent: AgentProcess) -> dict[str, str]:
     import os
 
     return {**os.environ, **agent.env}
+
+
+RELAY_SCENARIO = """\
+apiVersion: coordinator/v1
+kind: Scenario
+metadata: {{name: duplicate-through-relay}}
+spec:
+  targets:
+    orders: {{driver: kafka, selector: {{source: {source}, topic: {topic}}}}}
+  steps:
+    - {{name: dupes, fault: duplicate-events, target: orders, duration: 6s, parameters: {{copies: 1}}}}
+"""
+
+
+async def test_the_relay_duplicates_events_during_the_fault_tagged_with_its_correlation_id(
+    agent: AgentProcess, engine_settings: Settings, tmp_path: Path
+) -> None:
+    from tests.helpers.kafka import produce
+
+    settings = engine_settings
+    relay = settings.relays[0]
+    bootstrap = settings.kafka_bootstrap_servers
+    run_id = uuid.uuid4().hex[:6]
+
+    def sent(prefix: str):  # noqa: ANN202
+        return lambda r: r.value.startswith(f"{run_id}-{prefix}".encode())
+
+    for i in range(3):
+        await produce(bootstrap, relay.source, f"{run_id}-before-{i}".encode())
+    before = await wait_for(bootstrap, relay.topic, sent("before"), count=3)
+    assert all(header(r, "correlation-id") is None for r in before)
+
+    scenario = tmp_path / "dupes.yaml"
+    scenario.write_text(RELAY_SCENARIO.format(source=relay.source, topic=relay.topic))
+    request = client.build_request(str(scenario), {})
+    await client.submit(settings, request)
+    injected = await wait_for(bootstrap, settings.topics.chaos_events,
+                              lambda r: any(e.fault == "duplicate-events" and e.type == 1 for e in chaos([r])))
+    correlation_id = chaos(injected)[-1].correlation_id
+    await asyncio.sleep(0.5)  # the relay reads active faults every 0.2 s
+    for i in range(4):
+        await produce(bootstrap, relay.source, f"{run_id}-during-{i}".encode())
+    during = await wait_for(bootstrap, relay.topic, sent("during"), count=8)
+    assert len(during) == 8
+    assert {header(r, "correlation-id") for r in during} == {correlation_id}
+
+    found = await wait_for(bootstrap, settings.topics.scenario_results, is_result(request_id=request.request_id),
+                           timeout=60)
+    assert status(results(found)[0]) == "PASSED"
+    await asyncio.sleep(0.5)
+    for i in range(2):
+        await produce(bootstrap, relay.source, f"{run_id}-after-{i}".encode())
+    await produce(bootstrap, relay.source, f"{run_id}-marker".encode())
+    await wait_for(bootstrap, relay.topic, sent("marker"))  # one partition, kept in order by the relay
+    after = [r for r in await read_all(bootstrap, relay.topic) if sent("after")(r)]
+    assert len(after) == 2 and all(header(r, "correlation-id") is None for r in after)
