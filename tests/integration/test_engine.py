@@ -330,3 +330,75 @@ async def test_the_relay_duplicates_events_during_the_fault_tagged_with_its_corr
     await wait_for(bootstrap, relay.topic, sent("marker"))  # one partition, kept in order by the relay
     after = [r for r in await read_all(bootstrap, relay.topic) if sent("after")(r)]
     assert len(after) == 2 and all(header(r, "correlation-id") is None for r in after)
+
+
+def _cli(agent: AgentProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "agent.cli", *args], env={**os.environ, **agent.env}, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+async def test_halt_reverts_every_fault_aborts_runs_and_refuses_new_ones_until_resume(
+    agent: AgentProcess, engine_settings: Settings
+) -> None:
+    settings = engine_settings
+    proxy, execution_id, _ = await _start_slow_proxy(settings)
+    try:
+        done = await asyncio.to_thread(_cli, agent, "halt", "--reason", "incident 42")
+        assert done.returncode == 0, done.stderr
+        found = await wait_for(settings.kafka_bootstrap_servers, settings.topics.scenario_results,
+                               is_result(execution_id=execution_id), timeout=60)
+        assert status(results(found)[0]) == "ABORTED"
+        assert "halt-all: incident 42" in results(found)[0].reason
+        assert await _toxics(settings, proxy) == []
+
+        refused = client.build_request("kill-victim", {}, dry_run=True)
+        result = await client.run_and_follow(settings, refused, timeout=60)
+        assert result is not None and status(result) == "REJECTED"
+        assert "halted (incident 42)" in result.reason
+    finally:
+        done = await asyncio.to_thread(_cli, agent, "resume")
+        assert done.returncode == 0, done.stderr
+    again = await client.run_and_follow(settings, client.build_request("kill-victim", {}, dry_run=True), timeout=60)
+    assert again is not None and status(again) == "PASSED"
+
+
+EXPECTING = """\
+apiVersion: coordinator/v1
+kind: Scenario
+metadata: {name: expects-audit}
+spec:
+  targets:
+    victim: {driver: supervisor, selector: {program: victim}}
+  steps:
+    - {name: restart-victim, fault: restart, target: victim}
+  expectations:
+    - name: victim-ready
+      after: restart-victim
+      event: {type: service_ready, service: victim}
+      appears: {within: 1s}
+"""
+
+
+async def test_run_follows_to_the_result_and_exits_non_zero_when_no_verdict_comes(
+    agent: AgentProcess, engine_settings: Settings, supervised: Supervised, tmp_path: Path
+) -> None:
+    scenario = tmp_path / "expects.yaml"
+    scenario.write_text(EXPECTING)
+    done = await asyncio.to_thread(_cli, agent, "run", str(scenario), "--timeout", "90")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAILED: no evidence for expectation(s): victim-ready" in done.stdout
+    assert "expectation victim-ready: INCONCLUSIVE no verdict from the stream worker" in done.stdout
+    assert "[steps] restart-victim: ok" in done.stdout
+    supervised.wait_running()
+
+    ok = await asyncio.to_thread(_cli, agent, "run", "kill-victim", "--dry-run")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "PASSED: dry run" in ok.stdout
+
+    async with aiohttp.ClientSession() as http, http.get(f"{agent.url}/metrics") as response:
+        text = await response.text()
+    assert 'coordinator_executions_total{status="FAILED"}' in text
+    assert 'coordinator_injections_total{fault="restart",outcome="injected"}' in text
+    assert "coordinator_request_to_first_fault_seconds_count" in text
