@@ -1,0 +1,212 @@
+"""Deciding one expectation of one injection from audit events: pure logic, no Kafka.
+
+A *watch* follows one expectation after one injection. Audit events are offered to it
+(``observe``); it answers with a verdict as soon as one is certain (``decide``):
+
+=================  ===================================  ============================================
+rule               decided early                        decided at deadline + grace
+=================  ===================================  ============================================
+appears            PASSED on a match by the deadline    FAILED (with the late match, if any)
+time-to-recover    PASSED on a match by ``max``         FAILED, with the time it took if it came
+absent             FAILED on a match by the deadline    PASSED
+count              FAILED once ``max`` is exceeded      PASSED when ``min`` is reached, else FAILED
+order              PASSED when the sequence completes   FAILED with how far the sequence got
+=================  ===================================  ============================================
+
+Everything is judged on event time (the audit event's own timestamp); the grace period waits,
+in processing time, for late events. A verdict that needs the audit trail to have been alive
+through the deadline (every verdict decided at the deadline) is INCONCLUSIVE instead when no
+audit event at or after the deadline has been seen at all: silence proves nothing.
+
+Attribution: ``correlation-id`` counts events that carry the injection's id; ``target-window``
+counts events from the expectation's service (or the fault's target service) stamped inside the
+window [injection, deadline + grace]; ``any`` counts either. Overlapping faults on one target
+share its events under ``target-window``: each watch counts them (see docs/correlation.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+PASSED, FAILED, INCONCLUSIVE = "PASSED", "FAILED", "INCONCLUSIVE"
+
+
+@dataclass(frozen=True)
+class AuditObservation:
+    service: str
+    event_type: str
+    timestamp: float
+    correlation_id: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Verdict:
+    status: str
+    reason: str
+    expected: str
+    observed: str
+    first_seen_at: float | None = None
+    time_to_recover: float | None = None
+    count: int = 0
+
+
+@dataclass
+class Watch:
+    execution_id: str
+    correlation_id: str
+    name: str
+    kind: str  # appears | absent | count | order | time_to_recover
+    injected_at: float
+    deadline: float
+    target_service: str = ""
+    event_type: str = ""
+    service: str = ""
+    match: dict[str, str] = field(default_factory=dict)
+    attribution: str = "any"  # correlation-id | target-window | any
+    min_count: int | None = None
+    max_count: int | None = None
+    sequence: list[str] = field(default_factory=list)
+    # what has been seen
+    first_seen: float | None = None
+    count: int = 0
+    sequence_seen: list[float] = field(default_factory=list)
+    late_first: float | None = None
+    decided: bool = False
+
+    # -- feeding ---------------------------------------------------------------------------------
+    def observe(self, event: AuditObservation, grace: float) -> bool:
+        """Offer one audit event; True when it counted for this watch."""
+        if self.decided or not self._attributed(event, grace) or not self._matches(event):
+            return False
+        in_time = event.timestamp <= self.deadline
+        if self.kind == "order":
+            position = len(self.sequence_seen)
+            if in_time and position < len(self.sequence) and event.event_type == self.sequence[position]:
+                self.sequence_seen.append(event.timestamp)
+                return True
+            return False
+        if in_time:
+            self.count += 1
+            if self.first_seen is None or event.timestamp < self.first_seen:
+                self.first_seen = event.timestamp
+        elif self.late_first is None or event.timestamp < self.late_first:
+            self.late_first = event.timestamp
+        return True
+
+    def _attributed(self, event: AuditObservation, grace: float) -> bool:
+        by_id = bool(event.correlation_id) and event.correlation_id == self.correlation_id
+        victim = self.service or self.target_service
+        in_window = self.injected_at <= event.timestamp <= self.deadline + grace
+        by_window = in_window and (not victim or event.service == victim)
+        if self.attribution == "correlation-id":
+            return by_id
+        if self.attribution == "target-window":
+            return by_window
+        return by_id or by_window
+
+    def _matches(self, event: AuditObservation) -> bool:
+        if self.kind != "order" and self.event_type and event.event_type != self.event_type:
+            return False
+        if self.kind == "order" and event.event_type not in self.sequence:
+            return False
+        if self.service and event.service != self.service:
+            return False
+        return all(event.metadata.get(k) == v for k, v in self.match.items())
+
+    # -- deciding --------------------------------------------------------------------------------
+    def decide(self, now: float, watermark: float, grace: float) -> Verdict | None:
+        """A verdict once certain. ``now`` is processing time, ``watermark`` the latest audit event
+        time seen on the trail (any service)."""
+        if self.decided:
+            return None
+        early = self._early()
+        if early is not None:
+            self.decided = True
+            return early
+        if now < self.deadline + grace:
+            return None
+        self.decided = True
+        if watermark < self.deadline:
+            return self._verdict(INCONCLUSIVE, f"the audit trail was silent: no audit event at or after the deadline "
+                                               f"{_ts(self.deadline)} (latest seen {_ts(watermark)})")
+        return self._final()
+
+    def _early(self) -> Verdict | None:
+        if self.kind in {"appears", "time_to_recover"} and self.first_seen is not None:
+            took = self.first_seen - self.injected_at
+            return self._verdict(PASSED, f"'{self._what()}' appeared {took:.3f}s after the injection", took=took)
+        if self.kind == "absent" and self.first_seen is not None:
+            return self._verdict(FAILED, f"'{self._what()}' appeared at {_ts(self.first_seen)}, "
+                                         f"{self.first_seen - self.injected_at:.3f}s after the injection")
+        if self.kind == "count" and self.max_count is not None and self.max_count >= 0 and self.count > self.max_count:
+            return self._verdict(FAILED, f"'{self._what()}' appeared {self.count} times, more than {self.max_count}")
+        if self.kind == "order" and len(self.sequence_seen) == len(self.sequence):
+            return self._verdict(PASSED, f"{' -> '.join(self.sequence)} in order, the last "
+                                         f"{self.sequence_seen[-1] - self.injected_at:.3f}s after the injection")
+        return None
+
+    def _final(self) -> Verdict:
+        what = self._what()
+        if self.kind in {"appears", "time_to_recover"}:
+            if self.late_first is not None:
+                took = self.late_first - self.injected_at
+                return self._verdict(FAILED, f"'{what}' appeared at {_ts(self.late_first)}, {took:.3f}s after the "
+                                             f"injection: after the deadline {_ts(self.deadline)}",
+                                     took=took, seen=self.late_first)
+            return self._verdict(FAILED, f"no '{what}' by the deadline {_ts(self.deadline)}")
+        if self.kind == "absent":
+            return self._verdict(PASSED, f"no '{what}' until the deadline {_ts(self.deadline)}")
+        if self.kind == "count":
+            if self.min_count is not None and self.count < self.min_count:
+                return self._verdict(FAILED, f"'{what}' appeared {self.count} times, fewer than {self.min_count}")
+            return self._verdict(PASSED, f"'{what}' appeared {self.count} times")
+        got = len(self.sequence_seen)
+        return self._verdict(FAILED, f"the sequence stopped after {got} of {len(self.sequence)}: "
+                                     f"{' -> '.join(self.sequence[:got]) or 'nothing'} by the deadline")
+
+    def _verdict(self, status: str, reason: str, *, took: float | None = None, seen: float | None = None) -> Verdict:
+        first = seen if seen is not None else (self.first_seen if self.kind != "order" else
+                                               (self.sequence_seen[0] if self.sequence_seen else None))
+        if took is None and self.kind in {"appears", "time_to_recover"} and self.first_seen is not None:
+            took = self.first_seen - self.injected_at
+        return Verdict(status=status, reason=reason, expected=self._expected(), observed=self._observed(),
+                       first_seen_at=first, time_to_recover=took, count=self.count)
+
+    def _what(self) -> str:
+        parts = [self.event_type or "event"]
+        if self.service:
+            parts.append(f"from {self.service}")
+        return " ".join(parts)
+
+    def _expected(self) -> str:
+        by = f"by {_ts(self.deadline)}"
+        return {
+            "appears": f"'{self._what()}' {by}",
+            "time_to_recover": f"'{self._what()}' within {self.deadline - self.injected_at:.3f}s of the injection",
+            "absent": f"no '{self._what()}' {by}",
+            "count": f"'{self._what()}' between {self.min_count} and "
+                     f"{'any' if self.max_count is None or self.max_count < 0 else self.max_count} times {by}",
+            "order": f"{' -> '.join(self.sequence)} in order {by}",
+        }[self.kind]
+
+    def _observed(self) -> str:
+        if self.kind == "order":
+            return f"{len(self.sequence_seen)} of {len(self.sequence)} in order"
+        seen = self.first_seen if self.first_seen is not None else self.late_first
+        return f"{self.count} in time; first at {_ts(seen)}" if seen is not None else "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Watch:
+        return cls(**data)
+
+
+def _ts(seconds: float | None) -> str:
+    if seconds is None or seconds <= 0:
+        return "never"
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

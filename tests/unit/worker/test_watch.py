@@ -1,0 +1,125 @@
+"""How one expectation of one injection is decided from audit events (no Kafka)."""
+
+from __future__ import annotations
+
+from agent.worker.watch import FAILED, INCONCLUSIVE, PASSED, AuditObservation, Watch
+
+T0 = 1_800_000_000.0  # the injection
+CID = "4e7d9c1a-0000-4000-8000-00000000000a"
+GRACE = 2.0
+
+
+def watch(**overrides: object) -> Watch:
+    fields: dict = {"execution_id": "e1", "correlation_id": CID, "name": "back", "kind": "appears",
+                    "injected_at": T0, "deadline": T0 + 10, "target_service": "risk-monitor",
+                    "event_type": "service_ready", "service": "risk-monitor", "attribution": "any"}
+    fields.update(overrides)
+    return Watch(**fields)
+
+
+def event(at: float, kind: str = "service_ready", service: str = "risk-monitor", cid: str = "", **meta: str
+          ) -> AuditObservation:
+    return AuditObservation(service=service, event_type=kind, timestamp=T0 + at, correlation_id=cid, metadata=meta)
+
+
+def test_a_recovery_event_within_the_deadline_passes_at_once_with_its_time_to_recover() -> None:
+    w = watch()
+    assert w.observe(event(4.25), GRACE)
+    verdict = w.decide(now=T0 + 4.3, watermark=T0 + 4.25, grace=GRACE)
+    assert verdict is not None and verdict.status == PASSED
+    assert verdict.time_to_recover == 4.25
+    assert verdict.first_seen_at == T0 + 4.25
+    assert w.decide(now=T0 + 100, watermark=T0 + 100, grace=GRACE) is None, "decided once"
+
+
+def test_the_same_event_after_the_deadline_fails_and_says_both_times() -> None:
+    w = watch()
+    w.observe(event(11.0), GRACE)
+    assert w.decide(now=T0 + 11.5, watermark=T0 + 11.0, grace=GRACE) is None, "grace for late events"
+    verdict = w.decide(now=T0 + 12.1, watermark=T0 + 11.0, grace=GRACE)
+    assert verdict is not None and verdict.status == FAILED
+    assert "11.000s after the injection" in verdict.reason
+    assert "after the deadline" in verdict.reason and "T" in verdict.reason
+    assert verdict.first_seen_at == T0 + 11.0 and verdict.time_to_recover == 11.0
+    assert verdict.expected.startswith("'service_ready from risk-monitor' by ")
+
+
+def test_a_silent_audit_trail_gives_inconclusive_not_failed() -> None:
+    w = watch()
+    verdict = w.decide(now=T0 + 12.5, watermark=T0 - 30, grace=GRACE)
+    assert verdict is not None and verdict.status == INCONCLUSIVE
+    assert "silent" in verdict.reason
+
+
+def test_a_missing_recovery_on_a_live_trail_fails() -> None:
+    w = watch()
+    w.observe(event(3, kind="risk_report"), GRACE)
+    verdict = w.decide(now=T0 + 12.5, watermark=T0 + 12, grace=GRACE)
+    assert verdict is not None and verdict.status == FAILED
+    assert verdict.reason.startswith("no 'service_ready from risk-monitor' by the deadline")
+
+
+def test_an_event_with_another_correlation_id_changes_nothing() -> None:
+    w = watch(attribution="correlation-id")
+    assert not w.observe(event(2, cid="0000aaaa-0000-4000-8000-000000000000"), GRACE)
+    assert w.first_seen is None and w.count == 0
+    assert w.observe(event(3, cid=CID), GRACE)
+
+
+def test_target_window_attributes_a_restarted_service_that_does_not_know_the_id() -> None:
+    w = watch(attribution="target-window", kind="time_to_recover", deadline=T0 + 15)
+    assert not w.observe(event(-1), GRACE), "before the injection"
+    assert not w.observe(event(2, service="trading-engine"), GRACE), "another service"
+    assert w.observe(event(6.5), GRACE)
+    verdict = w.decide(now=T0 + 7, watermark=T0 + 7, grace=GRACE)
+    assert verdict is not None and verdict.status == PASSED and verdict.time_to_recover == 6.5
+
+
+def test_absent_fails_on_a_match_and_passes_only_on_a_live_trail() -> None:
+    bad = watch(kind="absent", event_type="order_lost", service="", target_service="risk-monitor")
+    bad.observe(event(5, kind="order_lost", service="audit-correlator", cid=CID), GRACE)
+    verdict = bad.decide(now=T0 + 5, watermark=T0 + 5, grace=GRACE)
+    assert verdict is not None and verdict.status == FAILED
+    good = watch(kind="absent", event_type="order_lost", service="")
+    assert good.decide(now=T0 + 12.5, watermark=T0 + 10.5, grace=GRACE).status == PASSED  # type: ignore[union-attr]
+    silent = watch(kind="absent", event_type="order_lost", service="")
+    assert silent.decide(now=T0 + 12.5, watermark=T0 + 9, grace=GRACE).status == INCONCLUSIVE  # type: ignore[union-attr]
+
+
+def test_count_bounds() -> None:
+    w = watch(kind="count", event_type="order_filled", service="trading-engine", min_count=2, max_count=3)
+    for at in (1, 2, 3):
+        w.observe(event(at, kind="order_filled", service="trading-engine"), GRACE)
+    assert w.decide(now=T0 + 4, watermark=T0 + 4, grace=GRACE) is None
+    w.observe(event(4, kind="order_filled", service="trading-engine"), GRACE)
+    verdict = w.decide(now=T0 + 4, watermark=T0 + 4, grace=GRACE)
+    assert verdict is not None and verdict.status == FAILED and "more than 3" in verdict.reason
+    few = watch(kind="count", event_type="order_filled", service="trading-engine", min_count=2, max_count=-1)
+    few.observe(event(1, kind="order_filled", service="trading-engine"), GRACE)
+    verdict = few.decide(now=T0 + 13, watermark=T0 + 11, grace=GRACE)
+    assert verdict is not None and verdict.status == FAILED and "fewer than 2" in verdict.reason
+
+
+def test_order_needs_the_sequence_in_order_by_the_deadline() -> None:
+    w = watch(kind="order", event_type="", sequence=["service_started", "service_ready"])
+    assert not w.observe(event(1, kind="service_ready"), GRACE), "out of order"
+    assert w.observe(event(2, kind="service_started"), GRACE)
+    assert w.observe(event(3, kind="service_ready"), GRACE)
+    verdict = w.decide(now=T0 + 3, watermark=T0 + 3, grace=GRACE)
+    assert verdict is not None and verdict.status == PASSED
+    stuck = watch(kind="order", event_type="", sequence=["service_started", "service_ready"])
+    stuck.observe(event(2, kind="service_started"), GRACE)
+    verdict = stuck.decide(now=T0 + 13, watermark=T0 + 12, grace=GRACE)
+    assert verdict is not None and verdict.status == FAILED and "after 1 of 2" in verdict.reason
+
+
+def test_metadata_must_match() -> None:
+    w = watch(match={"venue": "sim-exchange"})
+    assert not w.observe(event(1, venue="other"), GRACE)
+    assert w.observe(event(2, venue="sim-exchange"), GRACE)
+
+
+def test_watches_survive_serialisation() -> None:
+    w = watch()
+    w.observe(event(1), GRACE)
+    assert Watch.from_dict(w.to_dict()) == w
