@@ -215,5 +215,17 @@ def relay(source: str, topic: str) -> None:
     asyncio.run(go())
 
 
-COMMANDS = [serve, run, submit, cancel, halt, resume, executions, relay]
+@click.command()
+@click.option("--loglevel", type=click.Choice(["debug", "info", "warning", "error"]), default="warning")
+def worker(loglevel: str) -> None:
+    """Run the stream worker: join audit events to injections and publish verdicts (faust)."""
+    from faust.worker import Worker
+
+    from agent.worker.app import create_app
+
+    app = create_app(get_settings())
+    Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+COMMANDS = [serve, run, submit, cancel, halt, resume, executions, relay, worker]
 

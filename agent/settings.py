@@ -115,6 +115,15 @@ class Settings(BaseSettings):
     #: extra time the engine waits for the stream worker's verdicts after each deadline
     verdict_grace: Seconds = 10.0
 
+    #: the stream worker's faust app id (its consumer group and the prefix of its internal topics)
+    worker_app_id: str = "coordinator-worker"
+    #: partitions of the worker's internal topics and tables
+    worker_partitions: int = Field(default=6, ge=1)
+    #: how long the worker waits, after a deadline, for audit events that arrive late
+    worker_grace: Seconds = 2.0
+    #: how often deadlines are checked when no event arrives
+    worker_tick_interval: Seconds = 0.5
+
     devstack_dir: str | None = Field(
         default=None, description="a running devstack to use (tests reuse it instead of starting one)"
     )

@@ -290,6 +290,8 @@ class Expectation(Strict):
         exactly_one(self, EXPECTATION_KINDS, "an expectation")
         if self.order is None and self.event.type is None:
             raise ValueError("an expectation needs event.type (only order lists its own event types)")
+        if self.order is not None and not self.event.service:
+            raise ValueError("an order expectation needs event.service (whose events must come in order)")
         return self
 
     @property

@@ -18,8 +18,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class AgentProcess:
+    """``coordinator serve`` (or another long-running command, e.g. ``("worker", "--loglevel", "info")``)."""
+
     env: dict[str, str]
     log: Path
+    command: tuple[str, ...] = ("serve", "--http-port", "0")
+    ready: str = r"listening on (http://\S+)"
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
     _offset: int = field(default=0)
@@ -28,16 +32,16 @@ class AgentProcess:
         self._offset = self.log.stat().st_size if self.log.exists() else 0
         handle = open(self.log, "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "serve", "--http-port", "0"],
+            [sys.executable, "-m", "agent.cli", *self.command],
             env={**os.environ, **self.env, "COORDINATOR_LOG_FORMAT": "json"}, cwd=ROOT,
             stdout=handle, stderr=handle,
         )
         handle.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = re.search(r"listening on (http://\S+)", self.output())
+            found = re.search(self.ready, self.output())
             if found:
-                self.url = found.group(1)
+                self.url = found.group(1) if found.groups() else ""
                 return self
             if self.proc.poll() is not None:
                 raise AssertionError(f"the agent exited ({self.proc.returncode}):\n{self.output()[-3000:]}")

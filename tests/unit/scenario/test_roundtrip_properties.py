@@ -106,6 +106,7 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
                                        "attribution": draw(st.sampled_from(["correlation-id", "target-window", "any"]))}
         if rule == "order":
             expectation["order"] = {"events": draw(st.lists(names, min_size=2, max_size=4)), "within": draw(duration())}
+            expectation["event"] = {"service": draw(names)}
         else:
             expectation["event"] = {"type": draw(names), "service": draw(names)}
             if rule == "count":

@@ -1,0 +1,173 @@
+"""The stream worker on the real stack: audit events joined to injections, verdicts published."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent import codec, topics
+from agent._proto.coordinator.v1 import events_pb2
+from agent.settings import Settings
+from tests.helpers.agent import AgentProcess
+from tests.helpers.engine import engine_env, read_all, settings_from, wait_for
+from tests.helpers.kafka import produce
+
+S = events_pb2
+WORKER = ("worker", "--loglevel", "info")
+READY = r"Ready"
+
+
+def _env(stack_env: dict[str, str]) -> dict[str, str]:
+    env = engine_env(stack_env, "http://127.0.0.1:1/RPC2")
+    sfx = env["COORDINATOR_REDIS_KEY_PREFIX"]
+    return {**env, "COORDINATOR_WORKER_APP_ID": f"{sfx}-worker", "COORDINATOR_WORKER_GRACE": "3",
+            "COORDINATOR_WORKER_TICK_INTERVAL": "0.2", "COORDINATOR_CONTENT_TYPE": "application/protobuf"}
+
+
+@pytest.fixture(scope="module")
+def env(stack_env: dict[str, str]) -> dict[str, str]:
+    return _env(stack_env)
+
+
+@pytest.fixture(scope="module")
+async def settings(env: dict[str, str]) -> Settings:
+    settings = settings_from(env)
+    await topics.apply(settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def worker(env: dict[str, str], settings: Settings, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[AgentProcess]:
+    process = AgentProcess(env, tmp_path_factory.mktemp("worker") / "worker.log", WORKER, READY).start(timeout=90)
+    yield process
+    process.stop()
+
+
+def expectation(name: str, kind: int, *, event_type: str, service: str = "", within: float = 5.0,
+                attribution: int = S.ATTRIBUTION_ANY) -> events_pb2.Expectation:
+    message = events_pb2.Expectation(name=name, kind=kind, event_type=event_type, service=service,  # type: ignore[arg-type]
+                                     attribution=attribution)  # type: ignore[arg-type]
+    message.within.FromNanoseconds(int(within * 1e9))
+    return message
+
+
+async def inject(settings: Settings, service: str, *expectations: events_pb2.Expectation) -> tuple[str, float]:
+    cid = str(uuid.uuid4())
+    event = events_pb2.ChaosEvent(correlation_id=cid, type=S.CHAOS_EVENT_TYPE_INJECTED, execution_id=str(uuid.uuid4()),
+                                  target=service, service=service, fault="kill", expectations=list(expectations))
+    now = time.time()
+    event.injected_at.FromNanoseconds(int(now * 1e9))
+    out = codec.encode_event(event, key=cid, source="/test", correlation_id=cid)
+    await produce(settings.kafka_bootstrap_servers, settings.topics.chaos_events, out.value, key=out.key,
+                  headers=out.headers)
+    return cid, now
+
+
+async def audit(settings: Settings, service: str, event_type: str, *, at: float | None = None,
+                correlation_id: str = "", header_id: str = "") -> None:
+    event = events_pb2.AuditEvent(id=str(uuid.uuid4()), service_name=service, event_type=event_type,
+                                  correlation_id=correlation_id)
+    event.timestamp.FromNanoseconds(int((at or time.time()) * 1e9))
+    out = codec.encode_event(event, key=service, source=f"/{service}", correlation_id=header_id or None)
+    await produce(settings.kafka_bootstrap_servers, settings.topics.audit_events, out.value, key=out.key,
+                  headers=out.headers)
+
+
+async def verdicts(settings: Settings, cid: str, count: int = 1, timeout: float = 60
+                   ) -> list[events_pb2.ExpectationVerdict]:
+    found = await wait_for(settings.kafka_bootstrap_servers, settings.topics.verdicts,
+                           lambda r: codec.headers_to_dict(r.headers).get("correlation-id") == cid, timeout=timeout,
+                           count=count)
+    return [codec.decode_event(r.value, r.headers, events_pb2.ExpectationVerdict) for r in found]
+
+
+async def test_a_recovery_event_within_the_deadline_passes(worker: AgentProcess, settings: Settings) -> None:
+    cid, t0 = await inject(settings, "risk-monitor", expectation("back", S.EXPECTATION_KIND_APPEARS,
+                                                                 event_type="service_ready", service="risk-monitor"))
+    await asyncio.sleep(1.0)  # the service takes a moment to come back
+    await audit(settings, "risk-monitor", "service_ready")
+    [verdict] = await verdicts(settings, cid)
+    assert verdict.status == S.VERDICT_STATUS_PASSED, verdict.reason
+    assert 0.9 < verdict.time_to_recover.ToNanoseconds() / 1e9 < 5
+    assert verdict.first_seen_at.ToNanoseconds() / 1e9 > t0
+
+
+async def test_the_same_event_after_the_deadline_fails_with_both_times(
+    worker: AgentProcess, settings: Settings
+) -> None:
+    cid, t0 = await inject(settings, "risk-monitor", expectation("back", S.EXPECTATION_KIND_APPEARS, within=1.0,
+                                                                 event_type="service_ready", service="risk-monitor"))
+    await asyncio.sleep(2.0)  # past the 1 s deadline, inside the 3 s grace
+    await audit(settings, "risk-monitor", "service_ready")
+    [verdict] = await verdicts(settings, cid)
+    assert verdict.status == S.VERDICT_STATUS_FAILED
+    seen, deadline = verdict.first_seen_at.ToNanoseconds() / 1e9, verdict.deadline.ToNanoseconds() / 1e9
+    assert seen > deadline == pytest.approx(t0 + 1.0, abs=0.01)
+    assert "after the deadline" in verdict.reason and verdict.expected and verdict.observed
+
+
+async def test_an_event_with_another_correlation_id_changes_nothing(worker: AgentProcess, settings: Settings) -> None:
+    cid, t0 = await inject(settings, "trading-engine", expectation(
+        "tagged", S.EXPECTATION_KIND_APPEARS, event_type="order_duplicate_ignored",
+        attribution=S.ATTRIBUTION_CORRELATION_ID))
+    await asyncio.sleep(0.5)
+    await audit(settings, "trading-engine", "order_duplicate_ignored", correlation_id=str(uuid.uuid4()))
+    await asyncio.sleep(0.5)
+    right = time.time()
+    await audit(settings, "trading-engine", "order_duplicate_ignored", header_id=cid)  # the id in the header
+    [verdict] = await verdicts(settings, cid)
+    assert verdict.status == S.VERDICT_STATUS_PASSED
+    assert verdict.first_seen_at.ToNanoseconds() / 1e9 == pytest.approx(right, abs=0.05)
+
+
+async def test_target_window_attributes_a_restarted_service_that_does_not_know_the_id(
+    worker: AgentProcess, settings: Settings
+) -> None:
+    cid, _ = await inject(settings, "victim-svc", expectation("restarted", S.EXPECTATION_KIND_APPEARS,
+                                                              event_type="service_started",
+                                                              attribution=S.ATTRIBUTION_TARGET_WINDOW))
+    await asyncio.sleep(0.5)
+    await audit(settings, "other-svc", "service_started")
+    await audit(settings, "victim-svc", "service_started")  # a new process: no correlation id
+    [verdict] = await verdicts(settings, cid)
+    assert verdict.status == S.VERDICT_STATUS_PASSED
+
+
+async def test_a_restarted_worker_still_gives_one_correct_verdict(
+    worker: AgentProcess, settings: Settings, env: dict[str, str]
+) -> None:
+    cid, _ = await inject(settings, "risk-monitor", expectation("after-restart", S.EXPECTATION_KIND_APPEARS,
+                                                                within=60, event_type="service_ready",
+                                                                service="risk-monitor"))
+    changelog = f"{env['COORDINATOR_WORKER_APP_ID']}-watches-changelog"
+    await wait_for(settings.kafka_bootstrap_servers, changelog, lambda r: cid.encode() in (r.value or b""))
+    worker.stop()
+    await audit(settings, "risk-monitor", "service_ready")
+    worker.start(timeout=90)
+    [verdict] = await verdicts(settings, cid)
+    assert verdict.status == S.VERDICT_STATUS_PASSED
+    await audit(settings, "risk-monitor", "heartbeat")  # let more events flow; no second verdict may appear
+    await asyncio.sleep(2)
+    assert len([r for r in await read_all(settings.kafka_bootstrap_servers, settings.topics.verdicts)
+                if codec.headers_to_dict(r.headers).get("correlation-id") == cid]) == 1
+
+
+async def test_a_silent_audit_trail_gives_inconclusive(stack_env: dict[str, str], tmp_path: Path) -> None:
+    env = _env(stack_env)  # topics of its own: nothing on this audit topic
+    settings = settings_from(env)
+    await topics.apply(settings)
+    silent = AgentProcess(env, tmp_path / "silent.log", WORKER, READY).start(timeout=90)
+    try:
+        cid, _ = await inject(settings, "risk-monitor", expectation("back", S.EXPECTATION_KIND_APPEARS, within=1.0,
+                                                                    event_type="service_ready", service="risk-monitor"))
+        [verdict] = await verdicts(settings, cid)
+        assert verdict.status == S.VERDICT_STATUS_INCONCLUSIVE
+        assert "silent" in verdict.reason
+    finally:
+        silent.stop()
