@@ -171,3 +171,52 @@ async def test_a_silent_audit_trail_gives_inconclusive(stack_env: dict[str, str]
         assert "silent" in verdict.reason
     finally:
         silent.stop()
+
+
+E2E = """\
+apiVersion: coordinator/v1
+kind: Scenario
+metadata: {{name: e2e-verdict}}
+spec:
+  targets:
+    link: {{driver: toxiproxy, service: exchange, selector: {{proxy: {proxy}, listen: "127.0.0.1:{listen}",
+            upstream: "127.0.0.1:{upstream}"}}}}
+  steps:
+    - {{name: slow, fault: latency, target: link, duration: 2s, parameters: {{latency: 10ms}}}}
+  expectations:
+    - name: exchange-noticed
+      after: slow
+      attribution: target-window
+      event: {{type: link_degraded}}
+      appears: {{within: 10s}}
+"""
+
+
+async def test_the_engine_folds_the_workers_verdict_into_the_result(
+    worker: AgentProcess, settings: Settings, env: dict[str, str], tmp_path: Path
+) -> None:
+    from agent import client
+    from agent.devstack.procs import free_port
+    from tests.helpers.engine import chaos, is_result, results
+
+    agent = AgentProcess(env, tmp_path / "agent.log").start()
+    try:
+        scenario = tmp_path / "e2e.yaml"
+        scenario.write_text(E2E.format(proxy=f"e2e-{uuid.uuid4().hex[:6]}", listen=free_port(), upstream=free_port()))
+        request = client.build_request(str(scenario), {})
+        await client.submit(settings, request)
+        injected = await wait_for(settings.kafka_bootstrap_servers, settings.topics.chaos_events,
+                                  lambda r: any(e.step_name == "slow" and e.type == 1 and e.service == "exchange"
+                                                for e in chaos([r])))
+        correlation_id = chaos(injected)[-1].correlation_id
+        await audit(settings, "exchange", "link_degraded")  # what the system under test reports
+        found = await wait_for(settings.kafka_bootstrap_servers, settings.topics.scenario_results,
+                               is_result(request_id=request.request_id), timeout=60)
+        result = results(found)[0]
+        assert result.status == S.EXECUTION_STATUS_PASSED, result.reason
+        [verdict] = result.verdicts
+        assert (verdict.expectation_name, verdict.status) == ("exchange-noticed", S.VERDICT_STATUS_PASSED)
+        assert verdict.correlation_id == correlation_id
+        assert verdict.time_to_recover.ToNanoseconds() > 0
+    finally:
+        agent.stop()
