@@ -123,6 +123,8 @@ class Settings(BaseSettings):
     worker_grace: Seconds = 2.0
     #: how often deadlines are checked when no event arrives
     worker_tick_interval: Seconds = 0.5
+    #: how soon a worker that died without leaving is replaced (Kafka group session timeout)
+    worker_session_timeout: Seconds = 10.0
 
     devstack_dir: str | None = Field(
         default=None, description="a running devstack to use (tests reuse it instead of starting one)"

@@ -119,6 +119,8 @@ def create_app(settings: Settings) -> faust.App:
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.worker_session_timeout,
+        broker_heartbeat_interval=max(1.0, settings.worker_session_timeout / 5),
         producer_linger=0.002,
         key_serializer="raw",
         value_serializer="raw",

@@ -220,3 +220,58 @@ async def test_the_engine_folds_the_workers_verdict_into_the_result(
         assert verdict.time_to_recover.ToNanoseconds() > 0
     finally:
         agent.stop()
+
+
+async def test_two_workers_split_the_work_and_a_killed_one_is_replaced_without_losing_or_repeating_verdicts(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    import signal as signals
+
+    env = {**_env(stack_env), "COORDINATOR_WORKER_SESSION_TIMEOUT": "6"}
+    settings = settings_from(env)
+    await topics.apply(settings)
+    first = AgentProcess(env, tmp_path / "first.log", WORKER, READY).start(timeout=90)
+    second = AgentProcess(env, tmp_path / "second.log", WORKER, READY).start(timeout=90)
+    try:
+        services = [f"svc-{i}" for i in range(12)]
+
+        async def round_of_injections() -> list[str]:
+            ids = []
+            for service in services:
+                cid, _ = await inject(settings, service, expectation("up", S.EXPECTATION_KIND_APPEARS, within=120,
+                                                                     event_type="service_ready", service=service))
+                ids.append(cid)
+            return ids
+
+        def verdict_lines(process: AgentProcess) -> int:
+            return process.output().count('"event": "verdict"')
+
+        ids = await round_of_injections()
+        changelog = f"{env['COORDINATOR_WORKER_APP_ID']}-watches-changelog"
+        for cid in ids:
+            await wait_for(settings.kafka_bootstrap_servers, changelog, lambda r, c=cid: c.encode() in (r.value or b""))
+        for service in services:
+            await audit(settings, service, "service_ready")
+        for cid in ids:
+            [verdict] = await verdicts(settings, cid)
+            assert verdict.status == S.VERDICT_STATUS_PASSED
+        assert verdict_lines(first) > 0 and verdict_lines(second) > 0, "both workers took a share"
+
+        ids = await round_of_injections()
+        for cid in ids:
+            await wait_for(settings.kafka_bootstrap_servers, changelog, lambda r, c=cid: c.encode() in (r.value or b""))
+        second.signal(signals.SIGKILL)
+        second.wait(10)
+        for service in services:
+            await audit(settings, service, "service_ready")
+        for cid in ids:
+            [verdict] = await verdicts(settings, cid, timeout=90)
+            assert verdict.status == S.VERDICT_STATUS_PASSED
+        await audit(settings, "svc-0", "heartbeat")
+        await asyncio.sleep(2)
+        published = [codec.headers_to_dict(r.headers).get("correlation-id")
+                     for r in await read_all(settings.kafka_bootstrap_servers, settings.topics.verdicts)]
+        assert all(published.count(cid) == 1 for cid in ids), "no verdict lost or repeated"
+    finally:
+        second.stop()
+        first.stop()
