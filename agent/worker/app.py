@@ -6,9 +6,9 @@ Flow (all topics and tables partitioned alike; Kafka and faust tables are the di
    (``agent.worker.watch``), sent to the internal ``{app}-inbox`` topic keyed by a routing key:
    ``svc:{service}`` when the expectation names a service (or, for target-window attribution, the
    fault's target service), else ``type:{event_type}``.
-2. ``route_audit`` reads audit events, in batches, and sends each to the inbox twice: under
-   ``svc:{service_name}`` and ``type:{event_type}``. So a watch and every audit event that can
-   concern it meet in one partition.
+2. ``route_audit`` reads audit events in batches and routes each under ``svc:{service_name}`` and
+   ``type:{event_type}``, one inbox message per routing key per batch (faust's cost is per
+   message). So a watch and every audit event that can concern it meet in one partition.
 3. ``judge`` reads the inbox and keeps the watches in the ``watches`` table (routing key ->
    watches), backed by a changelog topic: a restarted or replacement worker recovers them.
    Observations update watches; a decided watch publishes its verdict to the verdicts topic and
@@ -163,7 +163,9 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(audit_topic)
     async def route_audit(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(1000, within=0.02):
+        # one inbox message per routing key per batch: faust's cost is per message, not per byte
+        async for events in stream.take_events(2000, within=0.02):
+            by_key: dict[str, list[list[Any]]] = {}
             for event in events:
                 message = event.message
                 try:
@@ -173,10 +175,11 @@ def create_app(settings: Settings) -> faust.App:
                     log.warning("undecodable audit event skipped", offset=message.offset, error=str(exc))
                     continue
                 state["watermark"] = max(state["watermark"], obs.timestamp)
-                body = json.dumps({"t": "obs", "s": obs.service, "e": obs.event_type, "at": obs.timestamp,
-                                   "c": obs.correlation_id, "m": obs.metadata}).encode()
-                await inbox.send(key=f"svc:{obs.service}".encode(), value=body)
-                await inbox.send(key=f"type:{obs.event_type}".encode(), value=body)
+                row = [obs.service, obs.event_type, obs.timestamp, obs.correlation_id, obs.metadata]
+                by_key.setdefault(f"svc:{obs.service}", []).append(row)
+                by_key.setdefault(f"type:{obs.event_type}", []).append(row)
+            for key, rows in by_key.items():
+                await inbox.send(key=key.encode(), value=json.dumps({"t": "obs", "o": rows}).encode())
 
     @app.agent(inbox)
     async def judge(stream: faust.StreamT) -> None:
@@ -189,7 +192,7 @@ def create_app(settings: Settings) -> faust.App:
                 state["watermark"] = max(state["watermark"], float(body.get("wm", 0.0)))
                 partition = message.partition
                 for key in [k for k in list(table.keys()) if _partition(partitioner, k, n) == partition]:
-                    await _settle(key, None, now)
+                    await _settle(key, [], now)
                 continue
             key = message.key.decode()
             if kind == "watch":
@@ -197,20 +200,26 @@ def create_app(settings: Settings) -> faust.App:
                 bucket = dict(table[key])
                 bucket[f"{watch.correlation_id}/{watch.name}"] = watch.to_dict()
                 table[key] = bucket
-                await _settle(key, None, now)
+                await _settle(key, [], now)
             elif kind == "obs":
-                obs = AuditObservation(service=body["s"], event_type=body["e"], timestamp=float(body["at"]),
-                                       correlation_id=body.get("c", ""), metadata=body.get("m") or {})
-                state["watermark"] = max(state["watermark"], obs.timestamp)
+                observations = [AuditObservation(service=r[0], event_type=r[1], timestamp=float(r[2]),
+                                                 correlation_id=r[3] or "", metadata=r[4] or {})
+                                for r in body["o"]]
+                state["watermark"] = max([state["watermark"], *(o.timestamp for o in observations)])
                 if key in table:
-                    await _settle(key, obs, now)
+                    await _settle(key, observations, now)
 
-    async def _settle(key: str, obs: AuditObservation | None, now: float) -> None:
+    async def _settle(key: str, observations: list[AuditObservation], now: float) -> None:
         bucket = dict(table[key])
         changed = False
         for watch_id, data in list(bucket.items()):
+            relevant = [o for o in observations if _may_concern(data, o)]
+            if observations and not relevant:
+                continue  # nothing for this watch: its deadline is checked on the next tick
             watch = Watch.from_dict(data)
-            touched = obs is not None and watch.observe(obs, grace)
+            touched = False
+            for obs in relevant:
+                touched = watch.observe(obs, grace) or touched
             verdict = watch.decide(now, state["watermark"], grace)
             if verdict is not None:
                 await publish(watch, verdict)
@@ -232,6 +241,13 @@ def create_app(settings: Settings) -> faust.App:
             await inbox.send(key=b"tick", value=body, partition=partition)
 
     return app
+
+
+def _may_concern(watch: dict[str, Any], obs: AuditObservation) -> bool:
+    """A cheap test on the stored watch, before building it: can this event matter to it at all?"""
+    if watch["kind"] == "order":
+        return obs.event_type in watch["sequence"]
+    return not watch["event_type"] or watch["event_type"] == obs.event_type
 
 
 def _partition(partitioner: DefaultPartitioner, key: str, partitions: int) -> int:
