@@ -19,7 +19,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -30,9 +29,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
 from agent import codec, topics  # noqa: E402
 from agent._proto.coordinator.v1 import events_pb2  # noqa: E402
-from agent.devstack import Stack  # noqa: E402
 from agent.devstack.procs import free_port  # noqa: E402
 from agent.kafkaio import topic_partitions  # noqa: E402
+from bench._stack import local_stack  # noqa: E402
 from tests.helpers.agent import AgentProcess  # noqa: E402
 from tests.helpers.engine import engine_env, settings_from  # noqa: E402
 
@@ -185,26 +184,18 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=50)
     parser.add_argument("--hold", type=float, default=1.0)
     opts = parser.parse_args()
-    existing = os.environ.get("COORDINATOR_DEVSTACK_DIR")
-    tmp = tempfile.TemporaryDirectory(prefix="bench-engine-")
-    stack = Stack(existing if existing and Stack(existing).is_up() else Path(tmp.name) / "stack")
-    own = not (existing and Stack(existing).is_up())
-    if own:
-        stack.up()
-    sfx = uuid.uuid4().hex[:8]
-    env = {**engine_env(stack.env(), supervisor_url="http://127.0.0.1:1/RPC2", suffix=f"bench-{sfx}"),
-           "COORDINATOR_MAX_CONCURRENT_EXECUTIONS": "100", "COORDINATOR_LOG_LEVEL": "warning",
-           "COORDINATOR_LEASE_TTL": "15", "COORDINATOR_RECONCILE_INTERVAL": "5",
-           "COORDINATOR_CONTENT_TYPE": "application/protobuf"}
-    asyncio.run(topics.apply(settings_from(env)))
-    agent = AgentProcess(env, Path(os.environ.get("BENCH_AGENT_LOG", Path(tmp.name) / "agent.log"))).start()
-    try:
-        report = asyncio.run(run(opts, env))
-    finally:
-        agent.stop()
-        if own:
-            stack.down()
-        tmp.cleanup()
+    with local_stack() as (stack, scratch):
+        sfx = uuid.uuid4().hex[:8]
+        env = {**engine_env(stack.env(), supervisor_url="http://127.0.0.1:1/RPC2", suffix=f"bench-{sfx}"),
+               "COORDINATOR_MAX_CONCURRENT_EXECUTIONS": "100", "COORDINATOR_LOG_LEVEL": "warning",
+               "COORDINATOR_LEASE_TTL": "15", "COORDINATOR_RECONCILE_INTERVAL": "5",
+               "COORDINATOR_CONTENT_TYPE": "application/protobuf"}
+        asyncio.run(topics.apply(settings_from(env)))
+        agent = AgentProcess(env, Path(os.environ.get("BENCH_AGENT_LOG", scratch / "agent.log"))).start()
+        try:
+            report = asyncio.run(run(opts, env))
+        finally:
+            agent.stop()
     print(json.dumps(report, indent=2))
 
 

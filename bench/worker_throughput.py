@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -30,8 +28,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 
 from agent import codec, topics  # noqa: E402
 from agent._proto.coordinator.v1 import events_pb2  # noqa: E402
-from agent.devstack import Stack  # noqa: E402
 from agent.kafkaio import topic_partitions  # noqa: E402
+from bench._stack import local_stack  # noqa: E402
 from bench.engine_latency import summary  # noqa: E402
 from tests.helpers.agent import AgentProcess  # noqa: E402
 from tests.helpers.engine import engine_env, settings_from  # noqa: E402
@@ -168,7 +166,7 @@ async def latency(settings, watches: list[tuple[str, str]], rate: float, seconds
                 value, headers = audit_event(i)
             await producer.send(settings.topics.audit_events, value, key=b"k", headers=headers)
         deadline = time.perf_counter() + 30
-        while len([c for c in sent if c in received]) < len(sent) and time.perf_counter() < deadline:
+        while len([c for c in sent if c in received]) < len(sent) and time.perf_counter() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
     finally:
         listener.cancel()
@@ -234,21 +232,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000)
     parser.add_argument("--seconds", type=float, default=10)
     opts = parser.parse_args()
-    existing = os.environ.get("COORDINATOR_DEVSTACK_DIR")
-    tmp = tempfile.TemporaryDirectory(prefix="bench-worker-")
-    own = not (existing and Stack(existing).is_up())
-    stack = Stack(Path(tmp.name) / "stack") if own else Stack(existing)  # type: ignore[arg-type]
-    if own:
-        stack.up()
-    try:
+    with local_stack() as (stack, scratch):
         env = engine_env(stack.env(), "http://127.0.0.1:1/RPC2", suffix=f"bw-{uuid.uuid4().hex[:6]}")
         env.update({"COORDINATOR_WORKER_APP_ID": f"{env['COORDINATOR_REDIS_KEY_PREFIX']}-worker",
                     "COORDINATOR_CONTENT_TYPE": "application/protobuf", "COORDINATOR_WORKER_GRACE": "2"})
-        report = asyncio.run(main_async(opts, env, Path(tmp.name)))
-    finally:
-        if own:
-            stack.down()
-        tmp.cleanup()
+        report = asyncio.run(main_async(opts, env, scratch))
     print(json.dumps(report, indent=2))
 
 
