@@ -222,6 +222,10 @@ async def test_the_engine_folds_the_workers_verdict_into_the_result(
         agent.stop()
 
 
+@pytest.mark.xfail(strict=False, reason=(
+    "known defect (issue 5, open): under load, the surviving worker's recovery after a SIGKILLed peer "
+    "sometimes reports empty changelog partitions (highwater -1) and a pending watch is lost; passes when "
+    "run alone"))
 async def test_two_workers_split_the_work_and_a_killed_one_is_replaced_without_losing_or_repeating_verdicts(
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
