@@ -221,9 +221,11 @@ def worker(loglevel: str) -> None:
     """Run the stream worker: join audit events to injections and publish verdicts (faust)."""
     from faust.worker import Worker
 
-    from agent.worker.app import create_app
+    from agent.worker.app import create_app, ensure_topics
 
-    app = create_app(get_settings())
+    settings = get_settings()
+    asyncio.run(ensure_topics(settings))
+    app = create_app(settings)
     Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 

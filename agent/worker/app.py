@@ -10,7 +10,9 @@ Flow (all topics and tables partitioned alike; Kafka and faust tables are the di
    ``type:{event_type}``, one inbox message per routing key per batch (faust's cost is per
    message). So a watch and every audit event that can concern it meet in one partition.
 3. ``judge`` reads the inbox and keeps the watches in the ``watches`` table (routing key ->
-   watches), backed by a changelog topic: a restarted or replacement worker recovers them.
+   watches), backed by a changelog topic: a restarted or replacement worker recovers them. Audit
+   events and watches travel different paths, so an event can arrive first: the last minute of
+   observations per routing key is kept in memory and replayed to a watch when it arrives.
    Observations update watches; a decided watch publishes its verdict to the verdicts topic and
    leaves the table.
 4. A timer sends a tick to every inbox partition every ``worker_tick_interval`` so deadlines fire
@@ -107,6 +109,39 @@ def verdict_message(watch: Watch, verdict: Verdict) -> events_pb2.ExpectationVer
     return message
 
 
+def internal_topics(settings: Settings) -> dict[str, dict[str, str]]:
+    """The worker's own topics and their configs; created before faust starts (see ensure_topics)."""
+    app_id = settings.worker_app_id
+    return {f"{app_id}-inbox": {"cleanup.policy": "delete", "retention.ms": str(24 * 3600 * 1000)},
+            f"{app_id}-watches-changelog": {"cleanup.policy": "compact"}}
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create the worker's internal topics when missing. A consumer subscribed to a topic that does not
+    exist yet only sees it at its next metadata refresh, which left audit events unread for a minute."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    created = []
+    try:
+        existing = set(await admin.list_topics())
+        brokers = max(1, len((await admin.describe_cluster()).get("brokers", [])))
+        replicas = min(settings.topic_replication_factor, brokers)
+        for name, config in internal_topics(settings).items():
+            if name in existing:
+                continue
+            try:
+                await admin.create_topics([NewTopic(name, settings.worker_partitions, replicas, topic_configs=config)])
+                created.append(name)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+    return created
+
+
 def create_app(settings: Settings) -> faust.App:
     n = settings.worker_partitions
     app = faust.App(
@@ -135,6 +170,9 @@ def create_app(settings: Settings) -> faust.App:
                       schema=faust.Schema(key_serializer="json", value_serializer="json"))
     partitioner = DefaultPartitioner()
     state = {"watermark": 0.0}
+    # audit events can reach the judge before the watch they concern (they travel another path):
+    # recent observations per routing key are kept and replayed to a watch when it arrives
+    recent: dict[str, list[AuditObservation]] = {}
     grace = settings.worker_grace
     source = f"/coordinator/{settings.worker_app_id}/{uuid.uuid4().hex[:6]}"
 
@@ -200,12 +238,14 @@ def create_app(settings: Settings) -> faust.App:
                 bucket = dict(table[key])
                 bucket[f"{watch.correlation_id}/{watch.name}"] = watch.to_dict()
                 table[key] = bucket
-                await _settle(key, [], now)
+                earlier = [o for o in recent.get(key, []) if o.timestamp >= watch.injected_at]
+                await _settle(key, earlier, now)
             elif kind == "obs":
                 observations = [AuditObservation(service=r[0], event_type=r[1], timestamp=float(r[2]),
                                                  correlation_id=r[3] or "", metadata=r[4] or {})
                                 for r in body["o"]]
                 state["watermark"] = max([state["watermark"], *(o.timestamp for o in observations)])
+                _remember(recent, key, observations, now)
                 if key in table:
                     await _settle(key, observations, now)
 
@@ -241,6 +281,21 @@ def create_app(settings: Settings) -> faust.App:
             await inbox.send(key=b"tick", value=body, partition=partition)
 
     return app
+
+
+RECENT_SECONDS = 60.0
+RECENT_PER_KEY = 1000
+
+
+def _remember(recent: dict[str, list[AuditObservation]], key: str, observations: list[AuditObservation],
+              now: float) -> None:
+    """Keep the last minute of observations per routing key (at most RECENT_PER_KEY), in memory: a watch
+    that arrives after its events still sees them. After a rebalance the new owner starts empty."""
+    kept = [o for o in recent.get(key, []) if o.timestamp >= now - RECENT_SECONDS] + observations
+    recent[key] = kept[-RECENT_PER_KEY:]
+    if len(recent) > 10_000:  # forget the quietest keys first
+        for stale in sorted(recent, key=lambda k: recent[k][-1].timestamp if recent[k] else 0)[:1000]:
+            del recent[stale]
 
 
 def _may_concern(watch: dict[str, Any], obs: AuditObservation) -> bool:

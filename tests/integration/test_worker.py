@@ -26,6 +26,7 @@ def _env(stack_env: dict[str, str]) -> dict[str, str]:
     env = engine_env(stack_env, "http://127.0.0.1:1/RPC2")
     sfx = env["COORDINATOR_REDIS_KEY_PREFIX"]
     return {**env, "COORDINATOR_WORKER_APP_ID": f"{sfx}-worker", "COORDINATOR_WORKER_GRACE": "3",
+            "COORDINATOR_VERDICT_GRACE": "8",  # the engine waits longer than the worker's own grace
             "COORDINATOR_WORKER_TICK_INTERVAL": "0.2", "COORDINATOR_CONTENT_TYPE": "application/protobuf"}
 
 

@@ -123,3 +123,15 @@ def test_watches_survive_serialisation() -> None:
     w = watch()
     w.observe(event(1), GRACE)
     assert Watch.from_dict(w.to_dict()) == w
+
+
+def test_recent_observations_are_bounded_in_time_and_number() -> None:
+    from agent.worker.app import RECENT_PER_KEY, _remember
+
+    recent: dict = {}
+    old = [event(-120)]
+    _remember(recent, "svc:a", old, now=T0)
+    _remember(recent, "svc:a", [event(i / 1000) for i in range(RECENT_PER_KEY + 5)], now=T0)
+    kept = recent["svc:a"]
+    assert len(kept) == RECENT_PER_KEY
+    assert min(o.timestamp for o in kept) >= T0 - 60
