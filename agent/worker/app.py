@@ -11,8 +11,8 @@ Flow (all topics and tables partitioned alike; Kafka and faust tables are the di
    message). So a watch and every audit event that can concern it meet in one partition.
 3. ``judge`` reads the inbox and keeps the watches in the ``watches`` table (routing key ->
    watches), backed by a changelog topic: a restarted or replacement worker recovers them. Audit
-   events and watches travel different paths, so an event can arrive first: the last minute of
-   observations per routing key is kept in memory and replayed to a watch when it arrives.
+   events and watches travel different paths, so an event can arrive first: the latest
+   observations per routing key are kept in memory and replayed to a watch when it arrives.
    Observations update watches; a decided watch publishes its verdict to the verdicts topic and
    leaves the table.
 4. A timer sends a tick to every inbox partition every ``worker_tick_interval`` so deadlines fire
@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -172,7 +173,7 @@ def create_app(settings: Settings) -> faust.App:
     state = {"watermark": 0.0}
     # audit events can reach the judge before the watch they concern (they travel another path):
     # recent observations per routing key are kept and replayed to a watch when it arrives
-    recent: dict[str, list[AuditObservation]] = {}
+    recent: dict[str, deque[AuditObservation]] = {}
     grace = settings.worker_grace
     source = f"/coordinator/{settings.worker_app_id}/{uuid.uuid4().hex[:6]}"
 
@@ -283,19 +284,22 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-RECENT_SECONDS = 60.0
-RECENT_PER_KEY = 1000
+RECENT_PER_KEY = 200
+RECENT_KEYS = 10_000
 
 
-def _remember(recent: dict[str, list[AuditObservation]], key: str, observations: list[AuditObservation],
+def _remember(recent: dict[str, deque[AuditObservation]], key: str, observations: list[AuditObservation],
               now: float) -> None:
-    """Keep the last minute of observations per routing key (at most RECENT_PER_KEY), in memory: a watch
-    that arrives after its events still sees them. After a rebalance the new owner starts empty."""
-    kept = [o for o in recent.get(key, []) if o.timestamp >= now - RECENT_SECONDS] + observations
-    recent[key] = kept[-RECENT_PER_KEY:]
-    if len(recent) > 10_000:  # forget the quietest keys first
-        for stale in sorted(recent, key=lambda k: recent[k][-1].timestamp if recent[k] else 0)[:1000]:
-            del recent[stale]
+    """Keep the latest observations per routing key (at most RECENT_PER_KEY each, O(1) per event), in
+    memory: a watch that arrives after its events still sees them (replay keeps only events at or
+    after the injection). After a rebalance the new owner starts empty."""
+    kept = recent.get(key)
+    if kept is None:
+        if len(recent) >= RECENT_KEYS:  # forget the key that has been quiet longest
+            quiet = min(recent, key=lambda k: recent[k][-1].timestamp if recent[k] else 0.0)
+            del recent[quiet]
+        kept = recent[key] = deque(maxlen=RECENT_PER_KEY)
+    kept.extend(observations)
 
 
 def _may_concern(watch: dict[str, Any], obs: AuditObservation) -> bool:
