@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import time
 import uuid
@@ -107,7 +106,3 @@ def _user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
-
-
-async def wait(seconds: float) -> None:
-    await asyncio.sleep(seconds)

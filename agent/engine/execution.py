@@ -18,8 +18,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf import json_format
-
 from agent import metrics
 from agent._proto.coordinator.v1 import events_pb2
 from agent.drivers import DriverRegistry
@@ -377,7 +375,3 @@ class Execution:
 
 def _why(outcomes: list[ProbeOutcome]) -> str:
     return "; ".join(f"{o.name}: {o.reason}" for o in outcomes)
-
-
-def result_summary(result: events_pb2.ScenarioResult) -> dict[str, Any]:
-    return json_format.MessageToDict(result)

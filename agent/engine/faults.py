@@ -17,7 +17,6 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
 
 from agent import metrics
 from agent._proto.coordinator.v1 import events_pb2
@@ -225,7 +224,3 @@ def _allowed(service: str, patterns: list[str]) -> bool:
     import fnmatch
 
     return any(fnmatch.fnmatchcase(service, p) for p in patterns)
-
-
-def revert_summary(active: ActiveFault) -> dict[str, Any]:
-    return {"correlation_id": active.lease.correlation_id, "reverted": not active.error, "error": active.error}
