@@ -118,29 +118,15 @@ def internal_topics(settings: Settings) -> dict[str, dict[str, str]]:
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
-    """Create the worker's internal topics when missing. A consumer subscribed to a topic that does not
-    exist yet only sees it at its next metadata refresh, which left audit events unread for a minute."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
+    """Create the worker's internal topics when missing (through ``topics.apply``). A consumer
+    subscribed to a topic that does not exist yet only sees it at its next metadata refresh, which
+    left audit events unread for a minute."""
+    from agent import topics
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    created = []
-    try:
-        existing = set(await admin.list_topics())
-        brokers = max(1, len((await admin.describe_cluster()).get("brokers", [])))
-        replicas = min(settings.topic_replication_factor, brokers)
-        for name, config in internal_topics(settings).items():
-            if name in existing:
-                continue
-            try:
-                await admin.create_topics([NewTopic(name, settings.worker_partitions, replicas, topic_configs=config)])
-                created.append(name)
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        await admin.close()
-    return created
+    specs = [topics.TopicSpec(channel=name, name=name, partitions=settings.worker_partitions,
+                              replicas=settings.topic_replication_factor, config=config)
+             for name, config in internal_topics(settings).items()]
+    return [o.topic for o in await topics.apply(settings, specs) if o.action == "created"]
 
 
 def create_app(settings: Settings) -> faust.App:
