@@ -24,6 +24,7 @@ from agent.drivers import DriverRegistry, FaultRequest
 from agent.engine.publisher import Publisher
 from agent.errors import ActionError, RevertError, TargetRefused
 from agent.logs import get_logger
+from agent.scenario.checks import target_allowed
 from agent.scenario.models import Expectation, FaultStep, Scenario
 from agent.settings import Settings
 from agent.store import Lease, Store
@@ -89,7 +90,7 @@ class FaultManager:
         if target is None:
             raise TargetRefused(f"target '{step.target}' is not declared by the scenario")
         service = target.service or step.target
-        if not _allowed(service, self.settings.allowed_targets):
+        if not target_allowed(service, self.settings.allowed_targets):
             raise TargetRefused(f"target '{service}' is not in the agent's allow-list")
         correlation_id = str(uuid.uuid4())
         parameters = step.parameters.model_dump(mode="python")  # type: ignore[attr-defined]
@@ -218,9 +219,3 @@ class FaultManager:
         event.injected_at.FromNanoseconds(int(lease.created_at * 1e9))
         event.reverted_at.GetCurrentTime()
         await self.publisher.chaos(event)
-
-
-def _allowed(service: str, patterns: list[str]) -> bool:
-    import fnmatch
-
-    return any(fnmatch.fnmatchcase(service, p) for p in patterns)

@@ -83,10 +83,15 @@ def cross_references(data: Any, allowed_targets: list[str] | None = None) -> lis
         for name, target in targets.items():
             service = target.get("service") if isinstance(target, dict) else None
             label = service or name
-            if not any(fnmatch.fnmatchcase(label, pattern) for pattern in allowed_targets):
+            if not target_allowed(label, allowed_targets):
                 found.append((("spec", "targets", name),
                               f"target '{label}' is not in the agent's allow-list ({', '.join(allowed_targets)})"))
     return found
+
+
+def target_allowed(service: str, patterns: list[str]) -> bool:
+    """Does the agent's allow-list (glob patterns on service names) admit ``service``?"""
+    return any(fnmatch.fnmatchcase(service, pattern) for pattern in patterns)
 
 
 def _steps(steps: Any, path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
