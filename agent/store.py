@@ -117,21 +117,16 @@ class Store:
         await self.redis.hset(self.key("execution", execution_id), mapping={k: str(v) for k, v in fields.items()})
 
     async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
-        raw = await self.redis.hgetall(self.key("execution", execution_id))
-        if not raw:
-            return None
-        return ExecutionRecord(
-            execution_id=raw["execution_id"], request_id=raw.get("request_id", ""),
-            scenario_name=raw.get("scenario_name", ""), status=raw.get("status", ""), owner=raw.get("owner", ""),
-            requester=raw.get("requester", ""), started_at=float(raw.get("started_at") or 0),
-            ended_at=float(raw.get("ended_at") or 0), reason=raw.get("reason", ""),
-            labels=json.loads(raw.get("labels") or "{}"),
-        )
+        return _record(await self.redis.hgetall(self.key("execution", execution_id)))
 
     async def list_executions(self, limit: int = 50) -> list[ExecutionRecord]:
+        """The newest ``limit`` executions, read in one round trip."""
         ids = await self.redis.zrevrange(self.key("executions"), 0, limit - 1)
-        records = [await self.get_execution(i) for i in ids]
-        return [r for r in records if r is not None]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for execution_id in ids:
+                pipe.hgetall(self.key("execution", execution_id))
+            raws = await pipe.execute()
+        return [r for r in (_record(raw) for raw in raws) if r is not None]
 
     async def save_result(self, execution_id: str, payload: bytes) -> None:
         await self._binary.set(self.key("result", execution_id), payload, ex=EXECUTION_TTL_S)
@@ -155,12 +150,12 @@ class Store:
         await self.redis.delete(self.key("lease", correlation_id))
 
     async def leases(self) -> list[Lease]:
-        out = []
-        async for key in self._scan(self.key("lease", "*")):
-            raw = await self.redis.hgetall(key)
-            if raw:
-                out.append(Lease.from_redis(raw))
-        return out
+        keys = [key async for key in self._scan(self.key("lease", "*"))]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(key)
+            raws = await pipe.execute()
+        return [Lease.from_redis(raw) for raw in raws if raw]
 
     async def renew_leases(self, owner: str, correlation_ids: list[str], ttl: float) -> None:
         expires = str(time.time() + ttl)
@@ -210,3 +205,15 @@ class Store:
     async def _scan(self, pattern: str) -> AsyncIterator[str]:
         async for key in self.redis.scan_iter(match=pattern, count=200):
             yield key
+
+
+def _record(raw: dict[str, str]) -> ExecutionRecord | None:
+    if not raw:
+        return None
+    return ExecutionRecord(
+        execution_id=raw["execution_id"], request_id=raw.get("request_id", ""),
+        scenario_name=raw.get("scenario_name", ""), status=raw.get("status", ""), owner=raw.get("owner", ""),
+        requester=raw.get("requester", ""), started_at=float(raw.get("started_at") or 0),
+        ended_at=float(raw.get("ended_at") or 0), reason=raw.get("reason", ""),
+        labels=json.loads(raw.get("labels") or "{}"),
+    )

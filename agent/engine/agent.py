@@ -311,14 +311,15 @@ class Agent:
 
     async def _reconcile_once(self) -> None:
         await self.faults.reconcile()
-        for record in await self.store.list_executions(limit=500):
-            if record.status not in {"PENDING", "RUNNING"} or record.owner == self.owner:
-                continue
-            if await self.store.owner_alive(record.owner):
-                continue
-            leases = [lease for lease in await self.store.leases() if lease.execution_id == record.execution_id]
-            if leases:
-                continue  # faults still to revert: finish it on a later round
+        orphans = [r for r in await self.store.list_executions(limit=500)
+                   if r.status in {"PENDING", "RUNNING"} and r.owner != self.owner]
+        if not orphans:
+            return
+        alive = {owner: await self.store.owner_alive(owner) for owner in {r.owner for r in orphans}}
+        with_faults = {lease.execution_id for lease in await self.store.leases()}
+        for record in orphans:
+            if alive[record.owner] or record.execution_id in with_faults:
+                continue  # still running elsewhere, or faults still to revert: a later round finishes it
             result = events_pb2.ScenarioResult(
                 execution_id=record.execution_id, request_id=record.request_id, scenario_name=record.scenario_name,
                 status=S.EXECUTION_STATUS_ABORTED, requester=record.requester, labels=record.labels,
