@@ -74,6 +74,7 @@ def run(ctx: click.Context, scenario: str, params: tuple[str, ...], dry_run: boo
     Exit codes: 0 passed, 1 failed or timed out, 2 aborted, 3 error, 4 rejected.
     """
     from agent import client
+    from agent._proto.coordinator.v1 import events_pb2
 
     settings = get_settings()
     request = client.build_request(scenario, parse_params(params), dry_run=dry_run, labels=parse_params(labels))
@@ -96,9 +97,8 @@ def run(ctx: click.Context, scenario: str, params: tuple[str, ...], dry_run: boo
         for injection in result.injections:
             click.echo(f"  fault {injection.fault} on {injection.target}  correlation id {injection.correlation_id}")
         for verdict in result.verdicts:
-            status = str(verdict.DESCRIPTOR.fields_by_name["status"].enum_type.values_by_number[verdict.status].name)
-            click.echo(f"  expectation {verdict.expectation_name}: {status.removeprefix('VERDICT_STATUS_')} "
-                       f"{verdict.reason}")
+            status = events_pb2.VerdictStatus.Name(verdict.status).removeprefix("VERDICT_STATUS_")
+            click.echo(f"  expectation {verdict.expectation_name}: {status} {verdict.reason}")
     ctx.exit(client.EXIT_CODES.get(result.status, 3))
 
 
