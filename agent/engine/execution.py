@@ -24,7 +24,7 @@ from agent.drivers import DriverRegistry
 from agent.drivers.probes import ProbeOutcome, Prober
 from agent.engine.faults import ActiveFault, FaultManager
 from agent.engine.publisher import Publisher
-from agent.errors import ActionError, CoordinatorError
+from agent.errors import CoordinatorError
 from agent.logs import get_logger
 from agent.scenario.base import format_duration
 from agent.scenario.models import FaultStep, ParallelStep, Scenario, SerialStep, WaitStep
@@ -197,7 +197,7 @@ class Execution:
         t0 = time.time()
         try:
             active = await self.ctx.faults.inject(self.execution_id, self.scenario, step)
-        except (ActionError, CoordinatorError) as exc:
+        except CoordinatorError as exc:
             await self._entry("steps", step.name, False, started=t0, error=str(exc))
             raise StepFailed(f"step '{step.name}': {exc}") from exc
         if not self.injections:
