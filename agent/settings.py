@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     worker_tick_interval: Seconds = 0.5
     #: how soon a worker that died without leaving is replaced (Kafka group session timeout)
     worker_session_timeout: Seconds = 10.0
+    #: where faust keeps its local files (tables are in memory; faust still wants a directory);
+    #: default: a directory under the system's temporary directory, per app id
+    worker_data_dir: str | None = None
 
     devstack_dir: str | None = Field(
         default=None, description="a running devstack to use (tests reuse it instead of starting one)"

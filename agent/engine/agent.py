@@ -85,9 +85,22 @@ class Agent:
             consumer = await self._start_when_possible(stop)
             if consumer is None:
                 return
+            # verdicts are read from the end of the topic: find that end before the first request is
+            # taken, or a fast verdict can land before it and be missed
+            positioned = asyncio.Event()
+            listener = asyncio.create_task(self._verdict_listener(positioned), name="verdicts")
+            parts = [listener]
+            waits = [asyncio.create_task(positioned.wait()), asyncio.create_task(stop.wait())]
+            await asyncio.wait([*waits, listener], return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waits:
+                waiter.cancel()
+            if not positioned.is_set():
+                if listener.done() and not listener.cancelled() and listener.exception():
+                    log.error("agent part failed", part="verdicts", error=repr(listener.exception()))
+                return
             parts = [
                 asyncio.create_task(self._ingress(consumer), name="ingress"),
-                asyncio.create_task(self._verdict_listener(), name="verdicts"),
+                listener,
                 asyncio.create_task(self._control(), name="control"),
                 asyncio.create_task(self.faults.heartbeat_forever(), name="heartbeat"),
                 asyncio.create_task(self._reconcile_forever(), name="reconciler"),
@@ -262,7 +275,7 @@ class Agent:
                  status=S.ExecutionStatus.Name(result.status), reason=result.reason)
 
     # -- verdicts and control ----------------------------------------------------------------------
-    async def _verdict_listener(self) -> None:
+    async def _verdict_listener(self, positioned: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, enable_auto_commit=False,
                                     client_id=f"{self.settings.kafka_client_id}-verdicts")
         await consumer.start()
@@ -275,6 +288,9 @@ class Agent:
                 partitions = await topic_partitions(consumer, topic, timeout=None)
             consumer.assign(partitions)
             await consumer.seek_to_end(*partitions)
+            for tp in partitions:
+                await consumer.position(tp)
+            positioned.set()
             while True:
                 batch = await consumer.getmany(timeout_ms=500)
                 for records in batch.values():

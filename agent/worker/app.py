@@ -26,10 +26,12 @@ between can publish it twice; the engine keeps the first per (correlation id, ex
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 import uuid
 from collections import deque
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -135,6 +137,7 @@ def create_app(settings: Settings) -> faust.App:
         settings.worker_app_id,
         broker=";".join(f"kafka://{b.strip()}" for b in settings.kafka_bootstrap_servers.split(",")),
         store="memory://",
+        datadir=settings.worker_data_dir or str(Path(tempfile.gettempdir()) / f"{settings.worker_app_id}-data"),
         topic_partitions=n,
         topic_replication_factor=settings.topic_replication_factor,
         table_standby_replicas=0,
