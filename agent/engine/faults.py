@@ -39,6 +39,7 @@ _KINDS = {
 _ATTRIBUTION = {
     "correlation-id": events_pb2.ATTRIBUTION_CORRELATION_ID,
     "target-window": events_pb2.ATTRIBUTION_TARGET_WINDOW, "any": events_pb2.ATTRIBUTION_ANY,
+    "window": events_pb2.ATTRIBUTION_WINDOW,
 }
 REVERT_ATTEMPTS = 4
 
@@ -107,6 +108,9 @@ class FaultManager:
             owner=self.owner, created_at=now, expires_at=now + self.settings.lease_ttl,
         )
         await self.store.write_lease(lease)  # before anything is touched
+        # the injection's time is when the fault starts to act, not when the driver returns: a restart
+        # returns once the new process is up, and its first audit events come before that
+        injected_at = time.time()
         try:
             observed = await asyncio.wait_for(driver.inject(request), step.timeout)
         except BaseException as exc:
@@ -116,7 +120,6 @@ class FaultManager:
                 detail = str(exc) or f"no answer within {step.timeout}s"
                 raise ActionError(f"{step.fault} on '{step.target}' failed: {detail}") from exc
             raise
-        injected_at = time.time()
         await self.store.mark_injected(correlation_id)
         event = events_pb2.ChaosEvent(
             correlation_id=correlation_id, type=events_pb2.CHAOS_EVENT_TYPE_INJECTED, execution_id=execution_id,
