@@ -268,7 +268,7 @@ class TimeToRecover(Strict):
     max: Duration
 
 
-Attribution = Literal["correlation-id", "target-window", "any"]
+Attribution = Literal["correlation-id", "target-window", "window", "any"]
 EXPECTATION_KINDS = ("appears", "absent", "count", "order", "time_to_recover")
 
 

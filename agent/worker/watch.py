@@ -20,7 +20,9 @@ audit event at or after the deadline has been seen at all: silence proves nothin
 
 Attribution: ``correlation-id`` counts events that carry the injection's id; ``target-window``
 counts events from the expectation's service (or the fault's target service) stamped inside the
-window [injection, deadline + grace]; ``any`` counts either. Overlapping faults on one target
+window [injection, deadline + grace]; ``window`` counts events from any service (or the
+expectation's service) inside that window; ``any`` counts what ``correlation-id`` or
+``target-window`` counts. Overlapping faults on one target
 share its events under ``target-window``: each watch counts them (see docs/correlation.md).
 """
 
@@ -65,7 +67,7 @@ class Watch:
     event_type: str = ""
     service: str = ""
     match: dict[str, str] = field(default_factory=dict)
-    attribution: str = "any"  # correlation-id | target-window | any
+    attribution: str = "any"  # correlation-id | target-window | window | any
     min_count: int | None = None
     max_count: int | None = None
     sequence: list[str] = field(default_factory=list)
@@ -105,6 +107,8 @@ class Watch:
             return by_id
         if self.attribution == "target-window":
             return by_window
+        if self.attribution == "window":
+            return in_window and (not self.service or event.service == self.service)
         return by_id or by_window
 
     def _matches(self, event: AuditObservation) -> bool:

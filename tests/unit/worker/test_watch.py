@@ -133,3 +133,19 @@ def test_recent_observations_are_bounded_per_key() -> None:
     kept = list(recent["svc:a"])
     assert len(kept) == RECENT_PER_KEY
     assert kept[-1].timestamp == T0 + (RECENT_PER_KEY + 4) / 1000, "the newest are kept"
+
+
+def test_window_attribution_counts_a_loss_reported_by_any_service_inside_the_window() -> None:
+    def no_loss(attribution: str) -> Watch:
+        return watch(kind="absent", event_type="order_lost", service="", attribution=attribution)
+
+    reported_elsewhere = event(3.0, kind="order_lost", service="load-generator")
+    system_wide = no_loss("window")
+    assert system_wide.observe(reported_elsewhere, GRACE)
+    verdict = system_wide.decide(now=T0 + 3.1, watermark=T0 + 3.0, grace=GRACE)
+    assert verdict is not None and verdict.status == FAILED
+    assert not no_loss("any").observe(reported_elsewhere, GRACE), "any: only the target's events or the id"
+    assert not no_loss("window").observe(event(-1.0, kind="order_lost", service="load-generator"), GRACE), \
+        "before the injection"
+    assert not watch(kind="absent", event_type="order_lost", service="trading-engine", attribution="window"
+                     ).observe(reported_elsewhere, GRACE), "the expectation's service still filters"

@@ -37,6 +37,7 @@ class Attribution(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ATTRIBUTION_CORRELATION_ID: _ClassVar[Attribution]
     ATTRIBUTION_TARGET_WINDOW: _ClassVar[Attribution]
     ATTRIBUTION_ANY: _ClassVar[Attribution]
+    ATTRIBUTION_WINDOW: _ClassVar[Attribution]
 
 class ExpectationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -78,6 +79,7 @@ ATTRIBUTION_UNSPECIFIED: Attribution
 ATTRIBUTION_CORRELATION_ID: Attribution
 ATTRIBUTION_TARGET_WINDOW: Attribution
 ATTRIBUTION_ANY: Attribution
+ATTRIBUTION_WINDOW: Attribution
 EXPECTATION_KIND_UNSPECIFIED: ExpectationKind
 EXPECTATION_KIND_APPEARS: ExpectationKind
 EXPECTATION_KIND_ABSENT: ExpectationKind
