@@ -1,0 +1,120 @@
+"""``sim``: run one sim service, or the whole sim under supervisord.
+
+    sim run trading-engine --grpc-port 50061 --http-port 8061 [--stall] ...
+    sim up --dir /tmp/sim [--rate 20]     # every service under supervisord; prints the agent's settings
+    sim status --dir /tmp/sim
+    sim down --dir /tmp/sim
+
+Connections come from the environment: SIM_KAFKA_BOOTSTRAP, SIM_REDIS_URL, SIM_TOXIPROXY_URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from sim.knobs import Knobs
+
+SERVICE_NAMES = ("exchange", "risk-monitor", "trading-engine", "load-generator")
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name) or default
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sim", description="the simulated trading ecosystem")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run one service in the foreground")
+    run.add_argument("service", choices=SERVICE_NAMES)
+    run.add_argument("--grpc-port", type=int, required=True)
+    run.add_argument("--http-port", type=int, required=True)
+    run.add_argument("--host", default="127.0.0.1")
+    knobs = run.add_argument_group("knobs (also SIM_<NAME> in the environment, and SIM_KNOBS_FILE)")
+    knobs.add_argument("--start-delay", type=float, help="seconds from start to ready")
+    knobs.add_argument("--never-ready", action="store_const", const=True, help="never report ready")
+    knobs.add_argument("--crash-after", type=float, help="exit with status 3 after this many seconds")
+    knobs.add_argument("--audit-drop", type=float, help="fraction of audit events not sent")
+    knobs.add_argument("--audit-duplicate", type=float, help="fraction of audit events sent twice")
+    knobs.add_argument("--stall", action="store_const", const=True, help="stop working while staying healthy")
+    options = run.add_argument_group("service options")
+    options.add_argument("--exchange-address", help="trading engine: the exchange's host:port (e.g. a proxy)")
+    options.add_argument("--order-timeout", type=float, default=10.0, help="trading engine: seconds before order_lost")
+    options.add_argument("--report-interval", type=float, default=1.0, help="risk monitor: seconds between reports")
+    options.add_argument("--rate", type=float, default=20.0, help="load generator: orders per second")
+    options.add_argument("--loss-timeout", type=float, default=15.0,
+                         help="load generator: seconds without a fill before order_lost")
+
+    for name in ("up", "down", "status"):
+        command = sub.add_parser(name, help=f"{name} the sim under supervisord")
+        command.add_argument("--dir", required=True, type=Path, help="the sim's directory")
+        if name == "up":
+            command.add_argument("--rate", type=float, default=20.0)
+            command.add_argument("--order-timeout", type=float, default=10.0)
+            command.add_argument("--loss-timeout", type=float, default=15.0)
+            command.add_argument("--no-wait", action="store_true", help="do not wait for the services to be ready")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = build_parser().parse_args(argv)
+    kafka = _env("SIM_KAFKA_BOOTSTRAP", "127.0.0.1:9092") or ""
+    redis_url = _env("SIM_REDIS_URL", "redis://127.0.0.1:6379/0") or ""
+    if opts.command == "run":
+        return _run(opts, kafka, redis_url)
+    from sim.launch import Sim, SimOptions
+
+    sim = Sim(opts.dir)
+    try:
+        if opts.command == "up":
+            info = sim.up(SimOptions(kafka=kafka, redis_url=redis_url, toxiproxy_url=_env("SIM_TOXIPROXY_URL"),
+                                     rate=opts.rate, order_timeout=opts.order_timeout,
+                                     loss_timeout=opts.loss_timeout), wait_ready=not opts.no_wait)
+            print(f"sim running from {info.directory}; supervisord {info.supervisor_url}")
+            for key, value in info.agent_env().items():
+                print(f"export {key}='{value}'")
+        elif opts.command == "down":
+            sim.down()
+            print("sim stopped")
+        else:
+            print(json.dumps(sim.status(), indent=2))
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        print(f"sim {opts.command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run(opts: argparse.Namespace, kafka: str, redis_url: str) -> int:
+    from sim.loadgen import LoadGenerator
+    from sim.runtime import Config
+    from sim.services import SERVICES
+
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {opts.service} %(levelname)s %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    flags = {name: getattr(opts, name) for name in Knobs.names()}
+    try:
+        knobs = Knobs.load(opts.service, flags)
+    except ValueError as exc:
+        print(f"sim run {opts.service}: {exc}", file=sys.stderr)
+        return 4
+    extra = {"exchange_address": opts.exchange_address, "order_timeout": opts.order_timeout,
+             "report_interval": opts.report_interval, "rate": opts.rate, "loss_timeout": opts.loss_timeout}
+    config = Config(name=opts.service, kafka=kafka, redis_url=redis_url, grpc_port=opts.grpc_port,
+                    http_port=opts.http_port, host=opts.host,
+                    registry_ttl=float(_env("SIM_REGISTRY_TTL", "10") or 10), extra=extra)
+    cls = LoadGenerator if opts.service == "load-generator" else SERVICES[opts.service]
+
+    async def serve() -> int:
+        return await cls(config, knobs).run()
+
+    return asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,282 @@
+"""What every sim service has: a gRPC server (``grpc.health.v1``, reflection, its domain API), HTTP
+``/api/v1/health`` and ``/api/v1/ready``, a heartbeat in the Redis service registry
+(``registry:services:{name}``, a hash with a TTL), and audit events on ``audit.events.v1``.
+
+Lifecycle: started (audit ``service_started``) -> ready after the start delay (``service_ready``,
+health SERVING, registry status ``ready``) -> on SIGTERM: health NOT_SERVING, registry entry removed,
+``service_stopping``, work stopped. A crash (knob ``crash_after``) exits without any of that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+import redis.asyncio as aioredis
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from sim.knobs import Knobs
+
+log = logging.getLogger("sim")
+
+AUDIT_TOPIC = "audit.events.v1"
+REGISTRY_KEY = "registry:services:{name}"
+CORRELATION_HEADER = "correlation-id"
+AUDIT_TYPE = "coordinator.v1.AuditEvent"  # the audit contract's message (topics/asyncapi.yaml)
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def correlation_of(headers: Iterable[tuple[str, bytes | None]] | None) -> str:
+    for key, value in headers or ():
+        if key == CORRELATION_HEADER and value:
+            return value.decode("utf-8", "replace")
+    return ""
+
+
+@dataclass
+class Config:
+    name: str
+    kafka: str
+    redis_url: str
+    grpc_port: int
+    http_port: int
+    host: str = "127.0.0.1"
+    audit_topic: str = AUDIT_TOPIC
+    registry_ttl: float = 10.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Service:
+    """One sim process. Subclasses add their gRPC servicer and their work (``start_work``)."""
+
+    #: full names of the domain gRPC services, for health and reflection
+    grpc_services: tuple[str, ...] = ()
+
+    def __init__(self, config: Config, knobs: Knobs) -> None:
+        self.config = config
+        self.knobs = knobs
+        self.name = config.name
+        self.ready = False
+        self.started_at = time.time()
+        self.counters: dict[str, int] = {}
+        self.producer: AIOKafkaProducer | None = None
+        self.redis = aioredis.from_url(config.redis_url, decode_responses=True)
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._random = random.Random()  # noqa: S311 - fault simulation, not security
+
+    # -- to override -------------------------------------------------------------------------------
+    def add_servicers(self, server: grpc.aio.Server) -> None:
+        """Register the domain servicer(s) on ``server``."""
+
+    async def start_work(self) -> None:
+        """Start consumers and loops (use ``self.spawn``)."""
+
+    async def stop_work(self) -> None:
+        """Stop what ``start_work`` started, flushing what must not be lost."""
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+    # -- shared ---------------------------------------------------------------------------------------
+    def count(self, name: str, by: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + by
+
+    def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.append(task)
+        return task
+
+    async def audit(self, event_type: str, correlation_id: str = "", status: str = "ok", **metadata: Any) -> None:
+        """Publish an audit event (JSON, the audit contract's fields); the knobs may drop or repeat it."""
+        if self.producer is None:
+            return
+        if self.knobs.audit_drop and self._random.random() < self.knobs.audit_drop:
+            self.count("audit_dropped")
+            return
+        body = {"id": str(uuid.uuid4()), "service_name": self.name, "event_type": event_type,
+                "timestamp": now_rfc3339(), "status": status, "correlation_id": correlation_id,
+                "metadata": {k: str(v) for k, v in metadata.items() if v is not None}}
+        value = json.dumps(body, separators=(",", ":")).encode()
+        headers = [("content-type", b"application/json"), ("ce_specversion", b"1.0"),
+                   ("ce_id", body["id"].encode()), ("ce_source", f"/sim/{self.name}".encode()),
+                   ("ce_type", AUDIT_TYPE.encode()), ("ce_time", body["timestamp"].encode())]
+        if correlation_id:
+            headers.append((CORRELATION_HEADER, correlation_id.encode()))
+        copies = 2 if self.knobs.audit_duplicate and self._random.random() < self.knobs.audit_duplicate else 1
+        for _ in range(copies):
+            await self.producer.send(self.config.audit_topic, value, key=self.name.encode(), headers=headers)
+        self.count(f"audit_{event_type}")
+
+    async def mark_ready(self) -> None:
+        self.ready = True
+        for service in ("", *self.grpc_services):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await self._register("ready")
+        await self.audit("service_ready", startup_seconds=round(time.time() - self.started_at, 3))
+        log.info("%s ready", self.name)
+
+    async def require_ready(self, context: grpc.aio.ServicerContext) -> None:
+        """Abort a call with UNAVAILABLE while the service is not ready."""
+        if not self.ready:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.name} is not ready")
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+        for service in ("", *self.grpc_services):
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.add_servicers(self.server)
+        reflection.enable_server_reflection(
+            (*self.grpc_services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME), self.server)
+        self.server.add_insecure_port(f"{self.config.host}:{self.config.grpc_port}")
+        await self.server.start()
+        runner = await self._start_http()
+
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.config.kafka, linger_ms=5, acks=1)
+        await _retry(self.producer.start, stop, what="kafka")
+        await self._register("starting")
+        self.spawn(self._heartbeat(), "registry heartbeat")
+        await self.audit("service_started", pid=os.getpid(), knobs=self.knobs.describe())
+        log.info("%s started (grpc %s, http %s, knobs: %s)", self.name, self.config.grpc_port,
+                 self.config.http_port, self.knobs.describe())
+        await self.start_work()
+        if self.knobs.crash_after is not None:
+            self.spawn(self._crash_later(self.knobs.crash_after), "crash")
+        if not self.knobs.never_ready:
+            self.spawn(self._ready_later(self.knobs.start_delay), "ready")
+
+        await stop.wait()
+        log.info("%s stopping", self.name)
+        self.ready = False
+        await self.health.enter_graceful_shutdown()
+        with contextlib.suppress(Exception):
+            await self.redis.delete(REGISTRY_KEY.format(name=self.name))
+        await self.audit("service_stopping")
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.stop_work()
+        await self.producer.stop()
+        await self.server.stop(grace=1.0)
+        await runner.cleanup()
+        await self.redis.aclose()
+        return 0
+
+    async def _ready_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self.mark_ready()
+
+    async def _crash_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        log.error("%s crashing on purpose (knob crash_after=%s)", self.name, delay)
+        if self.producer is not None:
+            await self.producer.flush()
+        os._exit(3)
+
+    async def _register(self, status: str) -> None:
+        key = REGISTRY_KEY.format(name=self.name)
+        entry = {"name": self.name, "host": self.config.host, "grpc_port": self.config.grpc_port,
+                 "http_port": self.config.http_port, "type": "sim", "status": status,
+                 "pid": os.getpid(), "updated_at": now_rfc3339()}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=entry)
+            pipe.expire(key, max(1, int(self.config.registry_ttl)))
+            await pipe.execute()
+
+    async def _heartbeat(self) -> None:
+        interval = max(0.5, self.config.registry_ttl / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._register("ready" if self.ready else "starting")
+            except (aioredis.RedisError, OSError) as exc:
+                log.warning("registry heartbeat failed: %s", exc)
+
+    async def _start_http(self) -> web.AppRunner:
+        app = web.Application()
+
+        async def health_handler(_: web.Request) -> web.Response:
+            return web.json_response({"status": "ok", "service": self.name})
+
+        async def ready_handler(_: web.Request) -> web.Response:
+            if self.ready:
+                return web.json_response({"status": "ready", "service": self.name})
+            return web.json_response({"status": "not ready", "service": self.name}, status=503)
+
+        async def status_handler(_: web.Request) -> web.Response:
+            return web.json_response({"service": self.name, "ready": self.ready, "knobs": self.knobs.describe(),
+                                      "counters": self.counters, **self.status()})
+
+        app.router.add_get("/api/v1/health", health_handler)
+        app.router.add_get("/api/v1/ready", ready_handler)
+        app.router.add_get("/api/v1/status", status_handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, self.config.host, self.config.http_port, reuse_address=True).start()
+        return runner
+
+
+async def _retry(start: Callable[[], Awaitable[Any]], stop: asyncio.Event, *, what: str) -> None:
+    delay = 0.2
+    while True:
+        try:
+            await start()
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure to connect is retried
+            if stop.is_set():
+                raise
+            log.warning("%s not reachable yet (%s); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+class Channels:
+    """gRPC channels to other sim services, one per address, found through the registry."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    async def address(self, service: str) -> str | None:
+        entry = await self.redis.hgetall(REGISTRY_KEY.format(name=service))
+        if not entry or not entry.get("grpc_port"):
+            return None
+        return f"{entry.get('host', '127.0.0.1')}:{entry['grpc_port']}"
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        found = self._channels.get(address)
+        if found is None:
+            found = self._channels[address] = grpc.aio.insecure_channel(address)
+        return found
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
