@@ -5,7 +5,8 @@
     sim status --dir /tmp/sim
     sim down --dir /tmp/sim
 
-Connections come from the environment: SIM_KAFKA_BOOTSTRAP, SIM_REDIS_URL, SIM_TOXIPROXY_URL.
+Connections come from the environment: SIM_KAFKA_BOOTSTRAP, SIM_REDIS_URL, SIM_TOXIPROXY_URL;
+SIM_AUDIT_TOPIC (default audit.events.v1) names the audit topic.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ def _run(opts: argparse.Namespace, kafka: str, redis_url: str) -> int:
              "report_interval": opts.report_interval, "rate": opts.rate, "loss_timeout": opts.loss_timeout}
     config = Config(name=opts.service, kafka=kafka, redis_url=redis_url, grpc_port=opts.grpc_port,
                     http_port=opts.http_port, host=opts.host,
-                    registry_ttl=float(_env("SIM_REGISTRY_TTL", "10") or 10), extra=extra)
+                    registry_ttl=float(_env("SIM_REGISTRY_TTL", "10") or 10),
+                    audit_topic=_env("SIM_AUDIT_TOPIC", "audit.events.v1") or "audit.events.v1", extra=extra)
     cls = LoadGenerator if opts.service == "load-generator" else SERVICES[opts.service]
 
     async def serve() -> int:

@@ -71,6 +71,7 @@ class SimOptions:
     loss_timeout: float = 15.0
     report_interval: float = 1.0
     registry_ttl: float = 10.0
+    audit_topic: str = "audit.events.v1"
 
 
 @dataclass
@@ -80,10 +81,11 @@ class SimInfo:
     supervisord_pid: int
     ports: dict[str, dict[str, int]] = field(default_factory=dict)
     proxy: dict[str, str] = field(default_factory=dict)
+    audit_topic: str = "audit.events.v1"
 
     def agent_env(self) -> dict[str, str]:
         """What the coordinator needs to act on this sim."""
-        return {"COORDINATOR_SUPERVISOR_URL": self.supervisor_url,
+        return {"COORDINATOR_SUPERVISOR_URL": self.supervisor_url, "COORDINATOR_TOPICS__AUDIT_EVENTS": self.audit_topic,
                 "COORDINATOR_RELAYS": json.dumps([{"source": "orders.inbound.v1", "topic": "orders.v1"}])}
 
 
@@ -92,13 +94,14 @@ class Sim:
         self.directory = Path(directory).resolve()
         self.state = self.directory / "sim.json"
         self.knobs_file = self.directory / "knobs.json"
+        self._process: subprocess.Popen[bytes] | None = None  # when started by this object
 
     # -- up ---------------------------------------------------------------------------------------
     def up(self, options: SimOptions, *, wait_ready: bool = True, timeout: float = 60.0) -> SimInfo:
         if self.running():
             raise RuntimeError(f"a sim is already running from {self.directory}; run: sim down --dir {self.directory}")
         self.directory.mkdir(parents=True, exist_ok=True)
-        asyncio.run(ensure_topics(options.kafka))
+        asyncio.run(ensure_topics(options.kafka, options.audit_topic))
         ports = {name: {"grpc": _free_port(), "http": _free_port()} for name in PROGRAMS}
         supervisor_port = _free_port()
         exchange = f"127.0.0.1:{ports['exchange']['grpc']}"
@@ -114,9 +117,11 @@ class Sim:
         config.chmod(0o600)  # the environment lines may carry a Redis password
         binary = Path(sys.executable).parent / "supervisord"
         with open(self.directory / "supervisord.out", "ab") as out:
-            process = subprocess.Popen([str(binary), "-c", str(config)], stdout=out, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
-        info = SimInfo(str(self.directory), f"http://127.0.0.1:{supervisor_port}/RPC2", process.pid, ports, proxy)
+            process = self._process = subprocess.Popen([str(binary), "-c", str(config)], stdout=out,
+                                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                       start_new_session=True)
+        info = SimInfo(str(self.directory), f"http://127.0.0.1:{supervisor_port}/RPC2", process.pid, ports, proxy,
+                       options.audit_topic)
         self.state.write_text(json.dumps(asdict(info), indent=2))
         try:
             self._wait(info, options, wait_ready, timeout)
@@ -129,6 +134,7 @@ class Sim:
                 exchange_address: str) -> str:
         env = {"SIM_KAFKA_BOOTSTRAP": options.kafka, "SIM_REDIS_URL": options.redis_url,
                "SIM_KNOBS_FILE": str(self.knobs_file), "SIM_REGISTRY_TTL": str(options.registry_ttl),
+               "SIM_AUDIT_TOPIC": options.audit_topic,
                "PYTHONUNBUFFERED": "1"}
         environment = ",".join(f'{k}="{_escape(v)}"' for k, v in env.items())
         extra = {"trading-engine": ["--exchange-address", exchange_address, "--order-timeout",
@@ -199,13 +205,17 @@ class Sim:
         # a child that outlived supervisord (it should not) goes with the process group
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(info.supervisord_pid, signal.SIGKILL)
+        if self._process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=5)
+            self._process = None
         if info.proxy:
             with contextlib.suppress(OSError):
                 _toxiproxy_request(info.proxy["api"], "DELETE", f"/proxies/{info.proxy['name']}")
         self.state.unlink(missing_ok=True)
 
 
-async def ensure_topics(bootstrap: str, partitions: int = 3) -> None:
+async def ensure_topics(bootstrap: str, audit_topic: str, partitions: int = 3) -> None:
     """Create the sim's topics (and the audit topic) when missing; existing ones are left alone."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -216,8 +226,8 @@ async def ensure_topics(bootstrap: str, partitions: int = 3) -> None:
     try:
         existing = set(await admin.list_topics())
         wanted = [NewTopic(t, partitions, 1) for t in TOPICS if t not in existing]
-        if "audit.events.v1" not in existing:
-            wanted.append(NewTopic("audit.events.v1", 6, 1))
+        if audit_topic not in existing:
+            wanted.append(NewTopic(audit_topic, 6, 1))
         if wanted:
             with contextlib.suppress(Exception):  # a topic created meanwhile by someone else is fine
                 await admin.create_topics(wanted)

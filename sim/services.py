@@ -331,6 +331,8 @@ class TradingEngine(Service, trading_pb2_grpc.TradingEngineServiceServicer):
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(0.5)
+            if self.knobs.stall:
+                continue  # a stuck engine does not notice its own losses; the trading desk does
             now = time.time()
             for order_id, (accepted_at, correlation) in list(self.pending.items()):
                 if now - accepted_at > self.order_timeout:

@@ -50,6 +50,15 @@ def settings_from(env: dict[str, str]) -> Settings:
         return Settings()
 
 
+async def applied_settings(env: dict[str, str]) -> Settings:
+    """Settings from ``env``, with every topic of the contract created."""
+    from agent import topics
+
+    settings = settings_from(env)
+    await topics.apply(settings)
+    return settings
+
+
 async def read_all(bootstrap: str, topic: str) -> list[ConsumerRecord]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()

@@ -14,7 +14,7 @@ from agent import codec, topics
 from agent._proto.coordinator.v1 import events_pb2
 from agent.settings import Settings
 from tests.helpers.agent import AgentProcess
-from tests.helpers.engine import engine_env, read_all, settings_from, wait_for
+from tests.helpers.engine import applied_settings, engine_env, read_all, settings_from, wait_for
 from tests.helpers.kafka import produce
 
 S = events_pb2
@@ -37,9 +37,7 @@ def env(stack_env: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 async def settings(env: dict[str, str]) -> Settings:
-    settings = settings_from(env)
-    await topics.apply(settings)
-    return settings
+    return await applied_settings(env)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,209 @@
+"""The flagship on the real stack: the sim under supervisord, the agent, the stream worker, and the
+scenario that restarts the risk monitor during trading. Healthy sim -> PASSED; a risk monitor that
+never becomes ready again -> FAILED with the reason; requests and results through kcat."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import time
+import uuid
+import xmlrpc.client
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import grpc
+import pytest
+import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from agent import client
+from agent._proto.coordinator.v1 import events_pb2
+from agent.settings import Settings
+from sim.launch import Sim, SimInfo, SimOptions
+from tests.helpers.agent import AgentProcess
+from tests.helpers.engine import applied_settings, engine_env, read_all
+
+S = events_pb2
+FLAGSHIP = "restart-risk-monitor-during-trading"
+# short enough for a test, long enough for the sim: the engine calls an order lost after 4s
+PARAMS = {"recoveryDeadline": "8s", "observation": "2s", "reportDeadline": "10s", "lossWindow": "10s"}
+
+
+@pytest.fixture(scope="module")
+def sim(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sim, SimInfo]]:
+    audit_topic = f"test.{uuid.uuid4().hex[:8]}.audit"
+    sim = Sim(tmp_path_factory.mktemp("sim"))
+    info = sim.up(SimOptions(kafka=stack_env["COORDINATOR_KAFKA_BOOTSTRAP_SERVERS"],
+                             redis_url=stack_env["COORDINATOR_REDIS_URL"],
+                             toxiproxy_url=stack_env["COORDINATOR_TOXIPROXY_URL"], rate=20, order_timeout=4,
+                             loss_timeout=5, audit_topic=audit_topic))
+    yield sim, info
+    sim.down()
+
+
+@pytest.fixture(scope="module")
+def env(stack_env: dict[str, str], sim: tuple[Sim, SimInfo]) -> dict[str, str]:
+    _, info = sim
+    base = engine_env(stack_env, info.supervisor_url)
+    sfx = base["COORDINATOR_REDIS_KEY_PREFIX"]
+    return {**base, **info.agent_env(), "COORDINATOR_WORKER_APP_ID": f"{sfx}-worker",
+            "COORDINATOR_WORKER_TICK_INTERVAL": "0.2", "COORDINATOR_VERDICT_GRACE": "8"}
+
+
+@pytest.fixture(scope="module")
+async def settings(env: dict[str, str]) -> Settings:
+    return await applied_settings(env)
+
+
+@pytest.fixture(scope="module")
+def running(env: dict[str, str], settings: Settings, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[tuple[AgentProcess, AgentProcess]]:
+    logs = tmp_path_factory.mktemp("flagship")
+    worker = AgentProcess(env, logs / "worker.log", ("worker", "--loglevel", "info"), r"Ready").start(timeout=90)
+    agent = AgentProcess(env, logs / "agent.log").start()
+    yield worker, agent
+    agent.stop()
+    worker.stop()
+
+
+def _processes(info: SimInfo) -> dict[str, dict[str, Any]]:
+    with xmlrpc.client.ServerProxy(info.supervisor_url) as proxy:
+        return {p["name"]: p for p in proxy.supervisor.getAllProcessInfo()}  # type: ignore[union-attr]
+
+
+def _restart(sim: Sim, info: SimInfo, name: str, knobs: dict[str, Any] | None = None) -> None:
+    """Restart ``name`` under supervisord with these knobs (none: healthy) and wait until it is ready."""
+    sim.knobs_file.write_text(json.dumps({name: knobs or {}}))
+    with xmlrpc.client.ServerProxy(info.supervisor_url) as proxy:
+        proxy.supervisor.stopProcess(name)
+        proxy.supervisor.startProcess(name)
+    deadline = time.monotonic() + 30
+    while sim.status()["processes"][name]["ready"] is not True:
+        assert time.monotonic() < deadline, f"{name} not ready again"
+        time.sleep(0.2)
+
+
+def _kcat(*args: str, data: bytes | None = None) -> bytes:
+    kcat = shutil.which("kcat")
+    assert kcat, "kcat is installed by the project's set-up (coordinator devstack install)"
+    return subprocess.run([kcat, *args], input=data, capture_output=True, check=True, timeout=30).stdout
+
+
+async def _kcat_result(settings: Settings, request_id: str, timeout: float) -> dict[str, Any]:
+    """Read the results topic with kcat until the result of ``request_id`` is there."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = await asyncio.to_thread(_kcat, "-C", "-b", settings.kafka_bootstrap_servers, "-t",
+                                      settings.topics.scenario_results, "-o", "beginning", "-e", "-q", "-J")
+        for line in out.decode().splitlines():
+            envelope = json.loads(line)
+            headers = dict(zip(envelope.get("headers", [])[::2], envelope.get("headers", [])[1::2], strict=True))
+            if headers.get("ce_type") != "coordinator.v1.ScenarioResult":
+                continue
+            payload = json.loads(envelope["payload"])
+            if payload.get("requestId") == request_id:
+                return payload
+        await asyncio.sleep(1)
+    raise AssertionError(f"no result for {request_id} within {timeout}s")
+
+
+async def test_sim_services_serve_health_reflection_and_register_with_a_ttl(
+    sim: tuple[Sim, SimInfo], stack_env: dict[str, str]
+) -> None:
+    _, info = sim
+    registry = redis.Redis.from_url(stack_env["COORDINATOR_REDIS_URL"], decode_responses=True)
+    for name in ("risk-monitor", "trading-engine", "exchange", "load-generator"):
+        entry = registry.hgetall(f"registry:services:{name}")
+        assert entry["status"] == "ready" and entry["host"] == "127.0.0.1", entry
+        assert int(entry["grpc_port"]) == info.ports[name]["grpc"]
+        assert int(entry["http_port"]) == info.ports[name]["http"]
+        assert entry["updated_at"].endswith("Z")
+        assert 0 < registry.ttl(f"registry:services:{name}") <= 10
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{info.ports['risk-monitor']['grpc']}") as channel:
+        answer = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+        names = {s.name async for r in stream for s in r.list_services_response.service}
+        assert {"sim.v1.RiskMonitorService", "grpc.health.v1.Health"} <= names
+
+
+async def test_the_flagship_passes_against_a_healthy_sim_with_request_and_result_through_kcat(
+    sim: tuple[Sim, SimInfo], running: tuple[AgentProcess, AgentProcess], settings: Settings
+) -> None:
+    _, info = sim
+    before = _processes(info)["risk-monitor"]["pid"]
+    request_id = str(uuid.uuid4())
+    body = json.dumps({"requestId": request_id, "scenarioName": FLAGSHIP, "requester": "kcat",
+                       "parameters": PARAMS}).encode()
+    await asyncio.to_thread(_kcat, "-P", "-b", settings.kafka_bootstrap_servers, "-t",
+                            settings.topics.scenario_requests, "-k", request_id, "-H", "content-type=application/json",
+                            data=body)
+
+    result = await _kcat_result(settings, request_id, timeout=90)
+    assert result["status"] == "EXECUTION_STATUS_PASSED", result.get("reason")
+    verdicts = {v["expectationName"]: v for v in result["verdicts"]}
+    assert set(verdicts) == {"risk-monitor-ready-again", "risk-monitor-time-to-recover", "risk-reports-resume",
+                             "no-order-lost"}
+    assert all(v["status"] == "VERDICT_STATUS_PASSED" for v in verdicts.values()), verdicts
+    recovered = float(verdicts["risk-monitor-time-to-recover"]["timeToRecover"].rstrip("s"))
+    assert 0 < recovered < 8
+    assert _processes(info)["risk-monitor"]["pid"] != before, "the risk monitor was restarted"
+
+    # the audit trail says why: the risk monitor's own lifecycle events, from the injection on
+    [injection] = result["injections"]
+    injected = datetime.fromisoformat(injection["injectedAt"])
+    audit = [json.loads(r.value) for r in await read_all(settings.kafka_bootstrap_servers,
+                                                        settings.topics.audit_events)]
+    lifecycle = [a["event_type"] for a in audit if a["service_name"] == "risk-monitor"
+                 and a["event_type"].startswith("service_") and datetime.fromisoformat(a["timestamp"]) >= injected]
+    assert lifecycle[:3] == ["service_stopping", "service_started", "service_ready"], lifecycle
+
+
+async def test_the_flagship_fails_with_the_reason_when_the_risk_monitor_never_becomes_ready_again(
+    sim: tuple[Sim, SimInfo], running: tuple[AgentProcess, AgentProcess], settings: Settings
+) -> None:
+    sim_, info = sim
+    sim_.knobs_file.write_text(json.dumps({"risk-monitor": {"never_ready": True}}))  # for its next start
+    try:
+        request = client.build_request(FLAGSHIP, PARAMS)
+        result = await client.run_and_follow(settings, request, timeout=90)
+        assert result is not None, "no result"
+        assert result.status == S.EXECUTION_STATUS_FAILED
+        assert "risk-monitor-ready-again: no 'service_ready from risk-monitor' by the deadline" in result.reason
+        verdicts = {v.expectation_name: v for v in result.verdicts}
+        assert verdicts["risk-monitor-ready-again"].status == S.VERDICT_STATUS_FAILED
+        assert verdicts["risk-reports-resume"].status == S.VERDICT_STATUS_FAILED
+        # orders wait for the risk check, then time out: the loss is reported and the scenario says so
+        assert verdicts["no-order-lost"].status == S.VERDICT_STATUS_FAILED, verdicts["no-order-lost"].reason
+        assert "steady state not met after the steps: risk-monitor-serving" in result.reason
+        assert sim_.status()["processes"]["risk-monitor"]["ready"] is False
+    finally:
+        _restart(sim_, info, "risk-monitor")
+
+
+async def test_a_stalled_trading_engine_looks_healthy_but_the_audit_trail_fails_the_scenario(
+    sim: tuple[Sim, SimInfo], running: tuple[AgentProcess, AgentProcess], settings: Settings
+) -> None:
+    """Health probes cannot see an engine that stopped working; the orders it no longer fills can."""
+    sim_, info = sim
+    try:
+        _restart(sim_, info, "trading-engine", {"stall": True})
+        request = client.build_request(FLAGSHIP, PARAMS)
+        result = await client.run_and_follow(settings, request, timeout=90)
+        assert result is not None, "no result"
+        verdicts = {v.expectation_name: v for v in result.verdicts}
+        assert verdicts["risk-monitor-ready-again"].status == S.VERDICT_STATUS_PASSED
+        assert verdicts["no-order-lost"].status == S.VERDICT_STATUS_FAILED
+        assert "'order_lost' appeared" in verdicts["no-order-lost"].reason
+        assert result.status == S.EXECUTION_STATUS_FAILED
+        probes = [j for j in result.journal if j.phase.startswith("steady-state")]
+        assert probes and all(j.status == S.JOURNAL_ENTRY_STATUS_SUCCEEDED for j in probes), "every health probe passed"
+    finally:
+        _restart(sim_, info, "trading-engine")
+
