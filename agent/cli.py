@@ -293,7 +293,10 @@ def schema() -> None:
 @_DIR
 @click.pass_context
 def demo(ctx: click.Context, keep: bool, directory: Path | None) -> None:
-    """Bring up the local stack, exercise it end to end, print what happened, tear down."""
+    """The flagship demo: local stack, trading sim, agent and worker up; restart the risk monitor
+    during trading; show faults, recovery and verdicts live; print the verdict; tear down.
+
+    Exit codes: 0 passed, 1 failed, 3 the demo could not run."""
     from agent.demo import run_demo
 
     ctx.exit(run_demo(sys.stdout, keep=keep, stack_dir=directory))

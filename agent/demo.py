@@ -1,7 +1,9 @@
-"""The main job: bring up the local stack, create the topics, publish a scenario request and read it
-back, check readiness, print what happened, tear down.
+"""The main job (``./dev demo``): bring up the local stack, the simulated trading ecosystem, the agent
+and the stream worker; run the flagship scenario (restart the risk monitor during trading) while
+showing faults, recovery and verdicts as they happen; print the verdict with the time to recover;
+tear everything down.
 
-Later work turns this into the flagship demo (run a scenario end to end and print its verdict).
+Exit code: 0 when the scenario passed, 1 when it failed, 3 when the demo itself could not run.
 """
 
 from __future__ import annotations
@@ -10,88 +12,227 @@ import asyncio
 import json
 import tempfile
 import time
-import uuid
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from google.protobuf import json_format
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord
 
-from agent import codec, health, topics
+from agent import client, codec, topics
 from agent._proto.coordinator.v1 import events_pb2
+from agent.children import Child, ChildFailed
 from agent.devstack import Stack
+from agent.errors import DecodeError
+from agent.kafkaio import topic_partitions
 from agent.settings import Settings
 
+S = events_pb2
+FLAGSHIP = "restart-risk-monitor-during-trading"
+#: the flagship's parameters for the demo: short windows, so the whole demo takes about a minute
+DEMO_PARAMS = {"recoveryDeadline": "15s", "observation": "5s", "reportDeadline": "20s", "lossWindow": "20s"}
+#: audit events worth showing live (the rest is summed up at the end)
+SHOWN = {"service_stopping", "service_started", "service_ready", "order_lost", "risk_alert", "duplicate_fill"}
 
-def run_demo(out: TextIO, *, keep: bool = False, stack_dir: Path | None = None) -> int:
-    directory = stack_dir or Path(tempfile.mkdtemp(prefix="coordinator-demo-"))
-    stack = Stack(directory)
-    t0 = time.monotonic()
-    _say(out, f"starting the local stack in {directory}")
+
+def run_demo(out: TextIO, *, keep: bool = False, stack_dir: Path | None = None,
+             params: dict[str, str] | None = None) -> int:
+    from sim.launch import Sim, SimOptions
+
+    directory = (stack_dir or Path(tempfile.mkdtemp(prefix="coordinator-demo-"))).resolve()
+    say = _Printer(out)
+    stack, sim = Stack(directory), Sim(directory / "sim")
+    children: list[Child] = []
     try:
+        say(f"local stack in {directory}")
         timings = stack.up()
         for part in stack.status():
-            _say(out, f"  {part.name:<10} {part.address:<28} pid {part.pid}  ready in {timings.get(part.name, 0):.1f}s")
-        settings = Settings(**_settings_from_env(stack.env()))
-        return asyncio.run(_exercise(out, settings, t0))
+            say(f"  {part.name:<10} {part.address:<28} ready in {timings.get(part.name, 0):.1f}s")
+        env = stack.env()
+        settings = Settings(**_settings_from_env(env))
+        asyncio.run(topics.apply(settings))
+
+        t = time.monotonic()
+        info = sim.up(SimOptions(kafka=settings.kafka_bootstrap_servers,
+                                 redis_url=settings.redis_url.get_secret_value(),
+                                 toxiproxy_url=settings.toxiproxy_url, rate=20))
+        say(f"trading sim under supervisord, ready in {time.monotonic() - t:.1f}s "
+            f"(orders at 20/s through the engine, risk checks, exchange via Toxiproxy):")
+        for name, ports in info.ports.items():
+            say(f"  {name:<15} grpc 127.0.0.1:{ports['grpc']:<6} http 127.0.0.1:{ports['http']}")
+
+        t = time.monotonic()
+        agent_env = {**env, **info.agent_env()}
+        logs = directory / "logs"
+        logs.mkdir(exist_ok=True)
+        for command, ready in ((("worker", "--loglevel", "info"), r"Ready"),
+                               (("serve", "--http-port", "0"), r"agent serving")):
+            child = Child(command, agent_env, logs / f"{command[0]}.log", ready)
+            children.append(child)
+            child.start(timeout=120)
+        say(f"agent and stream worker running in {time.monotonic() - t:.1f}s (logs in {logs})")
+        status = asyncio.run(_run_flagship(settings, say, params or DEMO_PARAMS))
+        say.summary(_loadgen_status(info.ports["load-generator"]["http"]))
+        return status
+    except (ChildFailed, TimeoutError, RuntimeError, OSError) as exc:
+        say(f"the demo could not run: {exc}")
+        return 3
     finally:
+        for child in reversed(children):
+            child.stop(grace=30)
+        sim.down()
         if keep:
-            _say(out, f"stack left running; stop it with: coordinator devstack down --dir {directory}")
+            say(f"stack left running; stop it with: coordinator devstack down --dir {directory}")
         else:
             stack.down()
-            _say(out, "stack stopped; nothing left running")
+            say("everything stopped; nothing left running")
 
 
-async def _exercise(out: TextIO, settings: Settings, t0: float) -> int:
-    outcomes = await topics.apply(settings)
-    _say(out, "topics from topics/asyncapi.yaml:")
-    for o in outcomes:
-        _say(out, f"  {o.action:<8} {o.topic} ({o.detail})")
-
-    request = events_pb2.ScenarioRequest(
-        request_id=str(uuid.uuid4()),
-        scenario_name="restart-risk-monitor-during-trading",
-        requester="demo",
-        labels={"source": "demo"},
-    )
-    request.requested_at.GetCurrentTime()
-    event = codec.encode_event(request, key=request.request_id, source=f"/coordinator/{settings.instance_id}",
-                               content_type=settings.content_type)
-    topic = settings.topics.scenario_requests
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
-                                enable_idempotence=True)
-    await producer.start()
-    try:
-        sent = await producer.send_and_wait(topic, event.value, key=event.key, headers=event.headers)
-    finally:
-        await producer.stop()
-    _say(out, f"published a scenario request to {topic} (partition {sent.partition}, offset {sent.offset})")
-
+async def _run_flagship(settings: Settings, say: _Printer, params: dict[str, str]) -> int:
+    request = client.build_request(FLAGSHIP, params, labels={"source": "demo"})
+    watched = [settings.topics.scenario_results, settings.topics.chaos_events, settings.topics.verdicts,
+               settings.topics.audit_events]
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
-        tp = TopicPartition(topic, sent.partition)
-        consumer.assign([tp])
-        consumer.seek(tp, sent.offset)
-        record = await asyncio.wait_for(consumer.getone(), 10)
+        partitions = [tp for topic in watched for tp in await topic_partitions(consumer, topic)]
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            await consumer.position(tp)
+        say(f"running '{FLAGSHIP}' ({', '.join(f'{k}={v}' for k, v in params.items())})")
+        say.start()
+        await client.submit(settings, request)
+        follow = _Follower(settings, request.request_id, say)
+        deadline = time.monotonic() + 170
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    result = follow.record(record)
+                    if result is not None:
+                        return say.result(result)
+        say("no result within 170s")
+        return 1
     finally:
         await consumer.stop()
-    received = codec.decode_event(record.value, record.headers, events_pb2.ScenarioRequest)
-    headers = codec.headers_to_dict(record.headers)
-    _say(out, "read it back:")
-    _say(out, f"  key            {record.key.decode() if record.key else None}")
-    for name in ("ce_type", "ce_id", "ce_source", "ce_time", "content-type"):
-        _say(out, f"  {name:<14} {headers.get(name)}")
-    payload = json_format.MessageToDict(received)
-    _say(out, "  payload        " + json.dumps(payload, sort_keys=True))
-    same = received == request
 
-    checks = await health.readiness(settings)
-    _say(out, "readiness: " + ", ".join(f"{c.name} {'ok' if c.ok else 'FAILED'} ({c.latency_ms} ms)" for c in checks))
-    ok = same and all(c.ok for c in checks)
-    _say(out, f"{'OK' if ok else 'FAILED'}: round trip {'intact' if same else 'CHANGED'}, "
-              f"{time.monotonic() - t0:.1f}s in all")
-    return 0 if ok else 1
+
+class _Follower:
+    """Turns the topics' records into lines, for one request."""
+
+    def __init__(self, settings: Settings, request_id: str, say: _Printer) -> None:
+        self.topics = settings.topics
+        self.request_id = request_id
+        self.execution_id = ""
+        self.injected_at = 0.0
+        self.say = say
+        self.hidden: dict[str, int] = {}
+        self.early: list[events_pb2.AuditEvent] = []  # before the injection's event (a restart is slow to return)
+
+    def record(self, record: ConsumerRecord) -> events_pb2.ScenarioResult | None:
+        handlers: dict[str, Callable[[ConsumerRecord], Any]] = {
+            self.topics.scenario_results: self._result, self.topics.chaos_events: self._chaos,
+            self.topics.verdicts: self._verdict, self.topics.audit_events: self._audit}
+        try:
+            return handlers[record.topic](record)  # type: ignore[no-any-return]
+        except DecodeError:
+            return None
+
+    def _result(self, record: ConsumerRecord) -> events_pb2.ScenarioResult | None:
+        kind = codec.headers_to_dict(record.headers).get("ce_type")
+        if kind == codec.ce_type_of(S.ExecutionProgress):
+            progress = codec.decode_event(record.value, record.headers, S.ExecutionProgress)
+            if progress.request_id == self.request_id:
+                self.execution_id = progress.execution_id
+                if progress.phase not in ("expectations",):  # verdicts are shown as they come
+                    self.say(f"[{progress.phase}] {progress.message}")
+            return None
+        if kind == codec.ce_type_of(S.ScenarioResult):
+            result = codec.decode_event(record.value, record.headers, S.ScenarioResult)
+            return result if result.request_id == self.request_id else None
+        return None
+
+    def _chaos(self, record: ConsumerRecord) -> None:
+        event = codec.decode_event(record.value, record.headers, S.ChaosEvent)
+        if event.execution_id != self.execution_id:
+            return
+        if event.type == S.CHAOS_EVENT_TYPE_INJECTED:
+            self.injected_at = event.injected_at.ToNanoseconds() / 1e9
+            self.say(f"FAULT    {event.fault} {event.target} (correlation id {event.correlation_id})")
+            for early in self.early:
+                self._show(early)
+            self.early.clear()
+        else:
+            kind = S.ChaosEventType.Name(event.type).removeprefix("CHAOS_EVENT_TYPE_")
+            self.say(f"FAULT    {event.fault} {event.target}: {kind.lower()}")
+
+    def _verdict(self, record: ConsumerRecord) -> None:
+        verdict = codec.decode_event(record.value, record.headers, S.ExpectationVerdict)
+        if verdict.execution_id != self.execution_id:
+            return
+        status = S.VerdictStatus.Name(verdict.status).removeprefix("VERDICT_STATUS_")
+        self.say(f"VERDICT  {verdict.expectation_name}: {status} - {verdict.reason}")
+
+    def _audit(self, record: ConsumerRecord) -> None:
+        if not self.execution_id:
+            return
+        event = codec.decode_event(record.value, record.headers, S.AuditEvent)
+        if event.event_type not in SHOWN:
+            return
+        if not self.injected_at:
+            self.early.append(event)
+        else:
+            self._show(event)
+
+    def _show(self, event: events_pb2.AuditEvent) -> None:
+        at = event.timestamp.ToNanoseconds() / 1e9
+        if at < self.injected_at:
+            return
+        self.say(f"AUDIT    {event.service_name}: {event.event_type} ({at - self.injected_at:+.3f}s after the fault)")
+
+
+class _Printer:
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.t0: float | None = None
+
+    def __call__(self, line: str) -> None:
+        stamp = f"{time.monotonic() - self.t0:6.1f}s  " if self.t0 is not None else ""
+        print(stamp + line, file=self.out, flush=True)
+
+    def start(self) -> None:
+        self.t0 = time.monotonic()
+
+    def result(self, result: events_pb2.ScenarioResult) -> int:
+        status = client.status_name(result.status)
+        self.t0 = None
+        self("")
+        self(f"VERDICT: {status}" + (f" - {result.reason}" if result.status != S.EXECUTION_STATUS_PASSED else ""))
+        for verdict in result.verdicts:
+            mark = S.VerdictStatus.Name(verdict.status).removeprefix("VERDICT_STATUS_")
+            self(f"  {mark:<12} {verdict.expectation_name}: {verdict.reason}")
+        recovered = [v.time_to_recover.ToNanoseconds() / 1e9 for v in result.verdicts if v.HasField("time_to_recover")
+                     and v.status == S.VERDICT_STATUS_PASSED and v.expectation_name.endswith("time-to-recover")]
+        if recovered:
+            self(f"time to recover: {recovered[0]:.3f}s (restart of the risk monitor -> its service_ready)")
+        return 0 if result.status == S.EXECUTION_STATUS_PASSED else 1
+
+    def summary(self, status: dict[str, Any] | None) -> None:
+        if status:
+            counters = status.get("counters", {})
+            self(f"order flow during the demo: {counters.get('orders_sent', 0)} sent, "
+                 f"{counters.get('orders_filled', 0)} filled, {counters.get('orders_lost', 0)} lost "
+                 f"(the load generator's own count)")
+
+
+def _loadgen_status(port: int) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/status", timeout=2) as response:  # noqa: S310
+            return json.loads(response.read())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
 
 
 def _settings_from_env(env: dict[str, str]) -> dict[str, object]:
@@ -101,7 +242,3 @@ def _settings_from_env(env: dict[str, str]) -> dict[str, object]:
         "toxiproxy_url": env["COORDINATOR_TOXIPROXY_URL"],
         "topic_replication_factor": int(env["COORDINATOR_TOPIC_REPLICATION_FACTOR"]),
     }
-
-
-def _say(out: TextIO, line: str) -> None:
-    print(line, file=out, flush=True)

@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from agent.children import terminate
+
 
 @contextmanager
 def coordinator_serve(env: dict[str, str], *args: str, timeout: float = 20.0) -> Iterator[str]:
@@ -35,15 +37,3 @@ def coordinator_serve(env: dict[str, str], *args: str, timeout: float = 20.0) ->
         for stream in (proc.stdout, proc.stderr):
             if stream:
                 stream.close()
-
-
-def terminate(proc: subprocess.Popen, grace: float = 15.0) -> None:  # type: ignore[type-arg]
-    """SIGTERM, then SIGKILL after ``grace`` seconds; a process already gone is fine."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.children import terminate
 from agent.devstack.procs import free_port
-from tests.helpers.processes import terminate
 
 CONFIG = """\
 [supervisord]
