@@ -1,8 +1,10 @@
-# The agent's image: small, non-root, healthy when /api/v1/ready answers 200.
+# The agent's image (also the worker's and the sim's): small, non-root, healthy when /api/v1/ready
+# answers 200.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY agent ./agent
+COPY sim ./sim
 RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim

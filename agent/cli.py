@@ -290,15 +290,20 @@ def schema() -> None:
 # -- serve / demo --------------------------------------------------------------------------------
 @cli.command()
 @click.option("--keep", is_flag=True, help="leave the stack running afterwards")
+@click.option("--attach", is_flag=True,
+              help="start nothing: run the flagship against the agent, worker and sim already running "
+                   "(COORDINATOR_* settings; e.g. in docker compose)")
 @_DIR
 @click.pass_context
-def demo(ctx: click.Context, keep: bool, directory: Path | None) -> None:
+def demo(ctx: click.Context, keep: bool, attach: bool, directory: Path | None) -> None:
     """The flagship demo: local stack, trading sim, agent and worker up; restart the risk monitor
     during trading; show faults, recovery and verdicts live; print the verdict; tear down.
 
     Exit codes: 0 passed, 1 failed, 3 the demo could not run."""
-    from agent.demo import run_demo
+    from agent.demo import attach_demo, run_demo
 
+    if attach:
+        ctx.exit(attach_demo(sys.stdout, get_settings()))
     ctx.exit(run_demo(sys.stdout, keep=keep, stack_dir=directory))
 
 

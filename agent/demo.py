@@ -72,10 +72,11 @@ def run_demo(out: TextIO, *, keep: bool = False, stack_dir: Path | None = None,
             children.append(child)
             child.start(timeout=120)
         say(f"agent and stream worker running in {time.monotonic() - t:.1f}s (logs in {logs})")
+        before = _loadgen_status(info.ports["load-generator"]["http"])
         status = asyncio.run(_run_flagship(settings, say, params or DEMO_PARAMS))
-        say.summary(_loadgen_status(info.ports["load-generator"]["http"]))
+        say.summary(before, _loadgen_status(info.ports["load-generator"]["http"]))
         return status
-    except (ChildFailed, TimeoutError, RuntimeError, OSError) as exc:
+    except (ChildFailed, TimeoutError, RuntimeError, OSError, LookupError) as exc:
         say(f"the demo could not run: {exc}")
         return 3
     finally:
@@ -87,6 +88,36 @@ def run_demo(out: TextIO, *, keep: bool = False, stack_dir: Path | None = None,
         else:
             stack.down()
             say("everything stopped; nothing left running")
+
+
+def attach_demo(out: TextIO, settings: Settings, params: dict[str, str] | None = None) -> int:
+    """The flagship with the live display, against a system already running (docker compose: the
+    agent, the worker and the sim are services there)."""
+    say = _Printer(out)
+    say(f"attached: Kafka {settings.kafka_bootstrap_servers}")
+    try:
+        before = asyncio.run(_registered_loadgen_status(settings))
+        status = asyncio.run(_run_flagship(settings, say, params or DEMO_PARAMS))
+    except (LookupError, OSError) as exc:
+        say(f"the demo could not run: {exc}")
+        return 3
+    say.summary(before, asyncio.run(_registered_loadgen_status(settings)))
+    return status
+
+
+async def _registered_loadgen_status(settings: Settings) -> dict[str, Any] | None:
+    import redis.asyncio as aioredis
+
+    from agent.constants import REGISTRY_SERVICE_KEY
+
+    registry = aioredis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)
+    try:
+        entry = await registry.hgetall(REGISTRY_SERVICE_KEY.format(name="load-generator"))
+    finally:
+        await registry.aclose()
+    if not entry.get("http_port"):
+        return None
+    return await asyncio.to_thread(_loadgen_status, int(entry["http_port"]), entry.get("host", "127.0.0.1"))
 
 
 async def _run_flagship(settings: Settings, say: _Printer, params: dict[str, str]) -> int:
@@ -219,17 +250,19 @@ class _Printer:
             self(f"time to recover: {recovered[0]:.3f}s (restart of the risk monitor -> its service_ready)")
         return 0 if result.status == S.EXECUTION_STATUS_PASSED else 1
 
-    def summary(self, status: dict[str, Any] | None) -> None:
-        if status:
-            counters = status.get("counters", {})
-            self(f"order flow during the demo: {counters.get('orders_sent', 0)} sent, "
-                 f"{counters.get('orders_filled', 0)} filled, {counters.get('orders_lost', 0)} lost "
-                 f"(the load generator's own count)")
+    def summary(self, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+        """The load generator's own count of orders over the scenario (its counters after minus before)."""
+        if before and after:
+            def delta(name: str) -> int:
+                return int(after.get("counters", {}).get(name, 0) - before.get("counters", {}).get(name, 0))
+
+            self(f"orders during the scenario: {delta('orders_sent')} sent, {delta('orders_filled')} filled, "
+                 f"{delta('orders_lost')} lost (the load generator's own count)")
 
 
-def _loadgen_status(port: int) -> dict[str, Any] | None:
+def _loadgen_status(port: int, host: str = "127.0.0.1") -> dict[str, Any] | None:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/status", timeout=2) as response:  # noqa: S310
+        with urllib.request.urlopen(f"http://{host}:{port}/api/v1/status", timeout=2) as response:  # noqa: S310
             return json.loads(response.read())  # type: ignore[no-any-return]
     except (OSError, ValueError):
         return None

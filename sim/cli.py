@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from sim.knobs import Knobs
@@ -36,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("service", choices=SERVICE_NAMES)
     run.add_argument("--grpc-port", type=int, required=True)
     run.add_argument("--http-port", type=int, required=True)
-    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    run.add_argument("--advertise-host", help="the host written to the registry (default: --host)")
     knobs = run.add_argument_group("knobs (also SIM_<NAME> in the environment, and SIM_KNOBS_FILE)")
     knobs.add_argument("--start-delay", type=float, help="seconds from start to ready")
     knobs.add_argument("--never-ready", action="store_const", const=True, help="never report ready")
@@ -60,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--order-timeout", type=float, default=10.0)
             command.add_argument("--loss-timeout", type=float, default=15.0)
             command.add_argument("--no-wait", action="store_true", help="do not wait for the services to be ready")
+            command.add_argument("--bind", default="127.0.0.1", help="where services listen (0.0.0.0 in a container)")
+            command.add_argument("--advertise-host", help="the host others reach the services at")
+            command.add_argument("--base-port", type=int, help="fixed ports: supervisord here, services after it")
+            command.add_argument("--proxy-listen", help="the Toxiproxy proxy's listen address")
+            command.add_argument("--proxy-address", help="the address the engine dials to reach the proxy")
+            command.add_argument("--foreground", action="store_true",
+                                 help="run supervisord in the foreground (containers); no waiting")
+        if name == "status":
+            command.add_argument("--check", action="store_true", help="exit 1 unless every service is ready")
     return parser
 
 
@@ -74,9 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     sim = Sim(opts.dir)
     try:
         if opts.command == "up":
-            info = sim.up(SimOptions(kafka=kafka, redis_url=redis_url, toxiproxy_url=_env("SIM_TOXIPROXY_URL"),
-                                     rate=opts.rate, order_timeout=opts.order_timeout,
-                                     loss_timeout=opts.loss_timeout), wait_ready=not opts.no_wait)
+            options = SimOptions(kafka=kafka, redis_url=redis_url, toxiproxy_url=_env("SIM_TOXIPROXY_URL"),
+                                 rate=opts.rate, order_timeout=opts.order_timeout, loss_timeout=opts.loss_timeout,
+                                 bind_host=opts.bind, advertise_host=opts.advertise_host, base_port=opts.base_port,
+                                 proxy_listen=opts.proxy_listen, proxy_address=opts.proxy_address,
+                                 audit_topic=_env("SIM_AUDIT_TOPIC", "audit.events.v1") or "audit.events.v1")
+            if opts.foreground:
+                from sim.launch import supervisord_binary
+
+                config, info = sim.prepare(options)
+                info.supervisord_pid = os.getpid()  # exec keeps the pid
+                sim.state.write_text(json.dumps(asdict(info), indent=2))
+                os.execv(supervisord_binary(), [supervisord_binary(), "-c", str(config)])  # noqa: S606
+            info = sim.up(options, wait_ready=not opts.no_wait)
             print(f"sim running from {info.directory}; supervisord {info.supervisor_url}")
             for key, value in info.agent_env().items():
                 print(f"export {key}='{value}'")
@@ -84,8 +105,11 @@ def main(argv: list[str] | None = None) -> int:
             sim.down()
             print("sim stopped")
         else:
-            print(json.dumps(sim.status(), indent=2))
-    except (RuntimeError, TimeoutError, OSError) as exc:
+            status = sim.status()
+            print(json.dumps(status, indent=2))
+            if opts.check and not (status["running"] and all(p["ready"] for p in status["processes"].values())):
+                return 1
+    except (RuntimeError, TimeoutError, OSError, ValueError) as exc:
         print(f"sim {opts.command}: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -107,7 +131,7 @@ def _run(opts: argparse.Namespace, kafka: str, redis_url: str) -> int:
     extra = {"exchange_address": opts.exchange_address, "order_timeout": opts.order_timeout,
              "report_interval": opts.report_interval, "rate": opts.rate, "loss_timeout": opts.loss_timeout}
     config = Config(name=opts.service, kafka=kafka, redis_url=redis_url, grpc_port=opts.grpc_port,
-                    http_port=opts.http_port, host=opts.host,
+                    http_port=opts.http_port, host=opts.host, advertise_host=opts.advertise_host,
                     registry_ttl=float(_env("SIM_REGISTRY_TTL", "10") or 10),
                     audit_topic=_env("SIM_AUDIT_TOPIC", "audit.events.v1") or "audit.events.v1", extra=extra)
     cls = LoadGenerator if opts.service == "load-generator" else SERVICES[opts.service]

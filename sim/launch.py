@@ -36,7 +36,7 @@ childlogdir={dir}
 loglevel=info
 
 [inet_http_server]
-port=127.0.0.1:{port}
+port={host}:{port}
 
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
@@ -72,6 +72,15 @@ class SimOptions:
     report_interval: float = 1.0
     registry_ttl: float = 10.0
     audit_topic: str = "audit.events.v1"
+    #: where services and supervisord listen; 0.0.0.0 in a container
+    bind_host: str = "127.0.0.1"
+    #: the host others reach the services at (registry entries); default: bind_host
+    advertise_host: str | None = None
+    #: fixed ports instead of free ones: supervisord on this, services on the next ones
+    base_port: int | None = None
+    #: the Toxiproxy proxy's listen address, and the address the engine dials to reach it
+    proxy_listen: str | None = None
+    proxy_address: str | None = None
 
 
 @dataclass
@@ -97,31 +106,41 @@ class Sim:
         self._process: subprocess.Popen[bytes] | None = None  # when started by this object
 
     # -- up ---------------------------------------------------------------------------------------
-    def up(self, options: SimOptions, *, wait_ready: bool = True, timeout: float = 60.0) -> SimInfo:
+    def prepare(self, options: SimOptions) -> tuple[Path, SimInfo]:
+        """Topics, ports, the Toxiproxy proxy and supervisord.conf: everything but starting it."""
         if self.running():
             raise RuntimeError(f"a sim is already running from {self.directory}; run: sim down --dir {self.directory}")
         self.directory.mkdir(parents=True, exist_ok=True)
         asyncio.run(ensure_topics(options.kafka, options.audit_topic))
-        ports = {name: {"grpc": _free_port(), "http": _free_port()} for name in PROGRAMS}
-        supervisor_port = _free_port()
-        exchange = f"127.0.0.1:{ports['exchange']['grpc']}"
+        base = options.base_port
+        ports = {name: {"grpc": base + 1 + 2 * i, "http": base + 2 + 2 * i} if base else
+                 {"grpc": _free_port(), "http": _free_port()} for i, name in enumerate(PROGRAMS)}
+        supervisor_port = base or _free_port()
+        exchange = f"{options.advertise_host or options.bind_host}:{ports['exchange']['grpc']}"
+        if options.bind_host == "0.0.0.0" and not options.advertise_host:  # noqa: S104 - a comparison
+            raise ValueError("binding 0.0.0.0 needs an advertise host (the name others reach the sim by)")
         proxy: dict[str, str] = {}
         if options.toxiproxy_url:
-            listen = f"127.0.0.1:{_free_port()}"
+            listen = options.proxy_listen or f"127.0.0.1:{_free_port()}"
             _toxiproxy_proxy(options.toxiproxy_url, PROXY, listen, exchange)
             proxy = {"name": PROXY, "listen": listen, "upstream": exchange, "api": options.toxiproxy_url}
         if not self.knobs_file.exists():
             self.knobs_file.write_text("{}\n")
         config = self.directory / "supervisord.conf"
-        config.write_text(self._config(options, ports, supervisor_port, proxy.get("listen", exchange)))
+        dial = options.proxy_address or proxy.get("listen", exchange)
+        config.write_text(self._config(options, ports, supervisor_port, dial))
         config.chmod(0o600)  # the environment lines may carry a Redis password
-        binary = Path(sys.executable).parent / "supervisord"
+        info = SimInfo(str(self.directory), f"http://127.0.0.1:{supervisor_port}/RPC2", 0, ports, proxy,
+                       options.audit_topic)
+        return config, info
+
+    def up(self, options: SimOptions, *, wait_ready: bool = True, timeout: float = 60.0) -> SimInfo:
+        config, info = self.prepare(options)
         with open(self.directory / "supervisord.out", "ab") as out:
-            process = self._process = subprocess.Popen([str(binary), "-c", str(config)], stdout=out,
+            process = self._process = subprocess.Popen([supervisord_binary(), "-c", str(config)], stdout=out,
                                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                                        start_new_session=True)
-        info = SimInfo(str(self.directory), f"http://127.0.0.1:{supervisor_port}/RPC2", process.pid, ports, proxy,
-                       options.audit_topic)
+        info.supervisord_pid = process.pid
         self.state.write_text(json.dumps(asdict(info), indent=2))
         try:
             self._wait(info, options, wait_ready, timeout)
@@ -142,10 +161,11 @@ class Sim:
                  "risk-monitor": ["--report-interval", str(options.report_interval)],
                  "load-generator": ["--rate", str(options.rate), "--loss-timeout", str(options.loss_timeout)],
                  "exchange": []}
-        text = CONFIG_HEAD.format(dir=self.directory, port=supervisor_port)
+        text = CONFIG_HEAD.format(dir=self.directory, host=options.bind_host, port=supervisor_port)
+        hosts = ["--host", options.bind_host, "--advertise-host", options.advertise_host or options.bind_host]
         for name in PROGRAMS:
             command = [sys.executable, "-m", "sim", "run", name, "--grpc-port", str(ports[name]["grpc"]),
-                       "--http-port", str(ports[name]["http"]), *extra[name]]
+                       "--http-port", str(ports[name]["http"]), *hosts, *extra[name]]
             text += PROGRAM.format(name=name, command=" ".join(command), environment=environment, dir=self.directory)
         return text
 
@@ -275,6 +295,10 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def supervisord_binary() -> str:
+    return str(Path(sys.executable).parent / "supervisord")
 
 
 def _free_port() -> int:

@@ -59,6 +59,8 @@ class Config:
     grpc_port: int
     http_port: int
     host: str = "127.0.0.1"
+    #: the host written to the registry (others reach the service there); default: host
+    advertise_host: str | None = None
     audit_topic: str = AUDIT_TOPIC
     registry_ttl: float = 10.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -202,9 +204,9 @@ class Service:
 
     async def _register(self, status: str) -> None:
         key = REGISTRY_KEY.format(name=self.name)
-        entry = {"name": self.name, "host": self.config.host, "grpc_port": self.config.grpc_port,
-                 "http_port": self.config.http_port, "type": "sim", "status": status,
-                 "pid": os.getpid(), "updated_at": now_rfc3339()}
+        entry = {"name": self.name, "host": self.config.advertise_host or self.config.host,
+                 "grpc_port": self.config.grpc_port, "http_port": self.config.http_port, "type": "sim",
+                 "status": status, "pid": os.getpid(), "updated_at": now_rfc3339()}
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=entry)
             pipe.expire(key, max(1, int(self.config.registry_ttl)))

@@ -40,3 +40,28 @@ def test_agent_image_is_built_here_runs_as_non_root_and_checks_readiness() -> No
     assert re.search(r"^HEALTHCHECK .*\n.*/api/v1/ready", dockerfile, re.MULTILINE)
     for copied in re.findall(r"^COPY (?!--from)(\S+)", dockerfile, re.MULTILINE):
         assert (ROOT / copied).exists(), f"Dockerfile copies missing path '{copied}'"
+
+
+def test_compose_runs_the_demo_in_one_command_against_the_sim_agent_and_worker() -> None:
+    services = _compose()["services"]
+    demo = services["demo"]
+    assert demo["command"] == ["demo", "--attach"]
+    assert {name: rule["condition"] for name, rule in demo["depends_on"].items()} == {
+        "agent": "service_healthy", "worker": "service_started", "sim": "service_healthy"}
+    assert services["agent"]["environment"]["COORDINATOR_SUPERVISOR_URL"] == "http://sim:9001/RPC2"
+    assert services["worker"]["command"][0] == "worker"
+
+
+def test_compose_commands_are_accepted_by_the_real_command_lines() -> None:
+    from click.testing import CliRunner
+
+    from agent.cli import cli
+    from sim.cli import build_parser
+
+    services = _compose()["services"]
+    sim = build_parser().parse_args(services["sim"]["command"])
+    assert (sim.command, sim.foreground, sim.advertise_host, sim.base_port) == ("up", True, "sim", 9001)
+    assert build_parser().parse_args(services["sim"]["healthcheck"]["test"][2:]).check
+    for name in ("agent", "worker", "demo", "topics"):
+        result = CliRunner().invoke(cli, [*services[name]["command"], "--help"])
+        assert result.exit_code == 0, (name, result.output)
