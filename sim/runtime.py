@@ -27,6 +27,7 @@ import grpc
 import redis.asyncio as aioredis
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -37,6 +38,7 @@ log = logging.getLogger("sim")
 AUDIT_TOPIC = "audit.events.v1"
 REGISTRY_KEY = "registry:services:{name}"
 CORRELATION_HEADER = "correlation-id"
+AUDIT_SEND_TIMEOUT = 2.0
 AUDIT_TYPE = "coordinator.v1.AuditEvent"  # the audit contract's message (topics/asyncapi.yaml)
 
 
@@ -126,8 +128,16 @@ class Service:
         if correlation_id:
             headers.append((CORRELATION_HEADER, correlation_id.encode()))
         copies = 2 if self.knobs.audit_duplicate and self._random.random() < self.knobs.audit_duplicate else 1
-        for _ in range(copies):
-            await self.producer.send(self.config.audit_topic, value, key=self.name.encode(), headers=headers)
+        try:
+            for _ in range(copies):
+                # bounded: a missing topic or a full buffer must not stop the service's own work
+                await asyncio.wait_for(self.producer.send(self.config.audit_topic, value, key=self.name.encode(),
+                                                          headers=headers), AUDIT_SEND_TIMEOUT)
+        except (TimeoutError, KafkaError) as exc:
+            self.count("audit_failed")
+            log.warning("audit event %s not sent to %s: %s", event_type, self.config.audit_topic,
+                        exc or "no answer in time")
+            return
         self.count(f"audit_{event_type}")
 
     async def mark_ready(self) -> None:

@@ -36,6 +36,9 @@ RISK_TOPIC = "risk.reports.v1"
 TOPICS = (INBOUND_TOPIC, ORDERS_TOPIC, FILLS_TOPIC, RISK_TOPIC)
 
 P = trading_pb2
+#: a killed member holds its partitions until its session times out: the broker's minimum (6 s), so a
+#: restarted service gets them back soon
+GROUP_TIMEOUTS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 2000}
 _SIDES = {"BUY": P.SIDE_BUY, "SELL": P.SIDE_SELL}
 
 
@@ -141,7 +144,7 @@ class RiskMonitor(Service, trading_pb2_grpc.RiskMonitorServiceServicer):
 
     async def start_work(self) -> None:
         self._consumer = AIOKafkaConsumer(FILLS_TOPIC, bootstrap_servers=self.config.kafka, group_id="risk-monitor",
-                                          auto_offset_reset="latest", enable_auto_commit=True)
+                                          auto_offset_reset="latest", enable_auto_commit=True, **GROUP_TIMEOUTS)
         await self._consumer.start()
         self.spawn(self._consume(self._consumer), "fills")
         self.spawn(self._report_loop(), "reports")
@@ -225,7 +228,7 @@ class TradingEngine(Service, trading_pb2_grpc.TradingEngineServiceServicer):
     async def start_work(self) -> None:
         self._consumer = AIOKafkaConsumer(ORDERS_TOPIC, FILLS_TOPIC, bootstrap_servers=self.config.kafka,
                                           group_id="trading-engine", auto_offset_reset="latest",
-                                          enable_auto_commit=True)
+                                          enable_auto_commit=True, **GROUP_TIMEOUTS)
         await self._consumer.start()
         self.spawn(self._consume(self._consumer), "orders and fills")
         self.spawn(self._sweep(), "lost orders")
