@@ -28,11 +28,14 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 
 @click.command()
 @click.option("--http-port", type=int, default=None, help="override COORDINATOR_HTTP_PORT (0: any free port)")
-def serve(http_port: int | None) -> None:
+@click.option("--grpc-port", type=int, default=None, help="override COORDINATOR_GRPC_PORT (0: any free port)")
+def serve(http_port: int | None, grpc_port: int | None) -> None:
     """Run the agent: consume scenario requests, run them, publish results. SIGTERM aborts cleanly."""
     settings = get_settings()
     if http_port is not None:
         settings = settings.model_copy(update={"http_port": http_port})
+    if grpc_port is not None:
+        settings = settings.model_copy(update={"grpc_port": grpc_port})
     asyncio.run(_serve(settings))
 
 
@@ -55,6 +58,7 @@ async def _serve(settings: Settings) -> None:
     await asyncio.wait([runner, started], return_when=asyncio.FIRST_COMPLETED)
     if agent.http_started.is_set():
         print(f"listening on http://{settings.http_host}:{agent.http.port}", flush=True)
+        print(f"grpc on {settings.grpc_host}:{agent.grpc.port}", flush=True)
     started.cancel()
     await runner
 

@@ -67,7 +67,7 @@ def run_demo(out: TextIO, *, keep: bool = False, stack_dir: Path | None = None,
         logs = directory / "logs"
         logs.mkdir(exist_ok=True)
         for command, ready in ((("worker", "--loglevel", "info"), r"Ready"),
-                               (("serve", "--http-port", "0"), r"agent serving")):
+                               (("serve", "--http-port", "0", "--grpc-port", "0"), r"agent serving")):
             child = Child(command, agent_env, logs / f"{command[0]}.log", ready)
             children.append(child)
             child.start(timeout=120)

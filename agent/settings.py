@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8088, ge=0, le=65535)
     grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(default=50058, ge=0, le=65535)
+    #: bearer token every gRPC call (but health checks) must carry: ``authorization: Bearer <token>``
+    grpc_token: SecretStr | None = None
+    #: PEM files: the server's certificate and key turn TLS on; a client CA turns on mutual TLS
+    grpc_tls_cert_file: str | None = None
+    grpc_tls_key_file: str | None = None
+    grpc_tls_client_ca_file: str | None = None
     ready_check_timeout: Seconds = 2.0
 
     content_type: Literal["application/protobuf", "application/json"] = "application/protobuf"

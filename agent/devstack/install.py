@@ -25,6 +25,9 @@ LOG4J_VERSION = "2.24.3"
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 TOXIPROXY_MODULE = "github.com/Shopify/toxiproxy/v2"
 TOXIPROXY_VERSION = "v2.12.0"
+#: grpcurl: an external gRPC client (reflection, health) for the tests and for users
+GRPCURL_MODULE = "github.com/fullstorydev/grpcurl"
+GRPCURL_VERSION = "v1.9.3"
 
 _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -104,26 +107,32 @@ def ensure_redis() -> str:
 
 def ensure_toxiproxy() -> str:
     """Return the path of ``toxiproxy-server``, building the pinned module with ``go install`` if needed."""
-    found = shutil.which("toxiproxy-server")
+    return _go_binary("toxiproxy-server", TOXIPROXY_MODULE, "cmd/server", TOXIPROXY_VERSION)
+
+
+def ensure_grpcurl() -> str:
+    """Return the path of ``grpcurl``, building the pinned module with ``go install`` if needed."""
+    return _go_binary("grpcurl", GRPCURL_MODULE, "cmd/grpcurl", GRPCURL_VERSION)
+
+
+def _go_binary(name: str, module: str, command: str, version: str) -> str:
+    found = shutil.which(name)
     if found:
         return found
-    target = cache_dir() / "bin" / f"toxiproxy-server-{TOXIPROXY_VERSION}"
+    target = cache_dir() / "bin" / f"{name}-{version}"
     if target.exists():
         return str(target)
     go = shutil.which("go")
+    package = f"{module}/{command}@{version}"
     if not go:
         raise MissingDependencyError(
-            "toxiproxy-server is not installed and there is no Go toolchain to build it; install Go "
-            f"(https://go.dev/doc/install) or run: go install {TOXIPROXY_MODULE}/cmd/server@{TOXIPROXY_VERSION}"
+            f"{name} is not installed and there is no Go toolchain to build it; install Go "
+            f"(https://go.dev/doc/install) or run: go install {package}"
         )
-    with tempfile.TemporaryDirectory(prefix="toxiproxy-", dir=cache_dir()) as tmp:
-        procs.run(
-            [go, "install", f"{TOXIPROXY_MODULE}/cmd/server@{TOXIPROXY_VERSION}"],
-            what=f"go install {TOXIPROXY_MODULE}/cmd/server@{TOXIPROXY_VERSION}",
-            env={"GOBIN": tmp, "CGO_ENABLED": "0"},
-        )
+    with tempfile.TemporaryDirectory(prefix=f"{name}-", dir=cache_dir()) as tmp:
+        procs.run([go, "install", package], what=f"go install {package}", env={"GOBIN": tmp, "CGO_ENABLED": "0"})
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(Path(tmp) / "server"), target)
+        shutil.move(str(Path(tmp) / command.rsplit("/", 1)[-1]), target)
     return str(target)
 
 
@@ -139,6 +148,7 @@ def ensure_all() -> dict[str, str]:
         "redis": ensure_redis(),
         "toxiproxy": ensure_toxiproxy(),
         "kcat": ensure_kcat(),
+        "grpcurl": ensure_grpcurl(),
     }
 
 

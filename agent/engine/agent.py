@@ -10,7 +10,8 @@ Parts, started as tasks and watched together (the first to fail stops the agent)
 - control: cancel, halt-all and resume, from Redis pub/sub (the CLI and gRPC send them).
 - heartbeat and reconciler: keep this agent's leases alive; revert anyone's orphaned ones and
   finish executions whose agent died with exactly one ABORTED result.
-- HTTP: health, readiness, metrics.
+- HTTP: health, readiness, metrics; gRPC: the CoordinatorService API, health, reflection
+  (``agent.grpc_api``).
 
 Stopping (SIGTERM) aborts every execution: faults reverted, rollbacks run, ABORTED published.
 """
@@ -71,6 +72,9 @@ class Agent:
         self.catalog = CatalogCache(default_directories(settings.scenario_dirs))
         self.scenarios = ScenarioCache()
         self.http = HttpServer(settings)
+        from agent.grpc_api import GrpcServer
+
+        self.grpc = GrpcServer(self)
         self.http_started = asyncio.Event()
         self.ready = asyncio.Event()
 
@@ -78,6 +82,7 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set. HTTP comes up first; the engine waits for its dependencies."""
         await self.http.start()
+        await self.grpc.start()
         self.http_started.set()
         parts: list[asyncio.Task[Any]] = []
         consumer: AIOKafkaConsumer | None = None
@@ -116,6 +121,7 @@ class Agent:
             for task in done:
                 if task is not stopper and task.exception():
                     log.error("agent part failed", part=task.get_name(), error=repr(task.exception()))
+            await self.grpc.begin_shutdown()  # health says NOT_SERVING from now on
             parts[0].cancel()  # stop taking requests first
             await asyncio.gather(parts[0], return_exceptions=True)
             await self.abort_all("the agent is shutting down")
@@ -126,6 +132,7 @@ class Agent:
             if consumer is not None:
                 with contextlib.suppress(Exception):
                     await consumer.stop()
+            await self.grpc.stop()
             await self.http.aclose()
             await self.drivers.aclose()
             await self.prober.aclose()
@@ -199,7 +206,7 @@ class Agent:
             halted = await self.store.halted()
             if halted:
                 raise Rejected("halted", f"the agent is halted ({halted}); resume it to run scenarios")
-            scenario = self._scenario_for(request, request_id)
+            scenario = self.scenario_for(request, request_id)
         except Rejected as exc:
             await self._reject(record, request, request_id, execution_id, exc)
             return
@@ -212,7 +219,7 @@ class Agent:
         self.executions[execution_id] = (execution, task)
         log.info("request accepted", request_id=request_id, execution_id=execution_id, scenario=scenario.name)
 
-    def _scenario_for(self, request: events_pb2.ScenarioRequest, request_id: str) -> Scenario:
+    def scenario_for(self, request: events_pb2.ScenarioRequest, request_id: str) -> Scenario:
         overrides = {k: json_format.MessageToDict(v) for k, v in request.parameters.items()} or None
         allowed = self.settings.allowed_targets
         try:

@@ -65,6 +65,10 @@ class Publisher:
         else:
             delivery.add_done_callback(_log_failure)
 
+    async def request(self, request: events_pb2.ScenarioRequest) -> None:
+        """A scenario request onto the requests topic (gRPC submissions take the Kafka path)."""
+        await self._send(self.settings.topics.scenario_requests, request, request.request_id)
+
     async def chaos(self, event: events_pb2.ChaosEvent) -> None:
         await self._send(self.settings.topics.chaos_events, event, event.correlation_id, event.correlation_id)
 

@@ -14,7 +14,8 @@ class AgentProcess(Child):
     """``coordinator serve`` by default, or another long-running command with its ready line, e.g.
     ``AgentProcess(env, log, ("worker", "--loglevel", "info"), r"Ready")``."""
 
-    def __init__(self, env: dict[str, str], log: Path, command: tuple[str, ...] = ("serve", "--http-port", "0"),
+    def __init__(self, env: dict[str, str], log: Path,
+                 command: tuple[str, ...] = ("serve", "--http-port", "0", "--grpc-port", "0"),
                  ready: str = r"listening on (http://\S+)") -> None:
         super().__init__(command=command, env=env, log=log, ready=ready, cwd=ROOT)
 

@@ -17,7 +17,7 @@ from agent.children import terminate
 def coordinator_serve(env: dict[str, str], *args: str, timeout: float = 20.0) -> Iterator[str]:
     """Start ``coordinator serve --http-port 0``; yield its base URL; SIGTERM it afterwards."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "serve", "--http-port", "0", *args],
+        [sys.executable, "-m", "agent.cli", "serve", "--http-port", "0", "--grpc-port", "0", *args],
         env={**os.environ, **env, "COORDINATOR_LOG_FORMAT": "json"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
