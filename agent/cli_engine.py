@@ -7,6 +7,7 @@ import json
 import os
 import signal
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -70,9 +71,13 @@ async def _serve(settings: Settings) -> None:
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE")
 @click.option("--timeout", type=float, default=1800.0, help="seconds to wait for the result")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="also write the result as JUnit XML here (one test case per expectation and steady-state check)")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="also write the single-file HTML report here")
 @click.pass_context
 def run(ctx: click.Context, scenario: str, params: tuple[str, ...], dry_run: bool, labels: tuple[str, ...],
-        timeout: float, output: str) -> None:
+        timeout: float, output: str, junit_path: str | None, html_path: str | None) -> None:
     """Run SCENARIO (a catalog name or a YAML file) and follow it to its result.
 
     Exit codes: 0 passed, 1 failed or timed out, 2 aborted, 3 error, 4 rejected.
@@ -94,6 +99,7 @@ def run(ctx: click.Context, scenario: str, params: tuple[str, ...], dry_run: boo
         click.echo(f"no result within {timeout:.0f}s (is an agent running?)", err=True)
         ctx.exit(3)
     assert result is not None
+    _write_reports(result, {"junit": junit_path, "html": html_path})
     if output == "json":
         click.echo(json_format.MessageToJson(result))
     else:
@@ -118,6 +124,43 @@ def submit(scenario: str, params: tuple[str, ...], dry_run: bool, request_id: st
     request = client.build_request(scenario, parse_params(params), dry_run=dry_run, request_id=request_id)
     asyncio.run(client.submit(get_settings(), request))
     click.echo(request.request_id)
+
+
+def _write_reports(result: Any, paths: dict[str, str | None]) -> None:
+    from agent import reports
+
+    for fmt, path in paths.items():
+        if path:
+            Path(path).write_text(reports.render(result, fmt), encoding="utf-8")
+            click.echo(f"{fmt} report written to {path}", err=True)
+
+
+@click.command()
+@click.argument("execution_id")
+@click.option("--format", "fmt", type=click.Choice(["junit", "json", "html"]), default="junit", show_default=True)
+@click.option("--output", "-o", "path", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="write here instead of standard output")
+@click.pass_context
+def report(ctx: click.Context, execution_id: str, fmt: str, path: str | None) -> None:
+    """The report of an ended execution (JUnit XML, JSON journal or single-file HTML).
+
+    Exit codes: 0 written, 4 no result for this execution (unknown, or still running).
+    """
+    from agent import reports
+    from agent._proto.coordinator.v1 import events_pb2
+
+    raw = asyncio.run(_with_store(lambda store: store.get_result(execution_id)))
+    if raw is None:
+        click.echo(f"no result for execution '{execution_id}' (unknown, or still running)", err=True)
+        ctx.exit(4)
+    result = events_pb2.ScenarioResult()
+    result.ParseFromString(raw)
+    text = reports.render(result, fmt)
+    if path:
+        Path(path).write_text(text, encoding="utf-8")
+        click.echo(f"{fmt} report written to {path}", err=True)
+    else:
+        click.echo(text, nl=False)
 
 
 async def _with_store(fn: Any) -> Any:
@@ -233,5 +276,5 @@ def worker(loglevel: str) -> None:
     Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
 
 
-COMMANDS = [serve, run, submit, cancel, halt, resume, executions, relay, worker]
+COMMANDS = [serve, run, submit, cancel, halt, resume, executions, report, relay, worker]
 

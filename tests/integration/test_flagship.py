@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 import xmlrpc.client
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -20,6 +23,7 @@ import pytest
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from junitparser import Failure, JUnitXml
 
 from agent import client
 from agent._proto.coordinator.v1 import events_pb2
@@ -166,7 +170,8 @@ async def test_the_flagship_passes_against_a_healthy_sim_with_request_and_result
 
 
 async def test_the_flagship_fails_with_the_reason_when_the_risk_monitor_never_becomes_ready_again(
-    sim: tuple[Sim, SimInfo], running: tuple[AgentProcess, AgentProcess], settings: Settings
+    sim: tuple[Sim, SimInfo], running: tuple[AgentProcess, AgentProcess], settings: Settings,
+    env: dict[str, str], tmp_path: Path
 ) -> None:
     sim_, info = sim
     sim_.knobs_file.write_text(json.dumps({"risk-monitor": {"never_ready": True}}))  # for its next start
@@ -183,6 +188,18 @@ async def test_the_flagship_fails_with_the_reason_when_the_risk_monitor_never_be
         assert verdicts["no-order-lost"].status == S.VERDICT_STATUS_FAILED, verdicts["no-order-lost"].reason
         assert "steady state not met after the steps: risk-monitor-serving" in result.reason
         assert sim_.status()["processes"]["risk-monitor"]["ready"] is False
+
+        # the JUnit report, as CI reads it
+        report = tmp_path / "flagship.xml"
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "agent.cli", "report", result.execution_id, "--format", "junit",
+                             "-o", str(report)], env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        [suite] = list(JUnitXml.fromfile(str(report)))
+        cases = {case.name: case for case in suite}
+        [failure] = cases["risk-monitor-ready-again"].result
+        assert isinstance(failure, Failure)
+        assert failure.message.startswith("no 'service_ready from risk-monitor' by the deadline")
     finally:
         _restart(sim_, info, "risk-monitor")
 
