@@ -97,6 +97,14 @@ class Settings(BaseSettings):
     grpc_tls_cert_file: str | None = None
     grpc_tls_key_file: str | None = None
     grpc_tls_client_ca_file: str | None = None
+
+    #: the agent's own entry in the service registry (``registry:services:{name}``)
+    registry_name: str = "coordinator"
+    #: the host written there (others reach the agent at it); default: the gRPC host, or this
+    #: machine's name when that is 0.0.0.0
+    registry_host: str | None = None
+    #: registry entries live this long without a refresh; older ones are treated as dead
+    registry_ttl: Seconds = 15.0
     ready_check_timeout: Seconds = 2.0
 
     content_type: Literal["application/protobuf", "application/json"] = "application/protobuf"

@@ -1,13 +1,14 @@
 """Probes: observe one thing and judge it with the probe's tolerance.
 
 Addresses come from the target's ``endpoints`` or, failing that, from the service registry hash
-``registry:services:{service}`` (``host``, ``grpc_port``, ``http_port``).
+``registry:services:{service}`` (``host``, ``grpc_port``, ``http_port``; a stale or expired entry is
+not used, see ``agent.registry``). gRPC probes share pooled channels with retries and a circuit
+breaker per address (``agent.grpc_clients``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +19,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agent.constants import REGISTRY_SERVICE_KEY
 from agent.errors import ProbeError
+from agent.grpc_clients import ChannelPool, CircuitOpen
+from agent.registry import NotRegistered, Registry
 from agent.scenario.models import Scenario
 from agent.scenario.probes import Probe
 from agent.settings import Settings
@@ -38,8 +40,11 @@ class Prober:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._redis = aioredis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)
+        self.registry = Registry(self._redis, ttl=settings.registry_ttl)
+        self.channels = ChannelPool()
 
     async def aclose(self) -> None:
+        await self.channels.close()
         await self._redis.aclose()
 
     async def run(self, probe: Probe, scenario: Scenario) -> ProbeOutcome:
@@ -65,7 +70,7 @@ class Prober:
         if kind == "grpc_health":
             assert probe.grpc_health is not None
             address = await self.address(scenario, probe.grpc_health.target, "grpc")
-            return await grpc_health_status(address, probe.grpc_health.service, probe.timeout)
+            return await self.grpc_health_status(address, probe.grpc_health.service, probe.timeout)
         if kind == "http":
             assert probe.http is not None
             url = probe.http.url or (await self.address(scenario, probe.http.target or "", "http")) + probe.http.path
@@ -92,13 +97,27 @@ class Prober:
         if target.endpoints and getattr(target.endpoints, kind):
             return str(getattr(target.endpoints, kind))
         service = target.service or target_name
-        entry = await self._redis.hgetall(REGISTRY_SERVICE_KEY.format(name=service))
-        port = entry.get(f"{kind}_port") or (entry.get("port") if kind == "http" else None)
-        if not entry or not port:
-            raise ProbeError(f"no {kind} address for target '{target_name}': give endpoints.{kind} "
-                             f"or register service '{service}'")
-        host = entry.get("host", "127.0.0.1")
-        return f"http://{host}:{port}" if kind == "http" else f"{host}:{port}"
+        try:
+            return await self.registry.address(service, kind)
+        except NotRegistered as exc:
+            raise ProbeError(f"no {kind} address for target '{target_name}': {exc}; give endpoints.{kind} in the "
+                             f"scenario or register the service") from exc
+
+    async def grpc_health_status(self, address: str, service: str, timeout: float) -> str:
+        """``SERVING``, ``NOT_SERVING``, ... or ``UNREACHABLE (<code>)`` when the call fails (pooled channel,
+        retried on transient codes, circuit breaker per address)."""
+
+        async def check(channel: grpc.aio.Channel, left: float) -> health_pb2.HealthCheckResponse:
+            return await health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[no-any-return]
+                health_pb2.HealthCheckRequest(service=service), timeout=left)
+
+        try:
+            reply = await self.channels.call(address, check, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            return f"UNREACHABLE ({exc.code().name})"
+        except CircuitOpen as exc:
+            raise ProbeError(str(exc)) from exc
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     async def _admin(self) -> AIOKafkaAdminClient:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers,
@@ -133,16 +152,3 @@ class Prober:
         finally:
             await consumer.stop()
         return int(sum(max(0, ends[tp] - committed[tp].offset) for tp in partitions))
-
-
-async def grpc_health_status(address: str, service: str, timeout: float) -> str:
-    """``SERVING``, ``NOT_SERVING``, ... or ``UNREACHABLE (<code>)`` when the call fails."""
-    started = time.monotonic()
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service),
-                                     timeout=max(0.1, timeout - (time.monotonic() - started)))
-        except grpc.aio.AioRpcError as exc:
-            return f"UNREACHABLE ({exc.code().name})"
-    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 import uuid
 from typing import Any
@@ -39,6 +40,7 @@ from agent.errors import DecodeError, ScenarioError
 from agent.http import HttpServer
 from agent.kafkaio import topic_partitions
 from agent.logs import get_logger
+from agent.registry import SelfRegistration
 from agent.relay import Relay
 from agent.scenario import Scenario, default_directories
 from agent.scenario.catalog import CatalogCache, ScenarioCache
@@ -75,6 +77,9 @@ class Agent:
         from agent.grpc_api import GrpcServer
 
         self.grpc = GrpcServer(self)
+        host = settings.registry_host or (settings.grpc_host if settings.grpc_host not in ("0.0.0.0", "::")  # noqa: S104
+                                          else socket.gethostname())
+        self.registration = SelfRegistration(self.store.redis, settings.registry_name, host, settings.registry_ttl)
         self.http_started = asyncio.Event()
         self.ready = asyncio.Event()
 
@@ -83,6 +88,8 @@ class Agent:
         """Serve until ``stop`` is set. HTTP comes up first; the engine waits for its dependencies."""
         await self.http.start()
         await self.grpc.start()
+        self.registration.ports = {"grpc": self.grpc.port, "http": self.http.port}
+        registration = asyncio.create_task(self.registration.keep_alive(), name="registry")
         self.http_started.set()
         parts: list[asyncio.Task[Any]] = []
         consumer: AIOKafkaConsumer | None = None
@@ -114,6 +121,9 @@ class Agent:
             ]
             stopper = asyncio.create_task(stop.wait(), name="stop")
             self.ready.set()
+            self.registration.status = "ready"
+            with contextlib.suppress(Exception):
+                await self.registration.write()
             log.info("agent serving", owner=self.owner, http_port=self.http.port,
                      requests=self.settings.topics.scenario_requests)
             done, _ = await asyncio.wait([*parts, stopper], return_when=asyncio.FIRST_COMPLETED)
@@ -132,6 +142,9 @@ class Agent:
             if consumer is not None:
                 with contextlib.suppress(Exception):
                     await consumer.stop()
+            registration.cancel()
+            await asyncio.gather(registration, return_exceptions=True)
+            await self.registration.remove()
             await self.grpc.stop()
             await self.http.aclose()
             await self.drivers.aclose()

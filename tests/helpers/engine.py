@@ -35,6 +35,7 @@ def engine_env(stack_env: dict[str, str], supervisor_url: str, suffix: str | Non
         "COORDINATOR_TOPICS__DEAD_LETTERS": f"test.{sfx}.dead-letters",
         "COORDINATOR_TOPICS__AUDIT_EVENTS": f"test.{sfx}.audit",
         "COORDINATOR_REDIS_KEY_PREFIX": f"test-{sfx}",
+        "COORDINATOR_REGISTRY_NAME": f"coordinator-{sfx}",
         "COORDINATOR_CONSUMER_GROUP": f"test-{sfx}",
         "COORDINATOR_SCENARIO_DIRS": json.dumps([str(ROOT / "tests" / "fixtures" / "engine")]),
         "COORDINATOR_LEASE_TTL": "3",
