@@ -105,6 +105,13 @@ class Settings(BaseSettings):
     registry_host: str | None = None
     #: registry entries live this long without a refresh; older ones are treated as dead
     registry_ttl: Seconds = 15.0
+
+    #: the ecosystem's configuration service (``{url}/api/v1/configuration/{key}``); unset: local settings only
+    config_service_url: str | None = None
+    #: the ``environment`` asked for
+    config_environment: str = ""
+    #: how long its answers are cached (and how often the agent asks again)
+    config_service_ttl: Seconds = 30.0
     ready_check_timeout: Seconds = 2.0
 
     content_type: Literal["application/protobuf", "application/json"] = "application/protobuf"

@@ -23,6 +23,7 @@ import contextlib
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -31,6 +32,7 @@ from google.protobuf import json_format
 
 from agent import codec, metrics
 from agent._proto.coordinator.v1 import events_pb2
+from agent.config_service import ConfigService, RuntimeSettings
 from agent.drivers import DriverRegistry
 from agent.drivers.probes import Prober
 from agent.engine.execution import EngineContext, Execution, Verdicts
@@ -57,6 +59,29 @@ class Rejected(Exception):
         self.code = code
 
 
+class Slots:
+    """At most ``limit()`` executions at once; the limit may change while the agent runs."""
+
+    def __init__(self, limit: Callable[[], int]) -> None:
+        self._limit = limit
+        self._running = 0
+        self._condition = asyncio.Condition()
+
+    async def __aenter__(self) -> None:
+        async with self._condition:
+            await self._condition.wait_for(lambda: self._running < self._limit())
+            self._running += 1
+
+    async def __aexit__(self, *_: object) -> None:
+        async with self._condition:
+            self._running -= 1
+            self._condition.notify_all()
+
+    async def changed(self) -> None:
+        async with self._condition:
+            self._condition.notify_all()
+
+
 class Agent:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -70,7 +95,10 @@ class Agent:
         self.ctx = EngineContext(settings, self.store, self.publisher, self.faults, self.prober, self.drivers,
                                  self.verdicts)
         self.executions: dict[str, tuple[Execution, asyncio.Task[None]]] = {}
-        self._slots = asyncio.Semaphore(settings.max_concurrent_executions)
+        self.config = ConfigService(settings.config_service_url, settings.config_environment,
+                                    settings.config_service_ttl)
+        self.runtime = RuntimeSettings(settings, self.config)
+        self._slots = Slots(lambda: self.runtime.max_concurrent_executions)
         self.catalog = CatalogCache(default_directories(settings.scenario_dirs))
         self.scenarios = ScenarioCache()
         self.http = HttpServer(settings)
@@ -110,12 +138,14 @@ class Agent:
                 if listener.done() and not listener.cancelled() and listener.exception():
                     log.error("agent part failed", part="verdicts", error=repr(listener.exception()))
                 return
+            await self.runtime.refresh()  # runtime settings before the first request
             parts = [
                 asyncio.create_task(self._ingress(consumer), name="ingress"),
                 listener,
                 asyncio.create_task(self._control(), name="control"),
                 asyncio.create_task(self.faults.heartbeat_forever(), name="heartbeat"),
                 asyncio.create_task(self._reconcile_forever(), name="reconciler"),
+                asyncio.create_task(self._refresh_runtime_forever(), name="runtime settings"),
                 *(asyncio.create_task(Relay(self.settings, r.source, r.topic).run(), name=f"relay {r.source}")
                   for r in self.settings.relays),
             ]
@@ -149,6 +179,7 @@ class Agent:
             await self.http.aclose()
             await self.drivers.aclose()
             await self.prober.aclose()
+            await self.config.aclose()
             await self.publisher.aclose()
             await self.store.aclose()
             log.info("agent stopped", owner=self.owner)
@@ -281,6 +312,12 @@ class Agent:
             await self._publish_result(result)
         finally:
             self.executions.pop(execution.execution_id, None)
+
+    async def _refresh_runtime_forever(self) -> None:
+        while True:
+            await asyncio.sleep(max(1.0, self.settings.config_service_ttl))
+            await self.runtime.refresh()
+            await self._slots.changed()
 
     async def _publish_result(self, result: events_pb2.ScenarioResult) -> None:
         if not await self.store.claim_result(result.execution_id):

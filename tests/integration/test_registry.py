@@ -105,3 +105,39 @@ async def test_the_agent_registers_itself_with_a_ttl_and_leaves_when_it_stops(
         agent.stop()
     assert not await registry.exists(key), "a clean stop removes the entry"
     await registry.aclose()
+
+
+async def test_the_allow_list_comes_from_the_configuration_service_and_changes_while_the_agent_runs(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    from agent import client
+    from agent._proto.coordinator.v1 import events_pb2
+    from tests.helpers.config_server import ConfigServer
+
+    server = ConfigServer()
+    server.values = {"allowed_targets": {"key": "allowed_targets", "value": '["risk-*"]', "type": "json",
+                                         "environment": "test", "last_updated": "2026-11-21T06:00:00Z"}}
+    await server.start()
+    env = {**engine_env(stack_env, "http://127.0.0.1:1/RPC2"), "COORDINATOR_CONFIG_SERVICE_URL":
+           f"http://127.0.0.1:{server.port}", "COORDINATOR_CONFIG_ENVIRONMENT": "test",
+           "COORDINATOR_CONFIG_SERVICE_TTL": "1"}
+    settings = await applied_settings(env)
+    agent = AgentProcess(env, tmp_path / "agent.log").start()
+    try:
+        def slow_link() -> events_pb2.ScenarioRequest:
+            return client.build_request("slow-link", {"proxy": f"cfg-{uuid.uuid4().hex[:6]}", "hold": "1s",
+                                                      "listen": f"127.0.0.1:{free_port()}",
+                                                      "upstream": f"127.0.0.1:{free_port()}"})
+
+        refused = await client.run_and_follow(settings, slow_link(), timeout=60)
+        assert refused is not None and refused.status == events_pb2.EXECUTION_STATUS_REJECTED
+        assert "target 'link' is not in the agent's allow-list (risk-*)" in refused.reason
+        assert set(server.environments) == {"test"}
+
+        server.values["allowed_targets"]["value"] = '["*"]'
+        await asyncio.sleep(2.5)  # the cached answer expires; the agent asks again
+        allowed = await client.run_and_follow(settings, slow_link(), timeout=60)
+        assert allowed is not None and allowed.status == events_pb2.EXECUTION_STATUS_PASSED, allowed.reason
+    finally:
+        agent.stop()
+        await server.stop()
