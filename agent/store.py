@@ -32,6 +32,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from agent.constants import redis_key
+from agent.logs import get_logger
+
+log = get_logger("agent.store")
 
 REQUEST_TTL_S = 7 * 24 * 3600
 EXECUTION_TTL_S = 30 * 24 * 3600
@@ -88,6 +91,12 @@ class Store:
         self.redis: aioredis.Redis = aioredis.from_url(url, decode_responses=True)
         self._binary: aioredis.Redis = aioredis.from_url(url, decode_responses=False)
         self.prefix = prefix
+        self._set_if_exists = self.redis.register_script(self._SET_IF_EXISTS)
+
+    _SET_IF_EXISTS = """
+    if redis.call('exists', KEYS[1]) == 1 then return redis.call('hset', KEYS[1], ARGV[1], ARGV[2]) end
+    return 0
+    """
 
     def key(self, *parts: str) -> str:
         return redis_key(self.prefix, *parts)
@@ -144,7 +153,7 @@ class Store:
         await self.redis.hset(self.key("lease", lease.correlation_id), mapping=lease.to_redis())
 
     async def mark_injected(self, correlation_id: str) -> None:
-        await self.redis.hset(self.key("lease", correlation_id), "injected", "1")
+        await self._set_if_exists(keys=[self.key("lease", correlation_id)], args=["injected", "1"])
 
     async def delete_lease(self, correlation_id: str) -> None:
         await self.redis.delete(self.key("lease", correlation_id))
@@ -155,13 +164,25 @@ class Store:
             for key in keys:
                 pipe.hgetall(key)
             raws = await pipe.execute()
-        return [Lease.from_redis(raw) for raw in raws if raw]
+        found = []
+        for key, raw in zip(keys, raws, strict=True):
+            if not raw:
+                continue
+            try:
+                found.append(Lease.from_redis(raw))
+            except (KeyError, ValueError) as exc:
+                # leases are written whole (one HSET); a hash without its recipe fields is a fragment
+                # that nothing can revert: drop it instead of failing every reconcile on it
+                log.warning("incomplete lease removed", key=key, fields=sorted(raw), error=repr(exc))
+                await self.redis.delete(key)
+        return found
 
     async def renew_leases(self, owner: str, correlation_ids: list[str], ttl: float) -> None:
         expires = str(time.time() + ttl)
         async with self.redis.pipeline(transaction=False) as pipe:
             for cid in correlation_ids:
-                pipe.hset(self.key("lease", cid), "expires_at", expires)
+                # only a lease still there: one reverted meanwhile (halt, another agent) stays gone
+                await self._set_if_exists(keys=[self.key("lease", cid)], args=["expires_at", expires], client=pipe)
             pipe.set(self.key("owner", owner), str(time.time()), ex=max(1, int(ttl)))
             await pipe.execute()
 
