@@ -6,9 +6,10 @@ Flow (all topics and tables partitioned alike; Kafka and faust tables are the di
    (``agent.worker.watch``), sent to the internal ``{app}-inbox`` topic keyed by a routing key:
    ``svc:{service}`` when the expectation names a service (or, for target-window attribution, the
    fault's target service), else ``type:{event_type}``.
-2. ``route_audit`` reads audit events in batches and routes each under ``svc:{service_name}`` and
-   ``type:{event_type}``, one inbox message per routing key per batch (faust's cost is per
-   message). So a watch and every audit event that can concern it meet in one partition.
+2. ``route_audit`` reads audit events, batches them by hand (up to 2,000 or 20 ms) and routes each
+   under ``svc:{service_name}`` and ``type:{event_type}``, one inbox message per routing key per
+   batch (faust's cost is per message); events are acknowledged once their batch is out. So a
+   watch and every audit event that can concern it meet in one partition.
 3. ``judge`` reads the inbox and keeps the watches in the ``watches`` table (routing key ->
    watches), backed by a changelog topic: a restarted or replacement worker recovers them. Audit
    events and watches travel different paths, so an event can arrive first: the latest
@@ -25,6 +26,7 @@ between can publish it twice; the engine keeps the first per (correlation id, ex
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
 import time
@@ -190,25 +192,48 @@ def create_app(settings: Settings) -> faust.App:
                 await inbox.send(key=routing_key(watch).encode(),
                                  value=json.dumps({"t": "watch", "w": watch.to_dict()}).encode())
 
-    @app.agent(audit_topic)
-    async def route_audit(stream: faust.StreamT) -> None:
-        # one inbox message per routing key per batch: faust's cost is per message, not per byte
-        async for events in stream.take_events(2000, within=0.02):
-            by_key: dict[str, list[list[Any]]] = {}
-            for event in events:
-                message = event.message
-                try:
-                    obs = observation_from(message.value, message.headers, message.timestamp * 1000
-                                           if message.timestamp else None)
-                except DecodeError as exc:
-                    log.warning("undecodable audit event skipped", offset=message.offset, error=str(exc))
-                    continue
-                state["watermark"] = max(state["watermark"], obs.timestamp)
-                row = [obs.service, obs.event_type, obs.timestamp, obs.correlation_id, obs.metadata]
-                by_key.setdefault(f"svc:{obs.service}", []).append(row)
-                by_key.setdefault(f"type:{obs.event_type}", []).append(row)
+    # audit events are batched by hand (faust's take_events stalled after rebalances): rows gather
+    # per routing key and go out as one inbox message per key when the batch is full or 20 ms old;
+    # each event is acknowledged only after its batch was sent, so a crash replays it
+    batch: dict[str, Any] = {"rows": {}, "events": [], "since": 0.0}
+    flushing = asyncio.Lock()
+
+    async def flush_audit() -> None:
+        async with flushing:
+            by_key, events = batch["rows"], batch["events"]
+            if not events:
+                return
+            batch["rows"], batch["events"] = {}, []
             for key, rows in by_key.items():
                 await inbox.send(key=key.encode(), value=json.dumps({"t": "obs", "o": rows}).encode())
+            for event in events:
+                event.ack()
+
+    @app.agent(audit_topic)
+    async def route_audit(stream: faust.StreamT) -> None:
+        async for event in stream.noack().events():
+            message = event.message
+            try:
+                obs = observation_from(message.value, message.headers, message.timestamp * 1000
+                                       if message.timestamp else None)
+            except DecodeError as exc:
+                log.warning("undecodable audit event skipped", offset=message.offset, error=str(exc))
+                event.ack()
+                continue
+            state["watermark"] = max(state["watermark"], obs.timestamp)
+            row = [obs.service, obs.event_type, obs.timestamp, obs.correlation_id, obs.metadata]
+            if not batch["events"]:
+                batch["since"] = time.monotonic()
+            batch["rows"].setdefault(f"svc:{obs.service}", []).append(row)
+            batch["rows"].setdefault(f"type:{obs.event_type}", []).append(row)
+            batch["events"].append(event)
+            if len(batch["events"]) >= AUDIT_BATCH:
+                await flush_audit()
+
+    @app.timer(interval=AUDIT_BATCH_WINDOW)
+    async def flush_audit_batches() -> None:
+        if batch["events"] and time.monotonic() - batch["since"] >= AUDIT_BATCH_WINDOW:
+            await flush_audit()
 
     @app.agent(inbox)
     async def judge(stream: faust.StreamT) -> None:
@@ -274,6 +299,8 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
+AUDIT_BATCH = 2000
+AUDIT_BATCH_WINDOW = 0.02
 RECENT_PER_KEY = 200
 RECENT_KEYS = 10_000
 

@@ -221,10 +221,6 @@ async def test_the_engine_folds_the_workers_verdict_into_the_result(
         agent.stop()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect (issue 5, open): with two workers, route_audit's take_events sometimes never yields a batch "
-    "after the group's rebalance (about 1 run in 4 with the CPU saturated): the judge and the ticks keep "
-    "running, audit events are never routed, verdicts never come; once, one watch of the killed peer was lost"))
 async def test_two_workers_split_the_work_and_a_killed_one_is_replaced_without_losing_or_repeating_verdicts(
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
