@@ -113,15 +113,16 @@ class Sim:
         self.directory.mkdir(parents=True, exist_ok=True)
         asyncio.run(ensure_topics(options.kafka, options.audit_topic))
         base = options.base_port
+        free = iter(_free_ports(2 * len(PROGRAMS) + 2))
         ports = {name: {"grpc": base + 1 + 2 * i, "http": base + 2 + 2 * i} if base else
-                 {"grpc": _free_port(), "http": _free_port()} for i, name in enumerate(PROGRAMS)}
-        supervisor_port = base or _free_port()
+                 {"grpc": next(free), "http": next(free)} for i, name in enumerate(PROGRAMS)}
+        supervisor_port = base or next(free)
         exchange = f"{options.advertise_host or options.bind_host}:{ports['exchange']['grpc']}"
         if options.bind_host == "0.0.0.0" and not options.advertise_host:  # noqa: S104 - a comparison
             raise ValueError("binding 0.0.0.0 needs an advertise host (the name others reach the sim by)")
         proxy: dict[str, str] = {}
         if options.toxiproxy_url:
-            listen = options.proxy_listen or f"127.0.0.1:{_free_port()}"
+            listen = options.proxy_listen or f"127.0.0.1:{next(free)}"
             _toxiproxy_proxy(options.toxiproxy_url, PROXY, listen, exchange)
             proxy = {"name": PROXY, "listen": listen, "upstream": exchange, "api": options.toxiproxy_url}
         if not self.knobs_file.exists():
@@ -301,10 +302,19 @@ def supervisord_binary() -> str:
     return str(Path(sys.executable).parent / "supervisord")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports: the sockets stay open until all are chosen, so the
+    kernel cannot hand the same port out twice."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def _escape(value: str) -> str:

@@ -188,9 +188,14 @@ class Stack:
         tmp.replace(self.dir / "state.json")
 
     def _allocate(self, state: StackState) -> None:
+        taken = set(state.ports.values())
         for port in _PORTS:
             if port not in state.ports:
-                state.ports[port] = procs.free_port()
+                candidate = procs.free_port()
+                while candidate in taken:  # a port just released can be handed out again
+                    candidate = procs.free_port()
+                state.ports[port] = candidate
+                taken.add(candidate)
         if not state.cluster_id or state.cluster_id.startswith("-"):
             state.cluster_id = new_cluster_id()
         self._save(state)
