@@ -193,8 +193,11 @@ def create_app(settings: Settings) -> faust.App:
                                  value=json.dumps({"t": "watch", "w": watch.to_dict()}).encode())
 
     # audit events are batched by hand (faust's take_events stalled after rebalances): rows gather
-    # per routing key and go out as one inbox message per key when the batch is full or 20 ms old;
-    # each event is acknowledged only after its batch was sent, so a crash replays it
+    # per routing key and go out as one inbox message per key when the batch is full or 20 ms old.
+    # Each buffered event holds an extra reference, released once its batch is sent: the stream's
+    # own ack then does not make its offset committable early, so a crash replays it. (A noack()
+    # stream would turn acks off for the whole topic, and faust would commit fetched offsets,
+    # including events it skips while a worker starts: that lost events.)
     batch: dict[str, Any] = {"rows": {}, "events": [], "since": 0.0}
     flushing = asyncio.Lock()
 
@@ -211,14 +214,13 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(audit_topic)
     async def route_audit(stream: faust.StreamT) -> None:
-        async for event in stream.noack().events():
+        async for event in stream.events():
             message = event.message
             try:
                 obs = observation_from(message.value, message.headers, message.timestamp * 1000
                                        if message.timestamp else None)
             except DecodeError as exc:
                 log.warning("undecodable audit event skipped", offset=message.offset, error=str(exc))
-                event.ack()
                 continue
             state["watermark"] = max(state["watermark"], obs.timestamp)
             row = [obs.service, obs.event_type, obs.timestamp, obs.correlation_id, obs.metadata]
@@ -226,6 +228,7 @@ def create_app(settings: Settings) -> faust.App:
                 batch["since"] = time.monotonic()
             batch["rows"].setdefault(f"svc:{obs.service}", []).append(row)
             batch["rows"].setdefault(f"type:{obs.event_type}", []).append(row)
+            message.incref()  # released by flush_audit
             batch["events"].append(event)
             if len(batch["events"]) >= AUDIT_BATCH:
                 await flush_audit()
