@@ -159,7 +159,6 @@ class _Follower:
         self.execution_id = ""
         self.injected_at = 0.0
         self.say = say
-        self.hidden: dict[str, int] = {}
         self.early: list[events_pb2.AuditEvent] = []  # before the injection's event (a restart is slow to return)
 
     def record(self, record: ConsumerRecord) -> events_pb2.ScenarioResult | None:

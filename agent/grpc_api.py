@@ -75,20 +75,20 @@ class CoordinatorServicer(api_grpc.CoordinatorServiceServicer):
 
         submitted = request.request
         if not submitted.request_id:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "request.request_id is required")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request.request_id is required")
         store = self.agent.store
-        earlier = await _redis(context, store.redis.get(store.key("request", submitted.request_id)))
+        earlier = await _redis(context, store.claimed_request(submitted.request_id))
         if earlier:
             return api.SubmitExecutionResponse(execution_id=earlier, request_id=submitted.request_id, duplicate=True)
         halted = await _redis(context, store.halted())
         if halted:
-            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION,
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                          f"the agent is halted ({halted}); resume it to run scenarios")
         try:
             self.agent.scenario_for(submitted, submitted.request_id)
         except Rejected as exc:
             if exc.code == "unknown-scenario":
-                await _abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+                await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
             issues = exc.__cause__.issues if isinstance(exc.__cause__, ScenarioError) else []
             await context.abort_with_status(rpc_status.to_status(_bad_request(f"{exc.code}: {exc}", issues)))
         if not submitted.HasField("requested_at"):
@@ -97,14 +97,14 @@ class CoordinatorServicer(api_grpc.CoordinatorServiceServicer):
         try:
             await asyncio.wait_for(self.agent.publisher.request(submitted), _remaining(context, SUBMIT_WAIT))
         except (KafkaError, OSError, TimeoutError) as exc:
-            await _abort(context, grpc.StatusCode.UNAVAILABLE, f"kafka: the request could not be published: {exc}")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"kafka: the request could not be published: {exc}")
         deadline = time.monotonic() + _remaining(context, SUBMIT_WAIT)
         while time.monotonic() < deadline:
-            claimed = await _redis(context, store.redis.get(store.key("request", submitted.request_id)))
+            claimed = await _redis(context, store.claimed_request(submitted.request_id))
             if claimed:
                 return api.SubmitExecutionResponse(execution_id=claimed, request_id=submitted.request_id)
             await asyncio.sleep(0.05)
-        await _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED,
+        await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
                      "published to Kafka, but no agent claimed it in time; watch the results topic for it")
         raise AssertionError("unreachable")
 
@@ -117,16 +117,16 @@ class CoordinatorServicer(api_grpc.CoordinatorServiceServicer):
     async def ListExecutions(self, request: api.ListExecutionsRequest,  # noqa: N802
                              context: grpc.aio.ServicerContext) -> api.ListExecutionsResponse:
         if request.page_size < 0 or request.page_size > MAX_PAGE:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"page_size must be 0..{MAX_PAGE}")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"page_size must be 0..{MAX_PAGE}")
         size = request.page_size or 50
         start = _page_start(request.page_token)
         if start is None:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "page_token is not one this server gave")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token is not one this server gave")
         assert start is not None
         records = await _redis(context, self.agent.store.list_executions(limit=10_000))
         wanted = [r for r in records if _matches(r, request)]
         page = wanted[start:start + size]
-        results = await _redis(context, self._results([r.execution_id for r in page]))
+        results = await _redis(context, self.agent.store.get_results([r.execution_id for r in page]))
         token = _page_token(start + size) if start + size < len(wanted) else ""
         return api.ListExecutionsResponse(executions=[_execution(r, results.get(r.execution_id)) for r in page],
                                           next_page_token=token)
@@ -147,7 +147,7 @@ class CoordinatorServicer(api_grpc.CoordinatorServiceServicer):
             partitions = await topic_partitions(consumer, topic, timeout=5)
         except (KafkaError, OSError, LookupError) as exc:
             await consumer.stop()
-            await _abort(context, grpc.StatusCode.UNAVAILABLE, f"kafka: {exc}")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"kafka: {exc}")
             return
         try:
             ids = [tp.partition for tp in partitions]
@@ -181,7 +181,7 @@ class CoordinatorServicer(api_grpc.CoordinatorServiceServicer):
                               context: grpc.aio.ServicerContext) -> api.CancelExecutionResponse:
         execution = await self._execution(request.execution_id, context)
         if execution.status in ENDED:
-            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION,
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                          f"execution {request.execution_id} already ended "
                          f"({S.ExecutionStatus.Name(execution.status)})")
         await _redis(context, self.agent.store.request_cancel(request.execution_id,
@@ -230,21 +230,13 @@ class CoordinatorServicer(api_grpc.CoordinatorServiceServicer):
     # -- helpers ------------------------------------------------------------------------------------
     async def _execution(self, execution_id: str, context: grpc.aio.ServicerContext) -> api.Execution:
         if not execution_id:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "execution_id is required")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "execution_id is required")
         record = await _redis(context, self.agent.store.get_execution(execution_id))
         if record is None:
-            await _abort(context, grpc.StatusCode.NOT_FOUND, f"unknown execution '{execution_id}'")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown execution '{execution_id}'")
         assert record is not None
-        results = await _redis(context, self._results([execution_id]))
+        results = await _redis(context, self.agent.store.get_results([execution_id]))
         return _execution(record, results.get(execution_id))
-
-    async def _results(self, execution_ids: list[str]) -> dict[str, bytes]:
-        store = self.agent.store
-        async with store._binary.pipeline(transaction=False) as pipe:  # noqa: SLF001 - one round trip
-            for execution_id in execution_ids:
-                pipe.get(store.key("result", execution_id))
-            raws = await pipe.execute()
-        return {e: r for e, r in zip(execution_ids, raws, strict=True) if r}
 
 
 def _execution(record: ExecutionRecord, result: bytes | None) -> api.Execution:
@@ -320,15 +312,11 @@ def _remaining(context: grpc.aio.ServicerContext, default: float) -> float:
     return max(0.05, min(default, left - 0.05)) if left is not None else default
 
 
-async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> None:
-    await context.abort(code, message)
-
-
 async def _redis(context: grpc.aio.ServicerContext, call: Awaitable[Any]) -> Any:
     try:
         return await call
     except (RedisError, OSError) as exc:
-        await _abort(context, grpc.StatusCode.UNAVAILABLE, f"redis: {exc}")
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"redis: {exc}")
 
 
 # -- security -------------------------------------------------------------------------------------

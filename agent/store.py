@@ -113,6 +113,10 @@ class Store:
             return None
         return await self.redis.get(key) or ""
 
+    async def claimed_request(self, request_id: str) -> str | None:
+        """The execution id a request was claimed for, or None when no agent has taken it yet."""
+        return await self.redis.get(self.key("request", request_id))  # type: ignore[no-any-return]
+
     async def save_execution(self, record: ExecutionRecord) -> None:
         key = self.key("execution", record.execution_id)
         data = {k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in asdict(record).items()}
@@ -142,6 +146,14 @@ class Store:
 
     async def get_result(self, execution_id: str) -> bytes | None:
         return await self._binary.get(self.key("result", execution_id))  # type: ignore[no-any-return]
+
+    async def get_results(self, execution_ids: list[str]) -> dict[str, bytes]:
+        """The stored results of those executions that have one, read in one round trip."""
+        async with self._binary.pipeline(transaction=False) as pipe:
+            for execution_id in execution_ids:
+                pipe.get(self.key("result", execution_id))
+            raws = await pipe.execute()
+        return {e: r for e, r in zip(execution_ids, raws, strict=True) if r}
 
     async def claim_result(self, execution_id: str) -> bool:
         """True once per execution: whoever gets it publishes the one final result."""
