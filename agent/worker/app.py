@@ -6,10 +6,11 @@ Flow (all topics and tables partitioned alike; Kafka and faust tables are the di
    (``agent.worker.watch``), sent to the internal ``{app}-inbox`` topic keyed by a routing key:
    ``svc:{service}`` when the expectation names a service (or, for target-window attribution, the
    fault's target service), else ``type:{event_type}``.
-2. ``route_audit`` reads audit events, batches them by hand (up to 2,000 or 20 ms) and routes each
-   under ``svc:{service_name}`` and ``type:{event_type}``, one inbox message per routing key per
-   batch (faust's cost is per message); events are acknowledged once their batch is out. So a
-   watch and every audit event that can concern it meet in one partition.
+2. ``AuditIntake`` reads audit events a whole fetch at a time (an aiokafka consumer in the group
+   ``{app}-intake``: faust's per-record path is the bottleneck, see the class) and routes each under
+   ``svc:{service_name}`` and ``type:{event_type}``, one inbox message per routing key per fetch;
+   offsets are committed once the inbox has the rows. So a watch and every audit event that can
+   concern it meet in one partition.
 3. ``judge`` reads the inbox and keeps the watches in the ``watches`` table (routing key ->
    watches), backed by a changelog topic: a restarted or replacement worker recovers them. Audit
    events and watches travel different paths, so an event can arrive first: the latest
@@ -37,6 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import mode
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 from agent import codec
@@ -87,17 +91,23 @@ def routing_key(watch: Watch) -> str:
     return f"type:{watch.event_type}"
 
 
-def observation_from(value: bytes | None, headers: Iterable[tuple[str, bytes]] | None,
-                     record_timestamp_ms: float | None) -> AuditObservation:
-    """An audit event as the watches see it; the correlation id from the payload, else the header."""
+def row_from(value: bytes | None, headers: Iterable[tuple[str, bytes]] | None,
+             record_timestamp_ms: float | None) -> list[Any]:
+    """An audit event as it travels to the judge: ``[service, event_type, time, correlation id,
+    metadata]``; the correlation id from the payload, else the header; the time from the event, else
+    the record."""
     event = codec.decode_event(value, headers, events_pb2.AuditEvent)
     correlation_id = event.correlation_id or codec.headers_to_dict(headers).get(CORRELATION_HEADER, "")
     if event.HasField("timestamp"):
         at = event.timestamp.ToNanoseconds() / 1e9
     else:
         at = (record_timestamp_ms or time.time() * 1000) / 1000.0
-    return AuditObservation(service=event.service_name, event_type=event.event_type, timestamp=at,
-                            correlation_id=correlation_id, metadata=dict(event.metadata))
+    return [event.service_name, event.event_type, at, correlation_id, dict(event.metadata)]
+
+
+def observation(row: list[Any]) -> AuditObservation:
+    return AuditObservation(service=row[0], event_type=row[1], timestamp=float(row[2]), correlation_id=row[3] or "",
+                            metadata=row[4] or {})
 
 
 def verdict_message(watch: Watch, verdict: Verdict) -> events_pb2.ExpectationVerdict:
@@ -134,6 +144,11 @@ async def ensure_topics(settings: Settings) -> list[str]:
     return [o.topic for o in await topics.apply(settings, specs) if o.action == "created"]
 
 
+def intake_group(settings: Settings) -> str:
+    """The consumer group of the audit intake (the faust app's own group is ``worker_app_id``)."""
+    return f"{settings.worker_app_id}-intake"
+
+
 def create_app(settings: Settings) -> faust.App:
     n = settings.worker_partitions
     app = faust.App(
@@ -155,7 +170,6 @@ def create_app(settings: Settings) -> faust.App:
     )
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     chaos_topic = app.topic(settings.topics.chaos_events, **raw)
-    audit_topic = app.topic(settings.topics.audit_events, **raw)
     inbox = app.topic(f"{settings.worker_app_id}-inbox", partitions=n, internal=True, **raw)
     verdicts = app.topic(settings.topics.verdicts, **raw)
     table = app.Table("watches", default=dict, partitions=n,
@@ -165,7 +179,7 @@ def create_app(settings: Settings) -> faust.App:
     state = {"watermark": 0.0}
     # audit events can reach the judge before the watch they concern (they travel another path):
     # recent observations per routing key are kept and replayed to a watch when it arrives
-    recent: dict[str, deque[AuditObservation]] = {}
+    recent: dict[str, deque[list[Any]]] = {}
     grace = settings.worker_grace
     source = f"/coordinator/{settings.worker_app_id}/{uuid.uuid4().hex[:6]}"
 
@@ -192,51 +206,65 @@ def create_app(settings: Settings) -> faust.App:
                 await inbox.send(key=routing_key(watch).encode(),
                                  value=json.dumps({"t": "watch", "w": watch.to_dict()}).encode())
 
-    # audit events are batched by hand (faust's take_events stalled after rebalances): rows gather
-    # per routing key and go out as one inbox message per key when the batch is full or 20 ms old.
-    # Each buffered event holds an extra reference, released once its batch is sent: the stream's
-    # own ack then does not make its offset committable early, so a crash replays it. (A noack()
-    # stream would turn acks off for the whole topic, and faust would commit fetched offsets,
-    # including events it skips while a worker starts: that lost events.)
-    batch: dict[str, Any] = {"rows": {}, "events": [], "since": 0.0}
-    flushing = asyncio.Lock()
+    @app.service
+    class AuditIntake(mode.Service):
+        """Audit events in, routed rows out: a plain aiokafka consumer in its own group
+        (``{app}-intake``), inside the faust app. Faust's floor is a few thousand records/s per process
+        here (bench/worker_throughput.py, ``faust_noop_agent_events_per_s``), whatever the agent does;
+        this path takes whole fetches instead of one record at a time.
 
-    async def flush_audit() -> None:
-        async with flushing:
-            by_key, events = batch["rows"], batch["events"]
-            if not events:
-                return
-            batch["rows"], batch["events"] = {}, []
-            for key, rows in by_key.items():
-                await inbox.send(key=key.encode(), value=json.dumps({"t": "obs", "o": rows}).encode())
-            for event in events:
-                event.ack()
+        Each fetch (up to AUDIT_BATCH records, no waiting when records are there) is decoded, its rows
+        grouped per routing key and sent to the inbox as one message per key; its offsets are committed
+        only once the inbox has them (at least once: a crash or a rebalance in between routes them
+        again). A second worker joins the group and takes half the partitions; a dead one's partitions
+        go to the others from its last commit."""
 
-    @app.agent(audit_topic)
-    async def route_audit(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            message = event.message
-            try:
-                obs = observation_from(message.value, message.headers, message.timestamp * 1000
-                                       if message.timestamp else None)
-            except DecodeError as exc:
-                log.warning("undecodable audit event skipped", offset=message.offset, error=str(exc))
-                continue
-            state["watermark"] = max(state["watermark"], obs.timestamp)
-            row = [obs.service, obs.event_type, obs.timestamp, obs.correlation_id, obs.metadata]
-            if not batch["events"]:
-                batch["since"] = time.monotonic()
-            batch["rows"].setdefault(f"svc:{obs.service}", []).append(row)
-            batch["rows"].setdefault(f"type:{obs.event_type}", []).append(row)
-            message.incref()  # released by flush_audit
-            batch["events"].append(event)
-            if len(batch["events"]) >= AUDIT_BATCH:
-                await flush_audit()
+        consumer: AIOKafkaConsumer | None = None
 
-    @app.timer(interval=AUDIT_BATCH_WINDOW)
-    async def flush_audit_batches() -> None:
-        if batch["events"] and time.monotonic() - batch["since"] >= AUDIT_BATCH_WINDOW:
-            await flush_audit()
+        async def on_start(self) -> None:
+            session_ms = int(settings.worker_session_timeout * 1000)
+            self.consumer = AIOKafkaConsumer(
+                settings.topics.audit_events, bootstrap_servers=settings.kafka_bootstrap_servers,
+                group_id=intake_group(settings), client_id=f"{settings.worker_app_id}-intake",
+                enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=AUDIT_BATCH,
+                session_timeout_ms=session_ms, heartbeat_interval_ms=max(1000, session_ms // 5))
+            await self.consumer.start()
+
+        async def on_stop(self) -> None:
+            if self.consumer is not None:
+                await self.consumer.stop()
+
+        @mode.Service.task
+        async def _route(self) -> None:
+            assert self.consumer is not None
+            consumer = self.consumer
+            while not self.should_stop:
+                fetched = await consumer.getmany(timeout_ms=AUDIT_FETCH_WAIT_MS, max_records=AUDIT_BATCH)
+                if not fetched:
+                    continue
+                await route(fetched)
+                try:
+                    await consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
+                except KafkaError as exc:  # a rebalance in between: the new owner routes them again
+                    log.warning("audit offsets not committed; they will be routed again", error=str(exc))
+
+    async def route(fetched: dict[Any, list[Any]]) -> None:
+        by_key: dict[str, list[list[Any]]] = {}
+        for records in fetched.values():
+            for record in records:
+                try:
+                    row = row_from(record.value, record.headers, record.timestamp)
+                except DecodeError as exc:
+                    log.warning("undecodable audit event skipped", topic=record.topic, partition=record.partition,
+                                offset=record.offset, error=str(exc))
+                    continue
+                if row[2] > state["watermark"]:
+                    state["watermark"] = row[2]
+                by_key.setdefault("svc:" + row[0], []).append(row)
+                by_key.setdefault("type:" + row[1], []).append(row)
+        sent = [await inbox.send(key=key.encode(), value=json.dumps({"t": "obs", "o": rows}).encode())
+                for key, rows in by_key.items()]
+        await asyncio.gather(*sent)
 
     @app.agent(inbox)
     async def judge(stream: faust.StreamT) -> None:
@@ -257,16 +285,17 @@ def create_app(settings: Settings) -> faust.App:
                 bucket = dict(table[key])
                 bucket[f"{watch.correlation_id}/{watch.name}"] = watch.to_dict()
                 table[key] = bucket
-                earlier = [o for o in recent.get(key, []) if o.timestamp >= watch.injected_at]
+                earlier = [observation(r) for r in recent.get(key, []) if r[2] >= watch.injected_at]
                 await _settle(key, earlier, now)
             elif kind == "obs":
-                observations = [AuditObservation(service=r[0], event_type=r[1], timestamp=float(r[2]),
-                                                 correlation_id=r[3] or "", metadata=r[4] or {})
-                                for r in body["o"]]
-                state["watermark"] = max([state["watermark"], *(o.timestamp for o in observations)])
-                _remember(recent, key, observations, now)
+                rows = body["o"]
+                state["watermark"] = max(state["watermark"], max(r[2] for r in rows))
+                _remember(recent, key, rows)
                 if key in table:
-                    await _settle(key, observations, now)
+                    wanted = _event_types(table[key])
+                    observations = [observation(r) for r in rows if wanted is None or r[1] in wanted]
+                    if observations:
+                        await _settle(key, observations, now)
 
     async def _settle(key: str, observations: list[AuditObservation], now: float) -> None:
         bucket = dict(table[key])
@@ -302,24 +331,36 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-AUDIT_BATCH = 2000
-AUDIT_BATCH_WINDOW = 0.02
+AUDIT_BATCH = 5000
+AUDIT_FETCH_WAIT_MS = 50
 RECENT_PER_KEY = 200
 RECENT_KEYS = 10_000
 
 
-def _remember(recent: dict[str, deque[AuditObservation]], key: str, observations: list[AuditObservation],
-              now: float) -> None:
-    """Keep the latest observations per routing key (at most RECENT_PER_KEY each, O(1) per event), in
+def _remember(recent: dict[str, deque[list[Any]]], key: str, rows: list[list[Any]]) -> None:
+    """Keep the latest audit rows per routing key (at most RECENT_PER_KEY each, O(1) per event), in
     memory: a watch that arrives after its events still sees them (replay keeps only events at or
     after the injection). After a rebalance the new owner starts empty."""
     kept = recent.get(key)
     if kept is None:
         if len(recent) >= RECENT_KEYS:  # forget the key that has been quiet longest
-            quiet = min(recent, key=lambda k: recent[k][-1].timestamp if recent[k] else 0.0)
+            quiet = min(recent, key=lambda k: recent[k][-1][2] if recent[k] else 0.0)
             del recent[quiet]
         kept = recent[key] = deque(maxlen=RECENT_PER_KEY)
-    kept.extend(observations)
+    kept.extend(rows)
+
+
+def _event_types(bucket: dict[str, dict[str, Any]]) -> set[str] | None:
+    """The event types any watch of a bucket can use; None when one takes any type."""
+    wanted: set[str] = set()
+    for watch in bucket.values():
+        if watch["kind"] == "order":
+            wanted.update(watch["sequence"])
+        elif not watch["event_type"]:
+            return None
+        else:
+            wanted.add(watch["event_type"])
+    return wanted
 
 
 def _may_concern(watch: dict[str, Any], obs: AuditObservation) -> bool:

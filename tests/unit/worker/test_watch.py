@@ -129,10 +129,33 @@ def test_recent_observations_are_bounded_per_key() -> None:
     from agent.worker.app import RECENT_PER_KEY, _remember
 
     recent: dict = {}
-    _remember(recent, "svc:a", [event(i / 1000) for i in range(RECENT_PER_KEY + 5)], now=T0)
+    _remember(recent, "svc:a", [["a", "up", T0 + i / 1000, "", {}] for i in range(RECENT_PER_KEY + 5)])
     kept = list(recent["svc:a"])
     assert len(kept) == RECENT_PER_KEY
-    assert kept[-1].timestamp == T0 + (RECENT_PER_KEY + 4) / 1000, "the newest are kept"
+    assert kept[-1][2] == T0 + (RECENT_PER_KEY + 4) / 1000, "the newest are kept"
+
+
+def test_a_bucket_wants_the_event_types_its_watches_can_use() -> None:
+    from agent.worker.app import _event_types
+
+    ready = watch(kind="appears", event_type="service_ready").to_dict()
+    order = watch(kind="order", event_type="", sequence=["a", "b"]).to_dict()
+    anything = watch(kind="count", event_type="").to_dict()
+    assert _event_types({"1": ready, "2": order}) == {"service_ready", "a", "b"}
+    assert _event_types({"1": ready, "3": anything}) is None, "a watch of any type takes every event"
+
+
+def test_an_audit_row_takes_the_correlation_id_from_the_header_and_the_time_from_the_record() -> None:
+    from agent import codec
+    from agent._proto.coordinator.v1 import events_pb2
+    from agent.worker.app import observation, row_from
+
+    event = events_pb2.AuditEvent(id="1", service_name="risk-monitor", event_type="service_ready",
+                                  metadata={"region": "eu"})
+    out = codec.encode_event(event, key="k", source="/t", correlation_id="cid-1")
+    row = row_from(out.value, out.headers, 1_700_000_000_500)
+    assert row == ["risk-monitor", "service_ready", 1_700_000_000.5, "cid-1", {"region": "eu"}]
+    assert observation(row).correlation_id == "cid-1"
 
 
 def test_window_attribution_counts_a_loss_reported_by_any_service_inside_the_window() -> None:
