@@ -301,7 +301,8 @@ def create_app(settings: Settings) -> faust.App:
         bucket = dict(table[key])
         changed = False
         for watch_id, data in list(bucket.items()):
-            relevant = [o for o in observations if _may_concern(data, o)]
+            types = _types_of(data)
+            relevant = observations if types is None else [o for o in observations if o.event_type in types]
             if observations and not relevant:
                 continue  # nothing for this watch: its deadline is checked on the next tick
             watch = Watch.from_dict(data)
@@ -350,24 +351,22 @@ def _remember(recent: dict[str, deque[list[Any]]], key: str, rows: list[list[Any
     kept.extend(rows)
 
 
+def _types_of(watch: dict[str, Any]) -> set[str] | None:
+    """The event types a stored watch can use, before building it; None when it takes any type."""
+    if watch["kind"] == "order":
+        return set(watch["sequence"])
+    return {watch["event_type"]} if watch["event_type"] else None
+
+
 def _event_types(bucket: dict[str, dict[str, Any]]) -> set[str] | None:
     """The event types any watch of a bucket can use; None when one takes any type."""
     wanted: set[str] = set()
     for watch in bucket.values():
-        if watch["kind"] == "order":
-            wanted.update(watch["sequence"])
-        elif not watch["event_type"]:
+        types = _types_of(watch)
+        if types is None:
             return None
-        else:
-            wanted.add(watch["event_type"])
+        wanted |= types
     return wanted
-
-
-def _may_concern(watch: dict[str, Any], obs: AuditObservation) -> bool:
-    """A cheap test on the stored watch, before building it: can this event matter to it at all?"""
-    if watch["kind"] == "order":
-        return obs.event_type in watch["sequence"]
-    return not watch["event_type"] or watch["event_type"] == obs.event_type
 
 
 def _partition(partitioner: DefaultPartitioner, key: str, partitions: int) -> int:

@@ -68,12 +68,17 @@ async def inject(settings: Settings, service: str, *expectations: events_pb2.Exp
     return cid, now
 
 
-async def audit(settings: Settings, service: str, event_type: str, *, at: float | None = None,
-                correlation_id: str = "", header_id: str = "") -> None:
+def audit_record(service: str, event_type: str, *, at: float | None = None, correlation_id: str = "",
+                 header_id: str = "") -> codec.OutgoingEvent:
     event = events_pb2.AuditEvent(id=str(uuid.uuid4()), service_name=service, event_type=event_type,
                                   correlation_id=correlation_id)
     event.timestamp.FromNanoseconds(int((at or time.time()) * 1e9))
-    out = codec.encode_event(event, key=service, source=f"/{service}", correlation_id=header_id or None)
+    return codec.encode_event(event, key=service, source=f"/{service}", correlation_id=header_id or None)
+
+
+async def audit(settings: Settings, service: str, event_type: str, *, at: float | None = None,
+                correlation_id: str = "", header_id: str = "") -> None:
+    out = audit_record(service, event_type, at=at, correlation_id=correlation_id, header_id=header_id)
     await produce(settings.kafka_bootstrap_servers, settings.topics.audit_events, out.value, key=out.key,
                   headers=out.headers)
 
@@ -295,10 +300,7 @@ async def _audit_noise(settings: Settings, per_second: int = 400) -> None:
         i = 0
         while True:
             for _ in range(per_second // 20):
-                service = f"noise-{i % 40}"
-                event = events_pb2.AuditEvent(id=str(uuid.uuid4()), service_name=service, event_type="heartbeat")
-                event.timestamp.FromNanoseconds(time.time_ns())
-                out = codec.encode_event(event, key=service, source=f"/{service}")
+                out = audit_record(f"noise-{i % 40}", "heartbeat")
                 await producer.send(settings.topics.audit_events, out.value, key=out.key, headers=out.headers)
                 i += 1
             await asyncio.sleep(0.05)
