@@ -7,6 +7,8 @@ Run by bench/worker_throughput.py as a child process:
 from __future__ import annotations
 
 import sys
+import tempfile
+from pathlib import Path
 
 import faust
 
@@ -14,6 +16,7 @@ import faust
 def main() -> None:
     bootstrap, topic_name, app_id = sys.argv[1:4]
     app = faust.App(app_id, broker=f"kafka://{bootstrap}", store="memory://", web_enabled=False,
+                    datadir=str(Path(tempfile.gettempdir()) / f"{app_id}-data"),  # not the caller's cwd
                     consumer_auto_offset_reset="earliest", broker_commit_interval=1.0,
                     key_serializer="raw", value_serializer="raw")
     topic = app.topic(topic_name, key_type=bytes, value_type=bytes)
