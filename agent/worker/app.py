@@ -20,6 +20,8 @@ Flow (all topics and tables partitioned alike; Kafka and faust tables are the di
 4. A timer sends a tick to every inbox partition every ``worker_tick_interval`` so deadlines fire
    when no event arrives; ticks carry the sender's audit watermark (the latest audit event time it
    has seen), which tells a live audit trail from a silent one.
+5. A watchdog restarts faust's table recovery when, after a rebalance, it stops applying changelog
+   records (``agent.worker.recovery``): a stalled recovery would otherwise stop the judge for good.
 
 Delivery: at least once. A verdict is published before its watch leaves the table, so a crash in
 between can publish it twice; the engine keeps the first per (correlation id, expectation).
@@ -49,6 +51,7 @@ from agent.constants import CORRELATION_HEADER
 from agent.errors import DecodeError
 from agent.logs import get_logger
 from agent.settings import Settings
+from agent.worker.recovery import CHECK_INTERVAL_SECONDS, RecoveryWatch, reread_from
 from agent.worker.watch import AuditObservation, Verdict, Watch
 
 log = get_logger("agent.worker")
@@ -329,7 +332,32 @@ def create_app(settings: Settings) -> faust.App:
         for partition in range(n):
             await inbox.send(key=b"tick", value=body, partition=partition)
 
+    watch_recovery = RecoveryWatch()
+
+    @app.timer(interval=CHECK_INTERVAL_SECONDS)
+    async def recovery_watchdog() -> None:
+        table_recovery = app.tables.recovery
+        if not watch_recovery.observe(table_recovery.in_recovery, _recovery_progress(app), time.monotonic()):
+            return
+        applied = table_recovery.active_offsets
+        stalled = {tp: reread_from(applied[tp]) for tp, left in table_recovery.active_remaining().items() if left > 0}
+        if not stalled:
+            return
+        log.warning("table recovery applied no changelog record for a while; reading its changelog again",
+                    stalled_seconds=watch_recovery.stall_after, times=watch_recovery.restarts,
+                    partitions={f"{tp.topic}[{tp.partition}]": offset for tp, offset in stalled.items()},
+                    remaining=sum(table_recovery.active_remaining().values()))
+        await app.consumer.seek_wait(stalled)
+
     return app
+
+
+def _recovery_progress(app: faust.App) -> tuple[Any, ...]:
+    """What changes whenever table recovery makes progress: the rebalance generation and the changelog
+    offsets applied so far."""
+    applied = app.tables.recovery.active_offsets
+    return (app.consumer_generation_id,
+            tuple(sorted((tp.topic, tp.partition, offset) for tp, offset in applied.items() if offset is not None)))
 
 
 AUDIT_BATCH = 5000

@@ -226,10 +226,6 @@ async def test_the_engine_folds_the_workers_verdict_into_the_result(
         agent.stop()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known defect (issue 5, open): rarely (3 runs in about 21), the survivor's faust table recovery stalls after "
-    "the takeover ('No event received for active tp ... since recovery start' for every changelog partition) "
-    "and its verdicts stop; never seen when run alone"))
 async def test_two_workers_split_the_work_and_a_killed_one_is_replaced_without_losing_or_repeating_verdicts(
     stack_env: dict[str, str], tmp_path: Path
 ) -> None:
