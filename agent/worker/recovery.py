@@ -1,7 +1,7 @@
 """A watch on faust's table recovery: when it stops applying changelog records, read them again.
 
 After a rebalance, faust rebuilds the ``watches`` table from its changelog before the judge runs
-again. In about one takeover in ten on a loaded two-core machine, that recovery stalled: it had
+again. In 3 of 69 takeovers on a loaded two-core machine, that recovery stalled: it had
 seeked the changelog partitions and resumed fetching, yet no changelog record ever reached it ("No
 event received for active tp ... since recovery start", for as long as one waited) and the worker's
 verdicts stopped. faust-streaming has an open class of such hangs (its issues #21, #74).
