@@ -224,7 +224,6 @@ async def main_async(opts, env: dict[str, str], log_dir: Path) -> dict:  # noqa:
     worker = AgentProcess(env, log_dir / "worker.log", ("worker",), r"").start()
     try:
         watches = await inject(settings, opts.injections, within=3600)
-        group = env["COORDINATOR_WORKER_APP_ID"]
         group, intake = env["COORDINATOR_WORKER_APP_ID"], intake_group(settings)
         worker_rate = await timed_burst(
             settings, [(group, [settings.topics.chaos_events]), (intake, [settings.topics.audit_events])],

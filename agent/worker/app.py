@@ -20,8 +20,9 @@ Flow (all topics and tables partitioned alike; Kafka and faust tables are the di
 4. A timer sends a tick to every inbox partition every ``worker_tick_interval`` so deadlines fire
    when no event arrives; ticks carry the sender's audit watermark (the latest audit event time it
    has seen), which tells a live audit trail from a silent one.
-5. A watchdog restarts faust's table recovery when, after a rebalance, it stops applying changelog
-   records (``agent.worker.recovery``): a stalled recovery would otherwise stop the judge for good.
+5. A watchdog seeks faust's table recovery back to the first changelog record it has not applied
+   when, after a rebalance, it stops applying any (``agent.worker.recovery``): a stalled recovery
+   would otherwise stop the judge for good.
 
 Delivery: at least once. A verdict is published before its watch leaves the table, so a crash in
 between can publish it twice; the engine keeps the first per (correlation id, expectation).
@@ -337,16 +338,17 @@ def create_app(settings: Settings) -> faust.App:
     @app.timer(interval=CHECK_INTERVAL_SECONDS)
     async def recovery_watchdog() -> None:
         table_recovery = app.tables.recovery
-        if not watch_recovery.observe(table_recovery.in_recovery, _recovery_progress(app), time.monotonic()):
+        running = table_recovery.in_recovery
+        if not watch_recovery.observe(running, _recovery_progress(app) if running else None, time.monotonic()):
             return
-        applied = table_recovery.active_offsets
-        stalled = {tp: reread_from(applied[tp]) for tp, left in table_recovery.active_remaining().items() if left > 0}
-        if not stalled:
+        remaining = {tp: left for tp, left in table_recovery.active_remaining().items() if left > 0}
+        if not remaining:
             return
+        stalled = {tp: reread_from(table_recovery.active_offsets[tp]) for tp in remaining}
         log.warning("table recovery applied no changelog record for a while; reading its changelog again",
-                    stalled_seconds=watch_recovery.stall_after, times=watch_recovery.restarts,
+                    stalled_seconds=watch_recovery.stall_after, times=watch_recovery.stalls,
                     partitions={f"{tp.topic}[{tp.partition}]": offset for tp, offset in stalled.items()},
-                    remaining=sum(table_recovery.active_remaining().values()))
+                    remaining=sum(remaining.values()))
         await app.consumer.seek_wait(stalled)
 
     return app

@@ -46,7 +46,7 @@ class RecoveryWatch:
     """
 
     stall_after: float = STALL_AFTER_SECONDS
-    restarts: int = 0
+    stalls: int = 0
     _progress: Hashable = field(default=None, repr=False)
     _since: float | None = field(default=None, repr=False)
 
@@ -60,7 +60,7 @@ class RecoveryWatch:
         if now - self._since < self.stall_after:
             return False
         self._since = now
-        self.restarts += 1
+        self.stalls += 1
         return True
 
 

@@ -1,19 +1,19 @@
-"""When the worker restarts a table recovery: only one that has been running without progress."""
+"""When the worker counts a table recovery as stalled: only one that has been running without progress."""
 
 from __future__ import annotations
 
 from agent.worker.recovery import RecoveryWatch, reread_from
 
 
-def test_a_recovery_without_progress_for_the_stall_time_is_restarted_once_then_again_after_as_long() -> None:
+def test_a_recovery_without_progress_for_the_stall_time_is_stalled_once_then_again_after_as_long() -> None:
     watch = RecoveryWatch(stall_after=10.0)
     assert not watch.observe(True, "offsets-a", 100.0)
     assert not watch.observe(True, "offsets-a", 109.9)
     assert watch.observe(True, "offsets-a", 110.0)
-    assert watch.restarts == 1
+    assert watch.stalls == 1
     assert not watch.observe(True, "offsets-a", 115.0), "not again on the next tick"
     assert watch.observe(True, "offsets-a", 120.0)
-    assert watch.restarts == 2
+    assert watch.stalls == 2
 
 
 def test_progress_restarts_the_clock() -> None:
@@ -32,7 +32,7 @@ def test_no_recovery_running_is_never_a_stall_and_a_new_one_starts_a_fresh_clock
     watch.observe(False, "offsets-a", 105.0)
     assert not watch.observe(True, "offsets-a", 112.0), "the recovery that ended is not the one running now"
     assert watch.observe(True, "offsets-a", 122.0)
-    assert watch.restarts == 1
+    assert watch.stalls == 1
 
 
 def test_a_stalled_partition_is_read_again_from_the_first_record_not_applied() -> None:
