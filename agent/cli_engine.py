@@ -31,16 +31,25 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--http-port", type=int, default=None, help="override COORDINATOR_HTTP_PORT (0: any free port)")
 @click.option("--grpc-port", type=int, default=None, help="override COORDINATOR_GRPC_PORT (0: any free port)")
 def serve(http_port: int | None, grpc_port: int | None) -> None:
-    """Run the agent: consume scenario requests, run them, publish results. SIGTERM aborts cleanly."""
+    """Run the agent: consume scenario requests, run them, publish results. SIGTERM aborts cleanly.
+
+    Exits 0 after SIGTERM/SIGINT, 1 when a part of the agent failed for good. Kafka and Redis
+    outages are ridden out (readiness says 503 meanwhile). COORDINATOR_FAILPOINTS arms failpoints
+    (agent.failpoints), for tests of the agent's own failures."""
+    from agent import failpoints
+
+    failpoints.arm(os.environ.get(failpoints.ENV, ""))
     settings = get_settings()
     if http_port is not None:
         settings = settings.model_copy(update={"http_port": http_port})
     if grpc_port is not None:
         settings = settings.model_copy(update={"grpc_port": grpc_port})
-    asyncio.run(_serve(settings))
+    code = asyncio.run(_serve(settings))
+    if code:
+        click.get_current_context().exit(code)
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings) -> int:
     from agent.engine.agent import Agent
 
     stop = asyncio.Event()
@@ -62,6 +71,7 @@ async def _serve(settings: Settings) -> None:
         print(f"grpc on {settings.grpc_host}:{agent.grpc.port}", flush=True)
     started.cancel()
     await runner
+    return agent.exit_code
 
 
 @click.command()

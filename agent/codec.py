@@ -74,7 +74,7 @@ def encode(message: Message, content_type: str = CONTENT_PROTOBUF) -> bytes:
 def decode(data: bytes | None, message_type: type[M], content_type: str | None = None) -> M:
     """Decode ``data`` into a new ``message_type``; raise :class:`DecodeError` naming the problem."""
     name = message_type.DESCRIPTOR.full_name
-    if data is None:
+    if not data:  # None (a tombstone) or zero bytes: protobuf would read either as an all-default message
         raise DecodeError(f"empty payload where a {name} was expected", reason="empty")
     if len(data) > MAX_PAYLOAD_BYTES:
         raise DecodeError(
@@ -144,6 +144,7 @@ def encode_event(
     content_type: str = CONTENT_PROTOBUF,
     correlation_id: str | None = None,
     traceparent: str | None = None,
+    event_id: str | None = None,
 ) -> OutgoingEvent:
     return OutgoingEvent(
         key=key.encode() if key is not None else None,
@@ -154,6 +155,7 @@ def encode_event(
             content_type=content_type,
             correlation_id=correlation_id,
             traceparent=traceparent,
+            event_id=event_id,
         ),
     )
 

@@ -16,6 +16,9 @@ DLQ_ERROR_HEADER = "dlq-error"
 DLQ_SOURCE_TOPIC_HEADER = "dlq-source-topic"
 DLQ_SOURCE_PARTITION_HEADER = "dlq-source-partition"
 DLQ_SOURCE_OFFSET_HEADER = "dlq-source-offset"
+#: on a dead letter whose original was too large to copy whole: its size in bytes and SHA-256 (hex)
+DLQ_ORIGINAL_SIZE_HEADER = "dlq-original-size"
+DLQ_ORIGINAL_SHA256_HEADER = "dlq-original-sha256"
 
 #: the ecosystem's service registry layout (a hash per service)
 REGISTRY_SERVICE_KEY = "registry:services:{name}"

@@ -13,7 +13,8 @@ Hierarchy::
         ├── TargetRefused            a target outside the scenario or the allow-list; nothing touched
         ├── ActionError              a fault could not be applied
         ├── RevertError              a fault could not be reverted (retried; the lease stays)
-        └── ProbeError               a probe could not observe its target
+        ├── ProbeError               a probe could not observe its target
+        └── FencedOut                another agent took the execution over; this one stops touching it
 
 Messages are lowercase sentences that quote the offending name. Errors that wrap an external
 failure keep it as ``__cause__`` (``raise ... from exc``) and say whether a retry may help.
@@ -109,3 +110,7 @@ class RevertError(RunError):
 
 class ProbeError(RunError):
     pass
+
+
+class FencedOut(RunError):
+    """This agent no longer owns the execution (another agent took it over): it stops touching it."""

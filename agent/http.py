@@ -1,8 +1,9 @@
 """The agent's HTTP surface, on the ecosystem's paths.
 
 - ``GET /api/v1/health``: liveness; 200 while the process serves.
-- ``GET /api/v1/ready``: readiness; really asks Kafka for metadata and Redis for PING, 200 when
-  both answer, 503 naming each failing check otherwise.
+- ``GET /api/v1/ready``: readiness; really asks Kafka for metadata and Redis for PING, and adds
+  the service's own checks (the agent's: its parts, faults it cannot revert); 200 when all pass,
+  503 naming each failing check otherwise.
 - ``GET /metrics``: Prometheus text format.
 """
 
@@ -18,6 +19,8 @@ from agent.settings import Settings
 
 _STARTED = time.time()
 SETTINGS_KEY: web.AppKey[Settings] = web.AppKey("settings", Settings)
+ExtraChecks = Callable[[], list[health.CheckResult]]
+EXTRA_KEY: web.AppKey[ExtraChecks] = web.AppKey("extra_checks")
 
 
 async def _health(request: web.Request) -> web.Response:
@@ -33,7 +36,7 @@ async def _health(request: web.Request) -> web.Response:
 
 async def _ready(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
-    results = await health.readiness(settings)
+    results = await health.readiness(settings) + request.app[EXTRA_KEY]()
     failing = [r.name for r in results if not r.ok]
     for r in results:
         metrics.READY_CHECKS.labels(check=r.name, outcome="ok" if r.ok else "failed").inc()
@@ -65,9 +68,10 @@ async def _count(request: web.Request, handler: Callable[[web.Request], Awaitabl
     return response
 
 
-def build_app(settings: Settings) -> web.Application:
+def build_app(settings: Settings, extra_checks: ExtraChecks | None = None) -> web.Application:
     app = web.Application(middlewares=[_count])
     app[SETTINGS_KEY] = settings
+    app[EXTRA_KEY] = extra_checks or list
     app.router.add_get("/api/v1/health", _health)
     app.router.add_get("/api/v1/ready", _ready)
     app.router.add_get("/metrics", _metrics)
@@ -77,13 +81,14 @@ def build_app(settings: Settings) -> web.Application:
 class HttpServer:
     """The HTTP surface as a start/stop part of a service."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, extra_checks: ExtraChecks | None = None) -> None:
         self._settings = settings
+        self._extra_checks = extra_checks
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(build_app(self._settings), access_log=None)
+        self._runner = web.AppRunner(build_app(self._settings, self._extra_checks), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._settings.http_host, self._settings.http_port)
         await site.start()

@@ -44,6 +44,21 @@ RUN_SECONDS = Histogram(
 )
 REQUESTS = Counter(f"{PREFIX}_requests_total", "Scenario requests by outcome (accepted, duplicate, rejected)",
                    ["outcome"], registry=REGISTRY)
+DEPENDENCY_UP = Gauge(f"{PREFIX}_dependency_up", "1 while the agent reaches a dependency, 0 during an outage",
+                      ["dependency"], registry=REGISTRY)
+DEPENDENCY_OUTAGES = Counter(f"{PREFIX}_dependency_outages_total", "Outages of a dependency the agent rode out",
+                             ["dependency"], registry=REGISTRY)
+DEPENDENCY_ERRORS = Counter(f"{PREFIX}_dependency_errors_total", "Calls to a dependency that failed and were retried",
+                            ["dependency"], registry=REGISTRY)
+PART_RESTARTS = Counter(f"{PREFIX}_part_restarts_total", "Parts of the agent restarted after a failure", ["part"],
+                        registry=REGISTRY)
+DEAD_LETTER_FAILURES = Counter(f"{PREFIX}_dead_letter_failures_total",
+                               "Records that could not be dead-lettered after every retry (logged, skipped)",
+                               registry=REGISTRY)
+STUCK_LEASES = Gauge(f"{PREFIX}_unrevertable_leases", "Leases whose revert keeps failing (retried with back-off)",
+                     registry=REGISTRY)
+FENCED_OUT = Counter(f"{PREFIX}_fenced_out_total", "Executions this agent stopped because another agent took them",
+                     registry=REGISTRY)
 
 
 def render() -> bytes:

@@ -24,10 +24,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from agent.constants import CORRELATION_HEADER
 from agent.drivers.kafka import relay_key
+from agent.engine.publisher import send_dead_letter
 from agent.logs import get_logger
 from agent.settings import Settings
 
@@ -134,10 +136,11 @@ class Relay:
                                 delayed.add(task)
                                 task.add_done_callback(delayed.discard)
                             else:
-                                deliveries.append(await producer.send(
-                                    self.topic, out.value, key=record.key, headers=out.headers,
-                                    partition=record.partition))
-                    await asyncio.gather(*deliveries)
+                                delivery = await self._send(producer, record, out)
+                                if delivery is not None:
+                                    deliveries.append((record, delivery))
+                    for record, delivery in deliveries:
+                        await self._delivered(producer, record, delivery)
                     self.relayed += len(records)
                     await consumer.commit({tp: records[-1].offset + 1})
         finally:
@@ -148,6 +151,31 @@ class Relay:
             await consumer.stop()
             await producer.stop()
             await redis.aclose()
+
+    async def _send(self, producer: AIOKafkaProducer, record: ConsumerRecord, out: Output
+                    ) -> asyncio.Future[Any] | None:
+        """Queue one copy, in order; None when Kafka refused it at once (it was dead-lettered)."""
+        try:
+            return await producer.send(self.topic, out.value, key=record.key, headers=out.headers,
+                                       partition=record.partition)
+        except KafkaError as exc:
+            if getattr(exc, "retriable", False):
+                raise
+            await send_dead_letter(producer, self.settings, record, "relay-refused",
+                                   f"{self.topic} refused the relayed copy: {type(exc).__name__}: {exc}")
+            return None
+
+    async def _delivered(self, producer: AIOKafkaProducer, record: ConsumerRecord,
+                         delivery: asyncio.Future[Any]) -> None:
+        """Wait for one copy; one Kafka will never take (too large, say) is dead-lettered, not retried
+        forever: a relay must not stall on one record."""
+        try:
+            await delivery
+        except KafkaError as exc:
+            if getattr(exc, "retriable", False):
+                raise  # the broker is away: the part restarts and reads the batch again
+            await send_dead_letter(producer, self.settings, record, "relay-refused",
+                                   f"{self.topic} refused the relayed copy: {type(exc).__name__}: {exc}")
 
     async def _later(self, producer: AIOKafkaProducer, record: ConsumerRecord, out: Output) -> None:
         await asyncio.sleep(out.delay)

@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     relays: list[RelaySpec] = Field(default_factory=list)
     #: create missing topics from topics/asyncapi.yaml when the agent starts
     create_topics: bool = False
+    #: a dead letter larger than this carries a truncated copy of its original (keep it under the
+    #: dead-letter topic's max.message.bytes and the producer's max request size)
+    dead_letter_max_bytes: int = Field(default=512 * 1024, ge=4096)
     #: extra time the engine waits for the stream worker's verdicts after each deadline
     verdict_grace: Seconds = 10.0
 

@@ -4,12 +4,12 @@
 key                                    what
 =====================================  ==============================================================
 ``{p}:request:{request_id}``           execution id of a request already accepted (idempotency), 7 days
-``{p}:execution:{id}``                 hash: status, scenario, request id, owner, times, reason
+``{p}:execution:{id}``                 hash: status, scenario, request id, owner, epoch, times, reason,
+                                       ``result_state`` ("" -> ``publishing`` -> ``published``)
 ``{p}:result:{id}``                    the final result (protobuf bytes)
 ``{p}:executions``                     sorted set of execution ids by start time (listing)
 ``{p}:lease:{correlation_id}``         hash: a fault's revert recipe, owner, ``expires_at``
 ``{p}:owner:{instance}``               heartbeat of an agent instance (expires)
-``{p}:result-published:{id}``          guard: the final result of ``id`` was published (exactly once)
 ``{p}:halted``                         the kill switch: present while halted, value is the reason
 ``{p}:cancel:{id}``                    a cancel request for execution ``id``
 ``{p}:control``                        pub/sub channel: cancel, halt, resume
@@ -19,18 +19,35 @@ A lease is written *before* its fault is applied and deleted only after a succes
 has no Redis expiry: its ``expires_at`` field is pushed forward by the owner's heartbeat, and any
 agent that finds a lease whose ``expires_at`` has passed reverts it. (An expiring key would lose
 the very recipe needed to clean up.)
+
+**Atomicity and fencing.** A request's claim and its execution record are written by one Lua
+script: there is never a claim without a record. Every execution has an ``owner`` (the agent
+process running it) and an ``epoch`` (a fencing token). Whatever an owner writes for a run (its
+status, its leases, its result claim) goes through a script that first compares owner and epoch;
+whoever takes a run over (the reconciler, when the owner's heartbeat is gone) changes the owner
+and bumps the epoch in one script, so an owner that was paused and comes back finds itself fenced
+out and touches nothing more. A lease likewise changes hands by a compare-and-set on its ``owner``.
+
+**Outages.** A ``Store(patient=True)`` (the agent's) rides out Redis outages: the engine's calls are
+retried with back-off until Redis answers again, one log line per change of state. The CLI and
+read-only API calls use an impatient store and fail at once with the connection error.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from agent import metrics
 from agent.constants import redis_key
 from agent.logs import get_logger
 
@@ -38,6 +55,53 @@ log = get_logger("agent.store")
 
 REQUEST_TTL_S = 7 * 24 * 3600
 EXECUTION_TTL_S = 30 * 24 * 3600
+#: errors that mean "Redis is not reachable now" (a retry may succeed), as opposed to a bad command
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Outage:
+    """Tracks whether a dependency answers, logging once per change of state (not once per retry)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.down_since: float | None = None
+        self.failures = 0
+        metrics.DEPENDENCY_UP.labels(dependency=name).set(1)
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
+    def failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        metrics.DEPENDENCY_ERRORS.labels(dependency=self.name).inc()
+        if self.down_since is None:
+            self.down_since = time.time()
+            metrics.DEPENDENCY_OUTAGES.labels(dependency=self.name).inc()
+            metrics.DEPENDENCY_UP.labels(dependency=self.name).set(0)
+            log.warning(f"{self.name} unreachable; retrying until it answers",
+                        error=f"{type(exc).__name__}: {exc}")
+
+    def answered(self) -> None:
+        if self.down_since is not None:
+            log.warning(f"{self.name} reachable again", down_s=round(time.time() - self.down_since, 1),
+                        failed_calls=self.failures)
+            self.down_since = None
+            self.failures = 0
+            metrics.DEPENDENCY_UP.labels(dependency=self.name).set(1)
+
+
+def patient(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """On a patient store, retry ``method`` with back-off while Redis is unreachable."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Store, *args: Any, **kwargs: Any) -> T:
+        return await self.patiently(method, self, *args, **kwargs)
+
+    return wrapper
 
 
 @dataclass
@@ -84,34 +148,118 @@ class ExecutionRecord:
     ended_at: float = 0.0
     reason: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    epoch: int = 1
+    #: "" until the final result is stored, "publishing" until Kafka has it, then "published"
+    result_state: str = ""
 
 
 class Store:
-    def __init__(self, url: str, prefix: str = "coordinator") -> None:
-        self.redis: aioredis.Redis = aioredis.from_url(url, decode_responses=True)
-        self._binary: aioredis.Redis = aioredis.from_url(url, decode_responses=False)
+    def __init__(self, url: str, prefix: str = "coordinator", *, patient: bool = False) -> None:
+        timeouts = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0}
+        self.redis: aioredis.Redis = aioredis.from_url(url, decode_responses=True, **timeouts)
+        self._binary: aioredis.Redis = aioredis.from_url(url, decode_responses=False, **timeouts)
         self.prefix = prefix
-        self._set_if_exists = self.redis.register_script(self._SET_IF_EXISTS)
+        self.patient = patient
+        self.outage = Outage("redis")
+        self._renew = self.redis.register_script(self._RENEW_IF_OWNED)
+        self._claim = self.redis.register_script(self._CLAIM)
+        self._fenced_hset = self.redis.register_script(self._FENCED_HSET)
+        self._begin_result = self._binary.register_script(self._BEGIN_RESULT)
+        self._take_over = self.redis.register_script(self._TAKE_OVER)
+        self._take_lease = self.redis.register_script(self._TAKE_LEASE)
+        self._delete_if_owned = self.redis.register_script(self._DELETE_IF_OWNED)
 
-    _SET_IF_EXISTS = """
-    if redis.call('exists', KEYS[1]) == 1 then return redis.call('hset', KEYS[1], ARGV[1], ARGV[2]) end
+    # a lease's expiry moves only while its owner still holds it (one reverted or taken meanwhile stays so)
+    _RENEW_IF_OWNED = """
+    if redis.call('hget', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+    return redis.call('hset', KEYS[1], 'expires_at', ARGV[2])
+    """
+    # KEYS: request, execution, executions; ARGV: execution id, request ttl, execution ttl, score, fields...
+    _CLAIM = """
+    local earlier = redis.call('get', KEYS[1])
+    if earlier then return earlier end
+    redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
+    redis.call('hset', KEYS[2], unpack(ARGV, 5))
+    redis.call('expire', KEYS[2], ARGV[3])
+    redis.call('zadd', KEYS[3], ARGV[4], ARGV[1])
+    return false
+    """
+    # KEYS: execution, hash to write; ARGV: owner, epoch, '1' when KEYS[2] must be held by owner, fields...
+    _FENCED_HSET = """
+    local run = redis.call('hmget', KEYS[1], 'owner', 'epoch')
+    if run[1] ~= ARGV[1] or run[2] ~= ARGV[2] then return 0 end
+    if ARGV[3] == '1' and redis.call('hget', KEYS[2], 'owner') ~= ARGV[1] then return -1 end
+    if #ARGV > 3 then redis.call('hset', KEYS[2], unpack(ARGV, 4)) end
+    return 1
+    """
+    # KEYS: execution, result; ARGV: owner, epoch, ttl, result bytes, fields...
+    _BEGIN_RESULT = """
+    local run = redis.call('hmget', KEYS[1], 'owner', 'epoch', 'result_state')
+    if run[1] ~= ARGV[1] or run[2] ~= ARGV[2] then return 0 end
+    if run[3] == 'published' then return -1 end
+    redis.call('set', KEYS[2], ARGV[4], 'EX', ARGV[3])
+    redis.call('hset', KEYS[1], 'result_state', 'publishing', unpack(ARGV, 5))
+    return 1
+    """
+    # KEYS: execution; ARGV: expected owner, new owner -> the new epoch, or false
+    _TAKE_OVER = """
+    local owner = redis.call('hget', KEYS[1], 'owner')
+    if owner == ARGV[2] then return redis.call('hget', KEYS[1], 'epoch') end
+    if owner ~= ARGV[1] then return false end
+    redis.call('hset', KEYS[1], 'owner', ARGV[2])
+    return tostring(redis.call('hincrby', KEYS[1], 'epoch', 1))
+    """
+    # KEYS: lease; ARGV: expected owner, new owner, new expires_at, expires_at as read ('' = any)
+    _TAKE_LEASE = """
+    local lease = redis.call('hmget', KEYS[1], 'owner', 'expires_at')
+    if lease[1] ~= ARGV[1] then return 0 end
+    if ARGV[4] ~= '' and lease[2] ~= ARGV[4] then return 0 end
+    redis.call('hset', KEYS[1], 'owner', ARGV[2], 'expires_at', ARGV[3])
+    return 1
+    """
+    _DELETE_IF_OWNED = """
+    if redis.call('hget', KEYS[1], 'owner') == ARGV[1] then return redis.call('del', KEYS[1]) end
     return 0
     """
 
     def key(self, *parts: str) -> str:
         return redis_key(self.prefix, *parts)
 
+    async def patiently(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(*args)``, retried with back-off while Redis is unreachable when this store is patient."""
+        delay = 0.2
+        while True:
+            try:
+                result = await fn(*args, **kwargs)
+            except TRANSIENT as exc:
+                if not self.patient:
+                    raise
+                self.outage.failed(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.outage.answered()
+            return result
+
     async def aclose(self) -> None:
         await self.redis.aclose()
         await self._binary.aclose()
 
     # -- requests and executions -------------------------------------------------------------------
-    async def claim_request(self, request_id: str, execution_id: str) -> str | None:
-        """Claim ``request_id`` for ``execution_id``; return the earlier execution id if already claimed."""
-        key = self.key("request", request_id)
-        if await self.redis.set(key, execution_id, nx=True, ex=REQUEST_TTL_S):
-            return None
-        return await self.redis.get(key) or ""
+    @patient
+    async def claim_request(self, record: ExecutionRecord) -> str | None:
+        """Claim ``record.request_id`` and write ``record`` in one step (``epoch`` 1).
+
+        Returns None when claimed now (or by this very record, when a retry follows a lost reply),
+        else the execution id that claimed the request earlier.
+        """
+        record.epoch = record.epoch or 1
+        earlier = await self._claim(
+            keys=[self.key("request", record.request_id), self.key("execution", record.execution_id),
+                  self.key("executions")],
+            args=[record.execution_id, REQUEST_TTL_S, EXECUTION_TTL_S, record.started_at or time.time(),
+                  *_flat(_fields(record))])
+        return None if earlier in (None, record.execution_id) else str(earlier)
 
     async def claimed_request(self, request_id: str) -> str | None:
         """The execution id a request was claimed for, or None when no agent has taken it yet."""
@@ -119,7 +267,7 @@ class Store:
 
     async def save_execution(self, record: ExecutionRecord) -> None:
         key = self.key("execution", record.execution_id)
-        data = {k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in asdict(record).items()}
+        data = _fields(record)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=data)
             pipe.expire(key, EXECUTION_TTL_S)
@@ -128,6 +276,21 @@ class Store:
 
     async def update_execution(self, execution_id: str, **fields: Any) -> None:
         await self.redis.hset(self.key("execution", execution_id), mapping={k: str(v) for k, v in fields.items()})
+
+    @patient
+    async def fenced_update(self, execution_id: str, owner: str, epoch: int, **fields: Any) -> bool:
+        """Write ``fields`` to the execution record only while ``owner`` at ``epoch`` still runs it;
+        with no fields, only tell whether it does."""
+        key = self.key("execution", execution_id)
+        done = await self._fenced_hset(keys=[key, key], args=[owner, epoch, "0", *_flat(fields)])
+        return bool(done == 1)
+
+    @patient
+    async def take_over(self, execution_id: str, expected_owner: str, new_owner: str) -> int | None:
+        """Make ``new_owner`` the owner of a run held by ``expected_owner``; the new epoch, or None
+        when someone else holds it now."""
+        epoch = await self._take_over(keys=[self.key("execution", execution_id)], args=[expected_owner, new_owner])
+        return int(epoch) if epoch is not None else None
 
     async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
         return _record(await self.redis.hgetall(self.key("execution", execution_id)))
@@ -141,6 +304,7 @@ class Store:
             raws = await pipe.execute()
         return [r for r in (_record(raw) for raw in raws) if r is not None]
 
+    @patient
     async def save_result(self, execution_id: str, payload: bytes) -> None:
         await self._binary.set(self.key("result", execution_id), payload, ex=EXECUTION_TTL_S)
 
@@ -155,21 +319,66 @@ class Store:
             raws = await pipe.execute()
         return {e: r for e, r in zip(execution_ids, raws, strict=True) if r}
 
-    async def claim_result(self, execution_id: str) -> bool:
-        """True once per execution: whoever gets it publishes the one final result."""
-        return bool(await self.redis.set(self.key("result-published", execution_id), "1", nx=True,
-                                         ex=EXECUTION_TTL_S))
+    @patient
+    async def begin_result(self, execution_id: str, owner: str, epoch: int, payload: bytes, **fields: Any) -> bool:
+        """Store the final result and ``fields`` (status, times) and mark it ``publishing``, while
+        ``owner`` at ``epoch`` runs the execution and no result was published yet. False otherwise:
+        the caller must not publish. After publishing, ``result_published``."""
+        done = await self._begin_result(
+            keys=[self.key("execution", execution_id), self.key("result", execution_id)],
+            args=[owner, epoch, EXECUTION_TTL_S, payload, *_flat(fields)])
+        return bool(done == 1)
+
+    @patient
+    async def result_published(self, execution_id: str) -> None:
+        await self.redis.hset(self.key("execution", execution_id), "result_state", "published")
 
     # -- leases and owners -------------------------------------------------------------------------
     async def write_lease(self, lease: Lease) -> None:
         await self.redis.hset(self.key("lease", lease.correlation_id), mapping=lease.to_redis())
 
-    async def mark_injected(self, correlation_id: str) -> None:
-        await self._set_if_exists(keys=[self.key("lease", correlation_id)], args=["injected", "1"])
+    @patient
+    async def write_lease_fenced(self, lease: Lease, epoch: int) -> bool:
+        """Write ``lease`` only while its owner still runs its execution at ``epoch``."""
+        done = await self._fenced_hset(
+            keys=[self.key("execution", lease.execution_id), self.key("lease", lease.correlation_id)],
+            args=[lease.owner, epoch, "0", *_flat(lease.to_redis())])
+        return bool(done == 1)
+
+    @patient
+    async def mark_injected(self, lease: Lease, epoch: int) -> bool:
+        """Record that the fault is applied; False when the run or the lease changed hands meanwhile."""
+        done = await self._fenced_hset(
+            keys=[self.key("execution", lease.execution_id), self.key("lease", lease.correlation_id)],
+            args=[lease.owner, epoch, "1", "injected", "1"])
+        return bool(done == 1)
 
     async def delete_lease(self, correlation_id: str) -> None:
         await self.redis.delete(self.key("lease", correlation_id))
 
+    @patient
+    async def delete_lease_if_owned(self, correlation_id: str, owner: str) -> bool:
+        return bool(await self._delete_if_owned(keys=[self.key("lease", correlation_id)], args=[owner]))
+
+    @patient
+    async def lease_owner(self, correlation_id: str) -> str | None:
+        return await self.redis.hget(self.key("lease", correlation_id), "owner")  # type: ignore[no-any-return]
+
+    @patient
+    async def take_lease(self, lease: Lease, new_owner: str, ttl: float, *, unchanged: bool = True) -> bool:
+        """Move a lease to ``new_owner`` before reverting it: a compare-and-set on its owner and, with
+        ``unchanged``, on the ``expires_at`` read (a lease its owner renewed meanwhile is not orphaned)."""
+        done = await self._take_lease(keys=[self.key("lease", lease.correlation_id)],
+                                      args=[lease.owner, new_owner, repr(time.time() + ttl),
+                                            repr(lease.expires_at) if unchanged else ""])
+        return bool(done)
+
+    @patient
+    async def hold_lease(self, correlation_id: str, owner: str, until: float) -> None:
+        """Keep a held lease out of every reconciler's hands until ``until`` (retry back-off)."""
+        await self._renew(keys=[self.key("lease", correlation_id)], args=[owner, repr(until)])
+
+    @patient
     async def leases(self) -> list[Lease]:
         keys = [key async for key in self._scan(self.key("lease", "*"))]
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -190,14 +399,15 @@ class Store:
         return found
 
     async def renew_leases(self, owner: str, correlation_ids: list[str], ttl: float) -> None:
-        expires = str(time.time() + ttl)
+        expires = repr(time.time() + ttl)
         async with self.redis.pipeline(transaction=False) as pipe:
             for cid in correlation_ids:
-                # only a lease still there: one reverted meanwhile (halt, another agent) stays gone
-                await self._set_if_exists(keys=[self.key("lease", cid)], args=["expires_at", expires], client=pipe)
+                # only a lease still held: one reverted or taken meanwhile (halt, another agent) stays so
+                await self._renew(keys=[self.key("lease", cid)], args=[owner, expires], client=pipe)
             pipe.set(self.key("owner", owner), str(time.time()), ex=max(1, int(ttl)))
             await pipe.execute()
 
+    @patient
     async def owner_alive(self, owner: str) -> bool:
         return bool(await self.redis.exists(self.key("owner", owner)))
 
@@ -240,6 +450,14 @@ class Store:
             yield key
 
 
+def _fields(record: ExecutionRecord) -> dict[str, str]:
+    return {k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in asdict(record).items()}
+
+
+def _flat(fields: dict[str, Any]) -> list[str]:
+    return [str(item) for pair in fields.items() for item in pair]
+
+
 def _record(raw: dict[str, str]) -> ExecutionRecord | None:
     if not raw:
         return None
@@ -248,5 +466,6 @@ def _record(raw: dict[str, str]) -> ExecutionRecord | None:
         scenario_name=raw.get("scenario_name", ""), status=raw.get("status", ""), owner=raw.get("owner", ""),
         requester=raw.get("requester", ""), started_at=float(raw.get("started_at") or 0),
         ended_at=float(raw.get("ended_at") or 0), reason=raw.get("reason", ""),
-        labels=json.loads(raw.get("labels") or "{}"),
+        labels=json.loads(raw.get("labels") or "{}"), epoch=int(raw.get("epoch") or 1),
+        result_state=raw.get("result_state", ""),
     )

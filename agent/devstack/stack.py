@@ -253,7 +253,9 @@ class Stack:
         self._busy_port_check(state, ("redis",))
         return procs.start(
             [binary, "--port", str(state.ports["redis"]), "--bind", "127.0.0.1", "--dir", str(data),
-             "--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes"],
+             # append-only file: claims, records and leases survive a Redis restart
+             "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+             "--daemonize", "no", "--protected-mode", "yes"],
             log_path=self._log("redis"))
 
     def _start_toxiproxy(self, state: StackState) -> int:
@@ -272,7 +274,9 @@ class Stack:
     def _wait_ready(self, state: StackState, name: str, deadline: float) -> None:
         check = {"kafka": self._kafka_ready, "redis": self._redis_ready, "toxiproxy": self._toxiproxy_ready}[name]
         while True:
-            if not self._alive(state, name):
+            # the pid was just started here: no command-line marker needed (and redis rewrites its
+            # command line as it starts, which a marker check can catch half written)
+            if not procs.alive(state.pids.get(name)):
                 raise DevstackError(f"{name} exited during start-up; last lines of {self._log(name)}:\n"
                                     + procs.tail(self._log(name)))
             if check(state):

@@ -3,11 +3,14 @@
 Each fault adds one toxic named ``coordinator-<correlation id>`` to the target's proxy, and its
 revert deletes that toxic (a toxic already gone is fine). ``down`` disables the proxy and its revert
 enables it. A proxy named in the selector with ``listen`` and ``upstream`` is created when missing.
+Names are checked by the scenario models and each one is quoted as a single URL path segment
+(``seg``), so no name can reach another endpoint of Toxiproxy's API.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -75,7 +78,7 @@ class ToxiproxyDriver(FaultDriver):
         try:
             await self._ensure_proxy(request.selector)
             if request.fault == "down":
-                await self._send("POST", f"/proxies/{proxy}", {"enabled": False})
+                await self._send("POST", f"/proxies/{seg(proxy)}", {"enabled": False})
                 return {"proxy": proxy, "enabled": False}
             params = request.parameters
             toxic = {
@@ -86,7 +89,7 @@ class ToxiproxyDriver(FaultDriver):
                 "attributes": toxic_attributes(request.fault, params),
             }
             try:
-                await self._send("POST", f"/proxies/{proxy}/toxics", toxic)
+                await self._send("POST", f"/proxies/{seg(proxy)}/toxics", toxic)
             except ActionError:
                 self._known.discard(proxy)  # look again next time
                 raise
@@ -98,9 +101,9 @@ class ToxiproxyDriver(FaultDriver):
         base = recipe.get("url", self.base)
         try:
             if recipe["action"] == "enable":
-                await self._send("POST", f"/proxies/{recipe['proxy']}", {"enabled": True}, base=base)
+                await self._send("POST", f"/proxies/{seg(recipe['proxy'])}", {"enabled": True}, base=base)
             else:
-                await self._send("DELETE", f"/proxies/{recipe['proxy']}/toxics/{recipe['toxic']}", None,
+                await self._send("DELETE", f"/proxies/{seg(recipe['proxy'])}/toxics/{seg(recipe['toxic'])}", None,
                                  base=base, missing_ok=True)
         except aiohttp.ClientError as exc:
             raise RevertError(f"toxiproxy unreachable at {base}: {exc}", retryable=True) from exc
@@ -109,20 +112,20 @@ class ToxiproxyDriver(FaultDriver):
         proxy = selector["proxy"]
         if action == "remove-toxics":
             for toxic in await self.toxics(proxy) or []:
-                await self._send("DELETE", f"/proxies/{proxy}/toxics/{toxic['name']}", None, missing_ok=True)
+                await self._send("DELETE", f"/proxies/{seg(proxy)}/toxics/{seg(toxic['name'])}", None, missing_ok=True)
         elif action == "enable-proxy":
-            await self._send("POST", f"/proxies/{proxy}", {"enabled": True})
+            await self._send("POST", f"/proxies/{seg(proxy)}", {"enabled": True})
         else:
             await super().rollback(action, selector)
 
     async def toxics(self, proxy: str) -> list[dict[str, Any]]:
-        return await self._send("GET", f"/proxies/{proxy}/toxics", None)  # type: ignore[no-any-return]
+        return await self._send("GET", f"/proxies/{seg(proxy)}/toxics", None)  # type: ignore[no-any-return]
 
     async def _ensure_proxy(self, selector: dict[str, Any]) -> None:
         proxy = selector["proxy"]
         if proxy in self._known:
             return
-        status, _ = await self._raw("GET", f"/proxies/{proxy}", None)
+        status, _ = await self._raw("GET", f"/proxies/{seg(proxy)}", None)
         if status == 200:
             self._known.add(proxy)
             return
@@ -147,6 +150,15 @@ class ToxiproxyDriver(FaultDriver):
             if response.content_type == "application/json":
                 return response.status, await response.json()
             return response.status, await response.text()
+
+
+def seg(name: object) -> str:
+    """``name`` as one URL path segment: every '/', '.', '?', '#', '%' is escaped, and '.' or '..'
+    alone (which HTTP clients fold) is refused."""
+    text = str(name)
+    if text in {"", ".", ".."}:
+        raise ActionError(f"'{text}' is not a usable toxiproxy name")
+    return quote(text, safe="-_~")
 
 
 def _toxic_name(correlation_id: str) -> str:

@@ -1,15 +1,20 @@
 """``coordinator serve``: the agent.
 
-Parts, started as tasks and watched together (the first to fail stops the agent):
+Parts, started as tasks and supervised: a part that fails because Kafka or Redis is unreachable is
+restarted with back-off (``/api/v1/ready`` names it meanwhile); a part that fails for any other
+reason stops the agent, which then exits non-zero:
 
-- ingress: a consumer group on the scenario-requests topic. Each record is decoded, claimed in
-  Redis by its ``request_id`` (a request delivered twice runs once), resolved to a valid scenario,
-  recorded, and started as an execution task; its offset is committed only after that (or after
-  its rejection is published). Executions run beside the consumer, which keeps polling.
+- ingress: a consumer group on the scenario-requests topic. Each record is decoded, resolved to a
+  valid scenario, and claimed in Redis by its ``request_id`` together with its execution record, in
+  one step (a request delivered twice runs once; there is never a claim without a record); then
+  started as an execution task. A record that cannot be used is dead-lettered (a truncated copy when
+  too large) and gets a REJECTED result. Its offset is committed only after that; a batch that
+  fails half way is read again from its first record. Executions run beside the consumer.
 - verdicts: reads the stream worker's verdicts and routes them to executions.
 - control: cancel, halt-all and resume, from Redis pub/sub (the CLI and gRPC send them).
-- heartbeat and reconciler: keep this agent's leases alive; revert anyone's orphaned ones and
-  finish executions whose agent died with exactly one ABORTED result.
+- heartbeat and reconciler: keep this agent's leases alive; take over and revert anyone's orphaned
+  ones; take over executions whose agent died (a fencing epoch shuts the old owner out) and finish
+  them with exactly one result: ABORTED, or the REJECTED / final result it had not yet published.
 - HTTP: health, readiness, metrics; gRPC: the CoordinatorService API, health, reflection
   (``agent.grpc_api``).
 
@@ -27,10 +32,11 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import ConsumerRecord
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from google.protobuf import json_format
 
-from agent import codec, metrics
+from agent import codec, failpoints, metrics
 from agent._proto.coordinator.v1 import events_pb2
 from agent.config_service import ConfigService, RuntimeSettings
 from agent.drivers import DriverRegistry
@@ -39,6 +45,7 @@ from agent.engine.execution import EngineContext, Execution, Verdicts
 from agent.engine.faults import FaultManager
 from agent.engine.publisher import Publisher
 from agent.errors import DecodeError, ScenarioError
+from agent.health import CheckResult
 from agent.http import HttpServer
 from agent.kafkaio import topic_partitions
 from agent.logs import get_logger
@@ -47,10 +54,13 @@ from agent.relay import Relay
 from agent.scenario import Scenario, default_directories
 from agent.scenario.catalog import CatalogCache, ScenarioCache
 from agent.settings import Settings
-from agent.store import ExecutionRecord, Store
+from agent.store import TRANSIENT, ExecutionRecord, Store
 
 log = get_logger("agent.engine")
 S = events_pb2
+#: failures that mean a dependency is away for now: the part is restarted, the agent stays up
+PART_TRANSIENT = (*TRANSIENT, KafkaError)
+PART_SETTLE_S = 5.0
 
 
 class Rejected(Exception):
@@ -86,7 +96,7 @@ class Agent:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.owner = f"{settings.instance_id}/{uuid.uuid4().hex[:8]}"
-        self.store = Store(settings.redis_url.get_secret_value(), settings.redis_key_prefix)
+        self.store = Store(settings.redis_url.get_secret_value(), settings.redis_key_prefix, patient=True)
         self.publisher = Publisher(settings)
         self.drivers = DriverRegistry(settings)
         self.faults = FaultManager(settings, self.store, self.drivers, self.publisher, self.owner)
@@ -94,14 +104,20 @@ class Agent:
         self.verdicts = Verdicts()
         self.ctx = EngineContext(settings, self.store, self.publisher, self.faults, self.prober, self.drivers,
                                  self.verdicts)
-        self.executions: dict[str, tuple[Execution, asyncio.Task[None]]] = {}
+        #: running executions (the task is None for the moment a request is being claimed)
+        self.executions: dict[str, tuple[Execution, asyncio.Task[None] | None]] = {}
         self.config = ConfigService(settings.config_service_url, settings.config_environment,
                                     settings.config_service_ttl)
         self.runtime = RuntimeSettings(settings, self.config)
         self._slots = Slots(lambda: self.runtime.max_concurrent_executions)
         self.catalog = CatalogCache(default_directories(settings.scenario_dirs))
         self.scenarios = ScenarioCache()
-        self.http = HttpServer(settings)
+        self.http = HttpServer(settings, self.health)
+        #: parts failing now (name -> why), for readiness; 1 when a part failed for good
+        self.failing: dict[str, str] = {}
+        #: what the agent waits for before it serves (readiness says so)
+        self.waiting = "starting"
+        self.exit_code = 0
         from agent.grpc_api import GrpcServer
 
         self.grpc = GrpcServer(self)
@@ -136,17 +152,19 @@ class Agent:
                 waiter.cancel()
             if not positioned.is_set():
                 if listener.done() and not listener.cancelled() and listener.exception():
+                    self.exit_code = 1
                     log.error("agent part failed", part="verdicts", error=repr(listener.exception()))
                 return
             await self.runtime.refresh()  # runtime settings before the first request
+            ingress = consumer
             parts = [
-                asyncio.create_task(self._ingress(consumer), name="ingress"),
+                self._part("ingress", lambda: self._ingress(ingress)),
                 listener,
-                asyncio.create_task(self._control(), name="control"),
-                asyncio.create_task(self.faults.heartbeat_forever(), name="heartbeat"),
-                asyncio.create_task(self._reconcile_forever(), name="reconciler"),
-                asyncio.create_task(self._refresh_runtime_forever(), name="runtime settings"),
-                *(asyncio.create_task(Relay(self.settings, r.source, r.topic).run(), name=f"relay {r.source}")
+                self._part("control", self._control),
+                self._part("heartbeat", self.faults.heartbeat_forever),
+                self._part("reconciler", self._reconcile_forever),
+                self._part("runtime settings", self._refresh_runtime_forever),
+                *(self._part(f"relay {r.source}", Relay(self.settings, r.source, r.topic).run)
                   for r in self.settings.relays),
             ]
             stopper = asyncio.create_task(stop.wait(), name="stop")
@@ -159,8 +177,10 @@ class Agent:
             done, _ = await asyncio.wait([*parts, stopper], return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
             for task in done:
-                if task is not stopper and task.exception():
-                    log.error("agent part failed", part=task.get_name(), error=repr(task.exception()))
+                if task is not stopper and not task.cancelled() and task.exception():
+                    self.exit_code = 1
+                    log.error("agent part failed for good; stopping", part=task.get_name(),
+                              error=repr(task.exception()))
             await self.grpc.begin_shutdown()  # health says NOT_SERVING from now on
             parts[0].cancel()  # stop taking requests first
             await asyncio.gather(parts[0], return_exceptions=True)
@@ -195,21 +215,69 @@ class Agent:
                     await topics.apply(self.settings)
                 await self.publisher.start()
                 await self.store.renew_leases(self.owner, [], self.settings.lease_ttl)
-                await self._reconcile_once()
+                # orphaned faults are reverted by the reconciler part: one that cannot be reverted
+                # must not keep the agent from serving
                 return await self._consumer()
             except Exception as exc:  # noqa: BLE001 - any dependency not there yet: wait and retry
+                self.waiting = f"waiting for Kafka and Redis: {type(exc).__name__}: {exc}"
                 log.warning("waiting for dependencies", error=f"{type(exc).__name__}: {exc}", retry_in=delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
                 delay = min(delay * 2, 10.0)
         return None
 
+    def _part(self, name: str, body: Callable[[], Any]) -> asyncio.Task[None]:
+        return asyncio.create_task(self._supervised(name, body), name=name)
+
+    async def _supervised(self, name: str, body: Callable[[], Any]) -> None:
+        """Run a part; restart it with back-off while Kafka or Redis is away. Other failures propagate."""
+        delay = 0.5
+        while True:
+            run = asyncio.ensure_future(body())
+            try:
+                if name in self.failing:
+                    # a restarted part that runs for a few seconds counts as recovered
+                    done, _ = await asyncio.wait([run], timeout=PART_SETTLE_S)
+                    if not done:
+                        log.warning("agent part running again", part=name)
+                        self.failing.pop(name, None)
+                        delay = 0.5
+                await run
+                return
+            except PART_TRANSIENT as exc:
+                why = f"{type(exc).__name__}: {exc}"
+                metrics.PART_RESTARTS.labels(part=name).inc()
+                if name not in self.failing:  # one line per change of state, not one per retry
+                    log.warning("agent part interrupted; restarting it", part=name, error=why)
+                self.failing[name] = why
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            finally:
+                run.cancel()
+
+    def health(self) -> list[CheckResult]:
+        """The agent's own readiness checks, beside Kafka's and Redis's (``/api/v1/ready``)."""
+        checks = []
+        if not self.ready.is_set():
+            checks.append(CheckResult("engine", False, self.waiting, 0.0))
+        elif self.failing:
+            checks.append(CheckResult("engine", False, "; ".join(f"{p}: {w}" for p, w in self.failing.items()), 0.0))
+        else:
+            checks.append(CheckResult("engine", True, f"{len(self.executions)} execution(s) running", 0.0))
+        stuck = self.faults.stuck
+        detail = "; ".join(f"{s.lease.fault} on {s.lease.target} ({cid}): {s.error}, {s.attempts} attempt(s)"
+                           for cid, s in stuck.items()) or "none"
+        # an unrevertable fault is reported, but does not make the agent unready: it keeps retrying it
+        checks.append(CheckResult("unrevertable_faults", True, detail, 0.0))
+        return checks
+
     async def abort_all(self, reason: str) -> None:
         running = list(self.executions.values())
         for execution, task in running:
             execution.abort_reason = reason
-            task.cancel()
-        await asyncio.gather(*(task for _, task in running), return_exceptions=True)
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*(task for _, task in running if task is not None), return_exceptions=True)
 
     # -- ingress ---------------------------------------------------------------------------------
     async def _consumer(self) -> AIOKafkaConsumer:
@@ -226,10 +294,21 @@ class Agent:
     async def _ingress(self, consumer: AIOKafkaConsumer) -> None:
         while True:
             batch = await consumer.getmany(timeout_ms=200, max_records=100)
-            for tp, records in batch.items():
-                # accepted concurrently: the Redis claim keeps a duplicate out even within one batch
-                await asyncio.gather(*(self.accept(record) for record in records))
-                await consumer.commit({tp: records[-1].offset + 1})
+            pending = dict(batch)
+            try:
+                if batch:
+                    await failpoints.point("after-consume")
+                for tp, records in batch.items():
+                    # accepted concurrently: the Redis claim keeps a duplicate out even within one batch
+                    await asyncio.gather(*(self.accept(record) for record in records))
+                    await consumer.commit({tp: records[-1].offset + 1})
+                    pending.pop(tp)
+            except BaseException:
+                # read what was not committed again when the part restarts: nothing is skipped
+                for tp, records in pending.items():
+                    with contextlib.suppress(Exception):
+                        consumer.seek(TopicPartition(tp.topic, tp.partition), records[0].offset)
+                raise
 
     async def accept(self, record: ConsumerRecord) -> None:
         received = (record.timestamp / 1000.0) if record.timestamp and record.timestamp > 0 else time.time()
@@ -242,23 +321,30 @@ class Agent:
             except DecodeError as exc:
                 raise Rejected(exc.reason, str(exc)) from exc
             request_id = request.request_id or request_id
-            earlier = await self.store.claim_request(request_id, execution_id)
-            if earlier is not None:
-                metrics.REQUESTS.labels(outcome="duplicate").inc()
-                log.info("duplicate request ignored", request_id=request_id, execution_id=earlier)
-                return
-            halted = await self.store.halted()
+            halted = await self.store.patiently(self.store.halted)
             if halted:
                 raise Rejected("halted", f"the agent is halted ({halted}); resume it to run scenarios")
             scenario = self.scenario_for(request, request_id)
         except Rejected as exc:
             await self._reject(record, request, request_id, execution_id, exc)
             return
-        await self.store.save_execution(ExecutionRecord(
-            execution_id=execution_id, request_id=request_id, scenario_name=scenario.name, status="PENDING",
-            owner=self.owner, requester=request.requester, started_at=time.time(), labels=dict(request.labels)))
-        metrics.REQUESTS.labels(outcome="accepted").inc()
         execution = Execution(self.ctx, execution_id, request_id, request, scenario, received)
+        # registered before the claim, so that the reconciler never takes a run being accepted here
+        self.executions[execution_id] = (execution, None)  # type: ignore[assignment]
+        try:
+            earlier = await self.store.claim_request(ExecutionRecord(
+                execution_id=execution_id, request_id=request_id, scenario_name=scenario.name, status="PENDING",
+                owner=self.owner, requester=request.requester, started_at=time.time(), labels=dict(request.labels)))
+        except BaseException:
+            self.executions.pop(execution_id, None)
+            raise
+        if earlier is not None:
+            self.executions.pop(execution_id, None)
+            metrics.REQUESTS.labels(outcome="duplicate").inc()
+            log.info("duplicate request ignored", request_id=request_id, execution_id=earlier)
+            return
+        await failpoints.point("after-claim")
+        metrics.REQUESTS.labels(outcome="accepted").inc()
         task = asyncio.create_task(self._run(execution), name=f"execution-{execution_id}")
         self.executions[execution_id] = (execution, task)
         log.info("request accepted", request_id=request_id, execution_id=execution_id, scenario=scenario.name)
@@ -293,23 +379,30 @@ class Agent:
         )
         result.started_at.GetCurrentTime()
         result.ended_at.GetCurrentTime()
-        await self.publisher.dead_letter(record, exc.code, str(exc))
-        await self.store.save_execution(ExecutionRecord(
+        # claimed first, with its record (ended_at 0: no result yet), so that a redelivered copy is a
+        # duplicate, and a crash before the result is finished by the reconciler with this REJECTED
+        earlier = await self.store.claim_request(ExecutionRecord(
             execution_id=execution_id, request_id=request_id, scenario_name=result.scenario_name, status="REJECTED",
-            owner=self.owner, requester=request.requester, started_at=time.time(), ended_at=time.time(),
-            reason=result.reason))
-        await self._publish_result(result)
+            owner=self.owner, requester=request.requester, started_at=time.time(), reason=result.reason,
+            labels=dict(request.labels)))
+        if earlier is not None:
+            metrics.REQUESTS.labels(outcome="duplicate").inc()
+            log.info("duplicate request ignored", request_id=request_id, execution_id=earlier)
+            return
+        await self.publisher.dead_letter(record, exc.code, str(exc))
+        await self._publish_result(result, self.owner, 1)
         metrics.EXECUTIONS.labels(status="REJECTED").inc()
 
     async def _run(self, execution: Execution) -> None:
         try:
             async with self._slots:
-                cancelled = await self.store.cancel_requested(execution.execution_id)
+                cancelled = await self.store.patiently(self.store.cancel_requested, execution.execution_id)
                 if cancelled:
                     execution.abort_reason = cancelled
                     execution.cancelled_before_start = True
                 result = await execution.run()
-            await self._publish_result(result)
+            if result is not None:  # None: another agent took the run over and publishes its result
+                await self._publish_result(result, self.owner, execution.epoch)
         finally:
             self.executions.pop(execution.execution_id, None)
 
@@ -319,15 +412,18 @@ class Agent:
             await self.runtime.refresh()
             await self._slots.changed()
 
-    async def _publish_result(self, result: events_pb2.ScenarioResult) -> None:
-        if not await self.store.claim_result(result.execution_id):
-            log.warning("a result was already published; not publishing another", execution_id=result.execution_id)
+    async def _publish_result(self, result: events_pb2.ScenarioResult, owner: str, epoch: int) -> None:
+        """Store the result (fenced by owner and epoch), publish it, then note it published."""
+        status = S.ExecutionStatus.Name(result.status).removeprefix("EXECUTION_STATUS_")
+        if not await self.store.begin_result(result.execution_id, owner, epoch, result.SerializeToString(),
+                                             status=status, ended_at=time.time(), reason=result.reason):
+            log.warning("not publishing a result: the run has another owner now, or its result is out",
+                        execution_id=result.execution_id, owner=owner, epoch=epoch)
             return
+        await failpoints.point("before-result")
         await self.publisher.result(result)
-        await self.store.save_result(result.execution_id, result.SerializeToString())
-        await self.store.update_execution(result.execution_id, status=S.ExecutionStatus.Name(result.status)
-                                          .removeprefix("EXECUTION_STATUS_"), ended_at=time.time(),
-                                          reason=result.reason)
+        await self.store.result_published(result.execution_id)
+        await failpoints.point("after-result")
         log.info("result published", execution_id=result.execution_id,
                  status=S.ExecutionStatus.Name(result.status), reason=result.reason)
 
@@ -341,6 +437,7 @@ class Agent:
             try:
                 partitions = await topic_partitions(consumer, topic, timeout=10)
             except LookupError:
+                self.waiting = f"waiting for topic '{topic}' (create it: coordinator topics apply)"
                 log.warning("waiting for topic", topic=topic, hint="coordinator topics apply")
                 partitions = await topic_partitions(consumer, topic, timeout=None)
             consumer.assign(partitions)
@@ -355,7 +452,9 @@ class Agent:
                         try:
                             verdict = codec.decode_event(record.value, record.headers, events_pb2.ExpectationVerdict)
                         except DecodeError as exc:
-                            log.warning("undecodable verdict skipped", offset=record.offset, error=str(exc))
+                            # every agent reads every verdict: with N agents, N copies reach the dead letters
+                            log.warning("undecodable verdict dead-lettered", offset=record.offset, error=str(exc))
+                            await self.publisher.dead_letter(record, exc.reason, str(exc))
                             continue
                         self.verdicts.deliver(verdict)
         finally:
@@ -366,7 +465,7 @@ class Agent:
             action = message.get("action")
             if action == "cancel":
                 found = self.executions.get(str(message.get("execution_id")))
-                if found:
+                if found and found[1] is not None:
                     found[0].abort_reason = message.get("reason") or "cancelled"
                     found[1].cancel()
             elif action == "halt":
@@ -385,7 +484,7 @@ class Agent:
     async def _reconcile_once(self) -> None:
         await self.faults.reconcile()
         orphans = [r for r in await self.store.list_executions(limit=500)
-                   if r.status in {"PENDING", "RUNNING"} and r.owner != self.owner]
+                   if r.owner != self.owner and _unfinished(r)]
         if not orphans:
             return
         alive = {owner: await self.store.owner_alive(owner) for owner in {r.owner for r in orphans}}
@@ -393,12 +492,37 @@ class Agent:
         for record in orphans:
             if alive[record.owner] or record.execution_id in with_faults:
                 continue  # still running elsewhere, or faults still to revert: a later round finishes it
-            result = events_pb2.ScenarioResult(
-                execution_id=record.execution_id, request_id=record.request_id, scenario_name=record.scenario_name,
-                status=S.EXECUTION_STATUS_ABORTED, requester=record.requester, labels=record.labels,
-                reason=(f"aborted: the agent running it ({record.owner}) stopped; its faults were reverted "
-                        f"by lease reconciliation ({self.owner})"),
-            )
-            result.started_at.FromNanoseconds(int(record.started_at * 1e9))
-            result.ended_at.GetCurrentTime()
-            await self._publish_result(result)
+            epoch = await self.store.take_over(record.execution_id, record.owner, self.owner)
+            if epoch is None:
+                continue  # another agent took it first
+            log.warning("finishing an execution whose agent stopped", execution_id=record.execution_id,
+                        owner=record.owner, status=record.status, result_state=record.result_state or "none")
+            await self._publish_result(await self._orphan_result(record), self.owner, epoch)
+
+    async def _orphan_result(self, record: ExecutionRecord) -> events_pb2.ScenarioResult:
+        """The one result of a run whose agent stopped: the one it had stored, else REJECTED / ABORTED."""
+        if record.result_state == "publishing":
+            stored = await self.store.get_result(record.execution_id)
+            if stored:
+                return events_pb2.ScenarioResult.FromString(stored)
+        result = events_pb2.ScenarioResult(
+            execution_id=record.execution_id, request_id=record.request_id, scenario_name=record.scenario_name,
+            status=S.EXECUTION_STATUS_ABORTED, requester=record.requester, labels=record.labels,
+            reason=(f"aborted: the agent running it ({record.owner}) stopped; its faults were reverted "
+                    f"by lease reconciliation ({self.owner})"),
+        )
+        if record.status == "REJECTED":
+            result.status, result.reason = S.EXECUTION_STATUS_REJECTED, record.reason
+        result.started_at.FromNanoseconds(int(record.started_at * 1e9))
+        result.ended_at.GetCurrentTime()
+        return result
+
+
+def _unfinished(record: ExecutionRecord) -> bool:
+    """A run whose one result is not out: running, accepted or rejected without a result yet, or
+    stored but not yet known to be on Kafka."""
+    if record.result_state == "publishing":
+        return True
+    if record.result_state == "published":
+        return False
+    return record.status in {"PENDING", "RUNNING"} or (record.status == "REJECTED" and not record.ended_at)

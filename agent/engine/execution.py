@@ -9,6 +9,12 @@ Statuses: PASSED (every probe held and every expectation PASSED), FAILED (a prob
 expectation failed, or an expectation stayed INCONCLUSIVE: no evidence is not a pass), ERROR (a
 fault could not be applied or reverted), ABORTED (cancelled, halted, agent stopping), TIMED_OUT
 (``limits.timeout``). REJECTED is decided before a run starts (see ``agent.engine.agent``).
+
+Fencing: the run belongs to ``owner`` at ``epoch`` (``agent.store``). Before every step and with
+every lease it writes, the run checks that it still does; once another agent has taken it over
+(this one was paused, or cut off from Redis longer than its heartbeat lasts), it stops at once:
+it takes back a fault it may just have applied, publishes no progress and no result, and ``run``
+returns None. The agent that took it over publishes the one result.
 """
 
 from __future__ import annotations
@@ -18,13 +24,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent import metrics
+from agent import failpoints, metrics
 from agent._proto.coordinator.v1 import events_pb2
 from agent.drivers import DriverRegistry
 from agent.drivers.probes import ProbeOutcome, Prober
 from agent.engine.faults import ActiveFault, FaultManager
 from agent.engine.publisher import Publisher
-from agent.errors import CoordinatorError
+from agent.errors import CoordinatorError, FencedOut
 from agent.logs import get_logger
 from agent.scenario.base import format_duration
 from agent.scenario.models import FaultStep, ParallelStep, Scenario, SerialStep, WaitStep
@@ -78,7 +84,10 @@ class Execution:
     request: events_pb2.ScenarioRequest
     scenario: Scenario
     received_at: float
+    epoch: int = 1
     abort_reason: str = "cancelled"
+    #: another agent took this run over: nothing more is published for it from here
+    lost: bool = False
     journal: list[events_pb2.JournalEntry] = field(default_factory=list)
     injections: dict[str, events_pb2.Injection] = field(default_factory=dict)
     verdicts: dict[tuple[str, str], events_pb2.ExpectationVerdict] = field(default_factory=dict)
@@ -89,8 +98,19 @@ class Execution:
     _background: list[asyncio.Task[None]] = field(default_factory=list)
     _continuous_failures: list[str] = field(default_factory=list)
 
+    @property
+    def owner(self) -> str:
+        return self.ctx.faults.owner
+
+    async def _fence(self, **fields: Any) -> None:
+        """Go on only while this agent still runs the execution (writing ``fields`` if it does)."""
+        if self.lost or not await self.ctx.store.fenced_update(self.execution_id, self.owner, self.epoch, **fields):
+            self.lost = True
+            raise FencedOut(f"execution {self.execution_id} was taken over by another agent")
+
     # -- the run ---------------------------------------------------------------------------------
-    async def run(self) -> events_pb2.ScenarioResult:
+    async def run(self) -> events_pb2.ScenarioResult | None:
+        """Run to the end; the one final result, or None when another agent took the run over."""
         started = time.time()
         queue = self.ctx.verdicts.register(self.execution_id)
         metrics.ACTIVE_EXECUTIONS.inc()
@@ -99,7 +119,8 @@ class Execution:
             try:
                 if self.cancelled_before_start:
                     raise asyncio.CancelledError
-                await self.ctx.store.update_execution(self.execution_id, status="RUNNING", started_at=started)
+                await self._fence(status="RUNNING", started_at=started)
+                await failpoints.point("after-record")
                 await self._progress(S.EXECUTION_STATUS_RUNNING, "start", f"running '{self.scenario.name}'")
                 async with asyncio.timeout(self.scenario.spec.limits.timeout):
                     status, reason = await self._lifecycle(queue)
@@ -111,6 +132,11 @@ class Execution:
                 if task is not None:
                     task.uncancel()
                 status, reason = S.EXECUTION_STATUS_ABORTED, f"aborted: {self.abort_reason}"
+            except FencedOut as exc:
+                self.lost = True
+                metrics.FENCED_OUT.inc()
+                log.warning("execution taken over by another agent; stopping it without publishing",
+                            execution_id=self.execution_id, owner=self.owner, epoch=self.epoch, why=str(exc))
             except StepFailed as exc:
                 status, reason = S.EXECUTION_STATUS_ERROR, str(exc)
             except Exception as exc:  # noqa: BLE001 - an agent bug must still end in one result
@@ -120,6 +146,8 @@ class Execution:
         finally:
             self.ctx.verdicts.unregister(self.execution_id)
             metrics.ACTIVE_EXECUTIONS.dec()
+        if self.lost:
+            return None
         result = self._result(status, reason, started)
         metrics.EXECUTIONS.labels(status=S.ExecutionStatus.Name(status).removeprefix("EXECUTION_STATUS_")).inc()
         metrics.RUN_SECONDS.observe(time.time() - started)
@@ -175,6 +203,7 @@ class Execution:
             await self._step(step)
 
     async def _step(self, step: Any) -> None:
+        await self._fence()
         if isinstance(step, WaitStep):
             t0 = time.time()
             await asyncio.sleep(step.wait)
@@ -196,7 +225,10 @@ class Execution:
             raise StepFailed(f"step '{step.name}' would exceed maxConcurrentFaults ({limit})")
         t0 = time.time()
         try:
-            active = await self.ctx.faults.inject(self.execution_id, self.scenario, step)
+            active = await self.ctx.faults.inject(self.execution_id, self.scenario, step, self.epoch)
+        except FencedOut:
+            self.lost = True
+            raise
         except CoordinatorError as exc:
             await self._entry("steps", step.name, False, started=t0, error=str(exc))
             raise StepFailed(f"step '{step.name}': {exc}") from exc
@@ -225,7 +257,10 @@ class Execution:
         active = await self.ctx.faults.revert(correlation_id)
         self._active.pop(correlation_id, None)
         injection = self.injections.get(correlation_id)
-        if active is None or injection is None:
+        if active is None or injection is None or self.lost:
+            return
+        if active.taken_over and not await self.ctx.store.fenced_update(self.execution_id, self.owner, self.epoch):
+            self.lost = True  # the lease went with the run: whoever took both reports them
             return
         injection.reverted_at.FromNanoseconds(int(max(active.reverted_at, 0) * 1e9))
         injection.final_state = S.CHAOS_EVENT_TYPE_REVERT_FAILED if active.error else S.CHAOS_EVENT_TYPE_REVERTED
@@ -312,6 +347,8 @@ class Execution:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self._revert_all()
+        if self.lost:
+            return status, reason  # the agent that took the run over runs its rollbacks
         failed_reverts = [i for i in self.injections.values() if i.final_state == S.CHAOS_EVENT_TYPE_REVERT_FAILED]
         if status == S.EXECUTION_STATUS_FAILED:
             self.deviated = True
@@ -350,6 +387,8 @@ class Execution:
 
     async def _progress(self, status: int, phase: str, message: str,
                         entry: events_pb2.JournalEntry | None = None) -> None:
+        if self.lost:
+            return
         progress = events_pb2.ExecutionProgress(execution_id=self.execution_id, request_id=self.request_id,
                                                 scenario_name=self.scenario.name, status=status,  # type: ignore[arg-type]
                                                 phase=phase, message=message)

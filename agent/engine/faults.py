@@ -2,13 +2,19 @@
 happen, and reconciliation of faults whose owner is gone.
 
 An injection goes: refuse if halted -> new UUID4 correlation id -> lease written to Redis (with the
-driver's revert recipe) -> fault applied -> chaos event INJECTED. A revert goes: driver revert from
-the recipe (retried with backoff) -> lease deleted -> chaos event REVERTED; when every retry fails,
-REVERT_FAILED is published and the lease stays for the reconciler to retry.
+driver's revert recipe), fenced by the execution's owner and epoch -> fault applied -> lease marked
+injected, fenced again -> chaos event INJECTED. An agent that finds itself fenced out after applying
+the fault (it was paused and another agent took the run over) takes the fault back at once and
+publishes nothing. A revert goes: is the lease still ours -> driver revert from the recipe (retried
+with backoff; any exception from the driver counts as a failed attempt) -> lease deleted -> chaos
+event REVERTED; when every attempt fails, REVERT_FAILED is published and the lease is left to expire
+so that a reconciler retries it, with back-off, for as long as it takes.
 
 Each agent process has an ``owner`` id (instance id plus a per-process suffix) and heartbeats its
-leases. The reconciler, in every agent, reverts leases whose ``expires_at`` has passed or whose
-owner's heartbeat is gone: a crashed agent's faults are cleaned up by whoever finds them.
+leases. The reconciler, in every agent, takes over (compare-and-set on the owner) and reverts leases
+whose ``expires_at`` has passed or whose owner's heartbeat is gone: a crashed agent's faults are
+cleaned up by whoever finds them, exactly once. A lease that cannot be reverted never stops an agent
+from serving: it is listed by ``stuck`` (readiness details, a metric, the log) and retried.
 """
 
 from __future__ import annotations
@@ -18,13 +24,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from agent import metrics
+from agent import failpoints, metrics
 from agent._proto.coordinator.v1 import events_pb2
 from agent.drivers import DriverRegistry, FaultRequest
 from agent.engine.publisher import Publisher
-from agent.errors import ActionError, RevertError, TargetRefused
+from agent.errors import ActionError, FencedOut, TargetRefused
 from agent.logs import get_logger
-from agent.scenario.checks import target_allowed
+from agent.scenario.checks import refused_by_allow_list
 from agent.scenario.models import Expectation, FaultStep, Scenario
 from agent.settings import Settings
 from agent.store import Lease, Store
@@ -42,6 +48,8 @@ _ATTRIBUTION = {
     "window": events_pb2.ATTRIBUTION_WINDOW,
 }
 REVERT_ATTEMPTS = 4
+#: longest pause between two reconciliation attempts on a lease whose revert keeps failing
+MAX_RETRY_BACKOFF_S = 300.0
 
 
 @dataclass
@@ -51,7 +59,19 @@ class ActiveFault:
     event: events_pb2.ChaosEvent
     reverted_at: float = 0.0
     error: str = ""
+    #: another agent took the lease (and the revert) over: this one reports nothing about it
+    taken_over: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class StuckLease:
+    """A lease whose revert failed: when to try again, and why it failed last time."""
+
+    lease: Lease
+    error: str
+    attempts: int
+    retry_at: float
 
 
 def expectation_message(expectation: Expectation) -> events_pb2.Expectation:
@@ -82,17 +102,20 @@ class FaultManager:
         self.publisher = publisher
         self.owner = owner
         self.active: dict[str, ActiveFault] = {}
+        self.stuck: dict[str, StuckLease] = {}
 
-    async def inject(self, execution_id: str, scenario: Scenario, step: FaultStep) -> ActiveFault:
-        halted = await self.store.halted()
+    async def inject(self, execution_id: str, scenario: Scenario, step: FaultStep, epoch: int = 1) -> ActiveFault:
+        halted = await self.store.patiently(self.store.halted)
         if halted:
             raise TargetRefused(f"the agent is halted ({halted}): no new faults until resumed")
         target = scenario.spec.targets.get(step.target)
         if target is None:
             raise TargetRefused(f"target '{step.target}' is not declared by the scenario")
         service = target.service or step.target
-        if not target_allowed(service, self.settings.allowed_targets):
-            raise TargetRefused(f"target '{service}' is not in the agent's allow-list")
+        refused = refused_by_allow_list(service, target.driver, target.selector.model_dump(mode="python"),
+                                        self.settings.allowed_targets)
+        if refused:
+            raise TargetRefused(refused)
         correlation_id = str(uuid.uuid4())
         parameters = step.parameters.model_dump(mode="python")  # type: ignore[attr-defined]
         request = FaultRequest(
@@ -107,7 +130,9 @@ class FaultManager:
             service=service, fault=step.fault, step_name=step.name, recipe=driver.recipe(request),
             owner=self.owner, created_at=now, expires_at=now + self.settings.lease_ttl,
         )
-        await self.store.write_lease(lease)  # before anything is touched
+        if not await self.store.write_lease_fenced(lease, epoch):  # before anything is touched
+            raise FencedOut(f"execution {execution_id} is no longer run by this agent ({self.owner})")
+        await failpoints.point("after-lease")
         # the injection's time is when the fault starts to act, not when the driver returns: a restart
         # returns once the new process is up, and its first audit events come before that
         injected_at = time.time()
@@ -120,7 +145,13 @@ class FaultManager:
                 detail = str(exc) or f"no answer within {step.timeout}s"
                 raise ActionError(f"{step.fault} on '{step.target}' failed: {detail}") from exc
             raise
-        await self.store.mark_injected(correlation_id)
+        await failpoints.point("after-inject")
+        if not await self.store.mark_injected(lease, epoch):
+            # paused while the fault went in, and the run was taken over meanwhile: take it back now
+            log.warning("fenced out while injecting; taking the fault back", correlation_id=correlation_id,
+                        execution_id=execution_id, owner=self.owner)
+            await self._undo_failed(lease)
+            raise FencedOut(f"execution {execution_id} was taken over while its fault went in")
         event = events_pb2.ChaosEvent(
             correlation_id=correlation_id, type=events_pb2.CHAOS_EVENT_TYPE_INJECTED, execution_id=execution_id,
             scenario_name=scenario.name, step_name=step.name, target=step.target, service=service,
@@ -134,6 +165,7 @@ class FaultManager:
         metrics.INJECTIONS.labels(fault=step.fault, outcome="injected").inc()
         metrics.ACTIVE_FAULTS.set(len(self.active))
         await self.publisher.chaos(event)
+        await failpoints.point("after-chaos-event")
         log.info("fault injected", correlation_id=correlation_id, fault=step.fault, target=step.target,
                  execution_id=execution_id, observed=observed)
         return active
@@ -147,11 +179,16 @@ class FaultManager:
             await active.done.wait()
             return active
         active.reverted_at = -1  # in progress
-        ok, error = await self._revert_lease(active.lease)
+        if await self.store.lease_owner(correlation_id) != self.owner:
+            # reverted (and reported) by whoever took the lease: halt-all, or a reconciler while we were away
+            active.taken_over = True
+            ok, error = True, ""
+        else:
+            ok, error = await self._revert_lease(active.lease)
         active.reverted_at = time.time()
         active.error = error
-        if ok:
-            self.active.pop(correlation_id, None)
+        # a failed revert is no longer heartbeated: its lease expires and a reconciler retries it
+        self.active.pop(correlation_id, None)
         metrics.ACTIVE_FAULTS.set(len(self.active))
         active.done.set()
         return active
@@ -168,35 +205,60 @@ class FaultManager:
             await asyncio.sleep(interval)
 
     async def reconcile(self, *, everything: bool = False) -> int:
-        """Revert leases that nobody owns any more (or every lease, for halt-all). Returns how many."""
+        """Revert leases that nobody owns any more (or every lease, for halt-all). Returns how many.
+
+        A lease whose revert fails is retried on later rounds with back-off; it never makes this
+        call fail, so an unrevertable fault cannot stop an agent from starting or serving.
+        """
         reverted = 0
-        for lease in await self.store.leases():
+        leases = await self.store.leases()
+        present = {lease.correlation_id for lease in leases}
+        for gone in set(self.stuck) - present:
+            self.stuck.pop(gone, None)  # reverted by someone else (or by hand)
+        for lease in leases:
             if lease.correlation_id in self.active:
                 if everything:
                     await self.revert(lease.correlation_id)
                     reverted += 1
                 continue
+            stuck = self.stuck.get(lease.correlation_id)
+            if stuck is not None and stuck.retry_at > time.time() and not everything:
+                continue
             orphaned = lease.expires_at < time.time() or not await self.store.owner_alive(lease.owner)
             if not (everything or orphaned):
                 continue
+            if not await self.store.take_lease(lease, self.owner, self.settings.lease_ttl, unchanged=not everything):
+                continue  # another agent took it first, or its owner renewed it since it was read
             log.warning("reverting orphaned fault", correlation_id=lease.correlation_id, fault=lease.fault,
                         target=lease.target, owner=lease.owner, halt=everything)
-            ok, _ = await self._revert_lease(lease)
+            lease.owner = self.owner
+            ok, error = await self._revert_lease(lease)
             reverted += int(ok)
+            if ok:
+                self.stuck.pop(lease.correlation_id, None)
+            else:
+                attempts = (stuck.attempts if stuck else 0) + 1
+                backoff = min(MAX_RETRY_BACKOFF_S, self.settings.reconcile_interval * 2**attempts)
+                self.stuck[lease.correlation_id] = StuckLease(lease, error, attempts, time.time() + backoff)
+                # the back-off holds for every agent: the lease stays ours, untouched, until then
+                await self.store.hold_lease(lease.correlation_id, self.owner, time.time() + backoff)
+                log.error("a fault could not be reverted; retrying later", correlation_id=lease.correlation_id,
+                          fault=lease.fault, target=lease.target, attempts=attempts, retry_in_s=round(backoff, 1),
+                          error=error)
+        metrics.STUCK_LEASES.set(len(self.stuck))
         return reverted
 
     async def _revert_lease(self, lease: Lease) -> tuple[bool, str]:
-        driver = self.drivers.get(lease.driver)
         error = ""
         for attempt in range(REVERT_ATTEMPTS):
             try:
-                await asyncio.wait_for(driver.revert(lease.recipe), 60)
-            except (RevertError, TimeoutError) as exc:
-                error = str(exc) or "revert timed out"
+                await asyncio.wait_for(self.drivers.get(lease.driver).revert(lease.recipe), 60)
+            except Exception as exc:  # noqa: BLE001 - whatever a driver raises, the lease stays for a retry
+                error = str(exc) or f"{type(exc).__name__} (revert timed out)"
                 log.warning("revert failed", correlation_id=lease.correlation_id, attempt=attempt + 1, error=error)
                 await asyncio.sleep(min(5.0, 0.5 * 2**attempt))
                 continue
-            await self.store.delete_lease(lease.correlation_id)
+            await self.store.delete_lease_if_owned(lease.correlation_id, self.owner)
             metrics.REVERTS.labels(outcome="reverted").inc()
             await self._publish_revert(lease, events_pb2.CHAOS_EVENT_TYPE_REVERTED, "")
             return True, ""
@@ -211,7 +273,7 @@ class FaultManager:
         except Exception as exc:  # noqa: BLE001 - keep the lease: the reconciler will try again
             log.warning("could not undo a failed injection", correlation_id=lease.correlation_id, error=str(exc))
             return
-        await self.store.delete_lease(lease.correlation_id)
+        await self.store.delete_lease_if_owned(lease.correlation_id, lease.owner)
 
     async def _publish_revert(self, lease: Lease, kind: int, error: str) -> None:
         event = events_pb2.ChaosEvent(

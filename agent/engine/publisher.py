@@ -1,17 +1,27 @@
-"""Everything the engine publishes: chaos events, progress, results and dead letters."""
+"""Everything the engine publishes: chaos events, progress, results and dead letters.
+
+A result's CloudEvents ``ce_id`` is ``result-<execution id>``: should a crash land between Kafka's
+acknowledgement and Redis's note of it, the result republished after recovery has the same id, so a
+consumer can drop the copy. A dead letter never exceeds ``dead_letter_max_bytes``: a larger
+original travels as a truncated copy with its size and SHA-256 in headers.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.structs import ConsumerRecord
 from google.protobuf.message import Message
 
-from agent import codec
+from agent import codec, metrics
 from agent._proto.coordinator.v1 import events_pb2
 from agent.constants import (
     DLQ_ERROR_HEADER,
+    DLQ_ORIGINAL_SHA256_HEADER,
+    DLQ_ORIGINAL_SIZE_HEADER,
     DLQ_REASON_HEADER,
     DLQ_SOURCE_OFFSET_HEADER,
     DLQ_SOURCE_PARTITION_HEADER,
@@ -54,11 +64,11 @@ class Publisher:
             self._producer = None
 
     async def _send(self, topic: str, message: Message, key: str, correlation_id: str | None = None,
-                    *, wait: bool = True) -> None:
+                    *, wait: bool = True, event_id: str | None = None) -> None:
         """Publish; with ``wait=False`` only enqueue (order per key is kept; failures are logged)."""
         assert self._producer is not None, "publisher not started"
         event = codec.encode_event(message, key=key, source=self.source, content_type=self.settings.content_type,
-                                   correlation_id=correlation_id)
+                                   correlation_id=correlation_id, event_id=event_id)
         delivery = await self._producer.send(topic, event.value, key=event.key, headers=event.headers)
         if wait:
             await delivery
@@ -70,23 +80,82 @@ class Publisher:
         await self._send(self.settings.topics.scenario_requests, request, request.request_id)
 
     async def chaos(self, event: events_pb2.ChaosEvent) -> None:
-        await self._send(self.settings.topics.chaos_events, event, event.correlation_id, event.correlation_id)
+        """Publish a chaos event, retrying until Kafka has it (a broker outage delays it, never drops it)."""
+        await self._until_sent(self.settings.topics.chaos_events, event, event.correlation_id,
+                               correlation_id=event.correlation_id)
 
     async def progress(self, progress: events_pb2.ExecutionProgress) -> None:
         await self._send(self.settings.topics.scenario_results, progress, progress.execution_id, wait=False)
 
     async def result(self, result: events_pb2.ScenarioResult) -> None:
-        await self._send(self.settings.topics.scenario_results, result, result.execution_id)
+        """Publish the final result, retrying until Kafka has it (the agent rides out broker outages)."""
+        await self._until_sent(self.settings.topics.scenario_results, result, result.execution_id,
+                               event_id=f"result-{result.execution_id}")
 
-    async def dead_letter(self, record: ConsumerRecord, reason: str, error: str) -> None:
-        """The original record, byte for byte, with why it could not be used in ``dlq-*`` headers."""
+    async def _until_sent(self, topic: str, message: Message, key: str, *, correlation_id: str | None = None,
+                          event_id: str | None = None) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self._send(topic, message, key, correlation_id, event_id=event_id)
+                return
+            except KafkaError as exc:
+                if not (exc.retriable or isinstance(exc, KafkaTimeoutError)):
+                    raise  # Kafka will never take it (too large, producer closed): retrying cannot help
+                log.warning("event not published yet; retrying", topic=topic, key=key,
+                            error=f"{type(exc).__name__}: {exc}", retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def dead_letter(self, record: ConsumerRecord, reason: str, error: str) -> bool:
         assert self._producer is not None, "publisher not started"
-        headers = list(record.headers or []) + [
-            (DLQ_REASON_HEADER, reason.encode()),
-            (DLQ_ERROR_HEADER, error[:4000].encode()),
-            (DLQ_SOURCE_TOPIC_HEADER, record.topic.encode()),
-            (DLQ_SOURCE_PARTITION_HEADER, str(record.partition).encode()),
-            (DLQ_SOURCE_OFFSET_HEADER, str(record.offset).encode()),
-        ]
-        await self._producer.send_and_wait(self.settings.topics.dead_letters, record.value, key=record.key,
-                                           headers=headers)
+        return await send_dead_letter(self._producer, self.settings, record, reason, error)
+
+
+async def send_dead_letter(producer: AIOKafkaProducer, settings: Settings, record: ConsumerRecord, reason: str,
+                           error: str, *, attempts: int = 4) -> bool:
+    """The original record with why it could not be used in ``dlq-*`` headers; byte for byte when
+    it fits, else truncated (``dlq-original-size``, ``dlq-original-sha256`` say what it was).
+
+    Retried ``attempts`` times; a record that still cannot be dead-lettered is logged and counted,
+    and False returned: never an exception, so one bad record cannot stop a consumer."""
+    value, key, headers = dead_letter_parts(record, reason, error, settings.dead_letter_max_bytes)
+    delay = 0.5
+    for attempt in range(1, attempts + 1):
+        try:
+            await producer.send_and_wait(settings.topics.dead_letters, value, key=key, headers=headers)
+            return True
+        except Exception as exc:  # noqa: BLE001 - retried, then counted: never fatal
+            log.warning("dead letter not delivered", attempt=attempt, source_topic=record.topic,
+                        source_offset=record.offset, error=f"{type(exc).__name__}: {exc}")
+            if attempt < attempts:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+    metrics.DEAD_LETTER_FAILURES.inc()
+    log.error("record could not be dead-lettered; skipped", source_topic=record.topic,
+              source_partition=record.partition, source_offset=record.offset, reason=reason)
+    return False
+
+
+def dead_letter_parts(record: ConsumerRecord, reason: str, error: str, limit: int
+                      ) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """Value, key and headers of the dead letter for ``record``, together within ``limit`` bytes."""
+    ours = [
+        (DLQ_REASON_HEADER, reason.encode()),
+        (DLQ_ERROR_HEADER, error[:4000].encode()),
+        (DLQ_SOURCE_TOPIC_HEADER, record.topic.encode()),
+        (DLQ_SOURCE_PARTITION_HEADER, str(record.partition).encode()),
+        (DLQ_SOURCE_OFFSET_HEADER, str(record.offset).encode()),
+    ]
+    value, key = record.value, record.key
+    original = [(n, v or b"") for n, v in (record.headers or [])]
+    size = len(value or b"") + len(key or b"") + sum(len(n) + len(v) for n, v in original + ours)
+    if size <= limit:
+        return value, key, original + ours
+    data = value or b""
+    ours += [(DLQ_ORIGINAL_SIZE_HEADER, str(len(data)).encode()),
+             (DLQ_ORIGINAL_SHA256_HEADER, hashlib.sha256(data).hexdigest().encode())]
+    key = key[:1024] if key else key
+    kept = [(n, v) for n, v in original if len(n) + len(v) <= 1024][:32]  # content-type, ce_*: small ones
+    room = limit - len(key or b"") - sum(len(n) + len(v) for n, v in kept + ours) - 256
+    return data[:max(0, min(room, 64 * 1024))], key, kept + ours

@@ -81,17 +81,53 @@ def cross_references(data: Any, allowed_targets: list[str] | None = None) -> lis
 
     if allowed_targets is not None:
         for name, target in targets.items():
-            service = target.get("service") if isinstance(target, dict) else None
-            label = service or name
-            if not target_allowed(label, allowed_targets):
-                found.append((("spec", "targets", name),
-                              f"target '{label}' is not in the agent's allow-list ({', '.join(allowed_targets)})"))
+            if not isinstance(target, dict):
+                continue
+            label = target.get("service") or name
+            selector = target.get("selector") if isinstance(target.get("selector"), dict) else {}
+            refused = refused_by_allow_list(label, str(target.get("driver")), selector, allowed_targets)
+            if refused:
+                found.append((("spec", "targets", name), f"{refused} ({', '.join(allowed_targets)})"))
     return found
 
 
 def target_allowed(service: str, patterns: list[str]) -> bool:
-    """Does the agent's allow-list (glob patterns on service names) admit ``service``?"""
-    return any(fnmatch.fnmatchcase(service, pattern) for pattern in patterns)
+    """Does the agent's allow-list (unqualified glob patterns on service names) admit ``service``?"""
+    return any(fnmatch.fnmatchcase(service, pattern) for pattern in patterns if not _qualified(pattern))
+
+
+def touched(driver: str, selector: dict[str, Any]) -> list[str]:
+    """What a driver acts on for ``selector``: a supervisord program, a Toxiproxy proxy, Kafka topics."""
+    if driver == "supervisor":
+        program = str(selector.get("program", ""))
+        return [f"{selector['group']}:{program}" if selector.get("group") else program]
+    if driver == "toxiproxy":
+        return [str(selector.get("proxy", ""))]
+    if driver == "kafka":
+        return [str(t) for t in (selector.get("topic"), selector.get("source")) if t]
+    return []
+
+
+def refused_by_allow_list(service: str, driver: str, selector: dict[str, Any], patterns: list[str]) -> str | None:
+    """Why the allow-list refuses this target, or None when it admits it.
+
+    Unqualified patterns (``risk-*``) name services, and also admit what a driver touches;
+    ``DRIVER:PATTERN`` (``toxiproxy:engine-to-*``, ``supervisor:risk-monitor``, ``kafka:orders.*``)
+    admits only what that driver touches. A target needs its service admitted and everything its
+    driver would touch (program, proxy, topics) admitted too.
+    """
+    if not target_allowed(service, patterns):
+        return f"target '{service}' is not in the agent's allow-list"
+    mine = [p.partition(":")[2] for p in patterns if p.partition(":")[0] == driver and _qualified(p)]
+    plain = [p for p in patterns if not _qualified(p)]
+    for name in touched(driver, selector):
+        if not any(fnmatch.fnmatchcase(name, p) for p in plain + mine):
+            return f"target '{service}': {driver} '{name}' is not in the agent's allow-list"
+    return None
+
+
+def _qualified(pattern: str) -> bool:
+    return pattern.partition(":")[0] in {"supervisor", "toxiproxy", "kafka"} and ":" in pattern
 
 
 def _steps(steps: Any, path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:

@@ -30,24 +30,37 @@ def suggest(name: object, choices: tuple[str, ...] | list[str]) -> str:
 
 
 # -- targets ------------------------------------------------------------------------------------------
+# Selectors are data, never paths: each is a name of the shape its backend allows, so nothing a
+# scenario says can reach another endpoint of a backend's API (drivers also quote every URL segment).
+#: a supervisord program or group name (supervisord refuses ':' and spaces in them)
+SELECTOR_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+ProgramName = Annotated[str, Field(pattern=SELECTOR_NAME_PATTERN)]
+#: a Toxiproxy proxy name
+ProxyName = Annotated[str, Field(pattern=SELECTOR_NAME_PATTERN)]
+#: a Kafka topic name, as the broker allows it (but not starting with '.')
+TOPIC_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,248}$"
+TopicName = Annotated[str, Field(pattern=TOPIC_PATTERN)]
+
+
 class SupervisorSelector(Strict):
     #: the supervisord program name
-    program: str
-    group: str | None = None
+    program: ProgramName
+    group: ProgramName | None = None
 
 
 class ToxiproxySelector(Strict):
     #: the proxy name; created from listen/upstream when given and missing
-    proxy: str
+    proxy: ProxyName
+    #: host:port, sent in a JSON body (never in a URL); Toxiproxy checks them
     listen: str | None = None
     upstream: str | None = None
 
 
 class KafkaSelector(Strict):
     #: where events are published (inject) or relayed to (relay faults)
-    topic: str
+    topic: TopicName
     #: where a relay reads from; required by the relay faults
-    source: str | None = None
+    source: TopicName | None = None
 
 
 class Endpoints(Strict):

@@ -12,8 +12,9 @@ from pydantic import BaseModel, ValidationError
 
 from agent.errors import Issue, ScenarioError
 from agent.scenario import checks
+from agent.scenario.base import NAME_PATTERN
 from agent.scenario.loader import Document, Path, format_path, load_yaml
-from agent.scenario.models import Parameter, Scenario, suggest
+from agent.scenario.models import SELECTOR_NAME_PATTERN, TOPIC_PATTERN, Parameter, Scenario, suggest
 from agent.scenario.parameters import resolve, resolve_for_catalog, substitute
 
 _TYPE_WORDS = {
@@ -123,13 +124,21 @@ def _from_pydantic(doc: Document, data: Any, error: Mapping[str, Any]) -> Issue:
         choices = tuple(c.strip().strip("'") for c in expected.replace(" or ", ",").split(",") if c.strip())
         message = f"'{value}' is not allowed here" + (suggest(value, choices) if choices else "")
     elif kind == "string_pattern_mismatch":
-        message = f"'{value}' is not a valid name: use lowercase letters, digits and '-' (at most 63)"
+        rule = _PATTERN_WORDS.get(str(error.get("ctx", {}).get("pattern")), "a name of letters, digits and '-'")
+        message = f"'{value}' is not a valid name: {rule}"
     elif kind == "value_error":
         message = str(error["msg"]).removeprefix("Value error, ")
     else:
         text = str(error["msg"])
         message = text[:1].lower() + text[1:]
     return _issue(doc, path, message)
+
+
+_PATTERN_WORDS = {
+    NAME_PATTERN: "use lowercase letters, digits and '-' (at most 63)",
+    SELECTOR_NAME_PATTERN: "use letters, digits, '.', '_' and '-', starting with a letter or digit (at most 128)",
+    TOPIC_PATTERN: "a Kafka topic name: letters, digits, '.', '_' and '-', not starting with '.' (at most 249)",
+}
 
 
 def _describe(value: Any) -> str:

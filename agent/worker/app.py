@@ -46,9 +46,10 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
-from agent import codec
+from agent import codec, metrics
 from agent._proto.coordinator.v1 import events_pb2
 from agent.constants import CORRELATION_HEADER
+from agent.engine.publisher import dead_letter_parts
 from agent.errors import DecodeError
 from agent.logs import get_logger
 from agent.settings import Settings
@@ -176,6 +177,18 @@ def create_app(settings: Settings) -> faust.App:
     chaos_topic = app.topic(settings.topics.chaos_events, **raw)
     inbox = app.topic(f"{settings.worker_app_id}-inbox", partitions=n, internal=True, **raw)
     verdicts = app.topic(settings.topics.verdicts, **raw)
+    dead_letters = app.topic(settings.topics.dead_letters, **raw)
+
+    async def dead_letter(record: Any, reason: str, error: str) -> None:
+        """An input record the worker cannot use: to the dead-letter topic with why (truncated when
+        too large); a failure to do so is logged and counted, never fatal."""
+        value, key, headers = dead_letter_parts(record, reason, error, settings.dead_letter_max_bytes)
+        try:
+            await dead_letters.send(key=key, value=value, headers=headers)
+        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the worker
+            metrics.DEAD_LETTER_FAILURES.inc()
+            log.error("record could not be dead-lettered; skipped", topic=record.topic, offset=record.offset,
+                      error=f"{type(exc).__name__}: {exc}")
     table = app.Table("watches", default=dict, partitions=n,
                       # plain JSON both ways: with value_type=dict, recovery calls dict.from_data and fails
                       schema=faust.Schema(key_serializer="json", value_serializer="json"))
@@ -202,7 +215,8 @@ def create_app(settings: Settings) -> faust.App:
             try:
                 chaos = codec.decode_event(message.value, message.headers, events_pb2.ChaosEvent)
             except DecodeError as exc:
-                log.warning("undecodable chaos event skipped", offset=message.offset, error=str(exc))
+                log.warning("undecodable chaos event dead-lettered", offset=message.offset, error=str(exc))
+                await dead_letter(message, exc.reason, str(exc))
                 continue
             if chaos.type != S.CHAOS_EVENT_TYPE_INJECTED:
                 continue
@@ -259,8 +273,9 @@ def create_app(settings: Settings) -> faust.App:
                 try:
                     row = row_from(record.value, record.headers, record.timestamp)
                 except DecodeError as exc:
-                    log.warning("undecodable audit event skipped", topic=record.topic, partition=record.partition,
-                                offset=record.offset, error=str(exc))
+                    log.warning("undecodable audit event dead-lettered", topic=record.topic,
+                                partition=record.partition, offset=record.offset, error=str(exc))
+                    await dead_letter(record, exc.reason, str(exc))
                     continue
                 if row[2] > state["watermark"]:
                     state["watermark"] = row[2]

@@ -20,7 +20,7 @@ async def test_renewing_a_reverted_lease_does_not_recreate_it_and_fragments_are_
         await store.write_lease(lease)
         await store.delete_lease("c-1")  # reverted, e.g. by halt-all from another agent
         await store.renew_leases("a/1", ["c-1"], 15)  # the owner's heartbeat still lists it
-        await store.mark_injected("c-1")
+        await store.mark_injected(lease, 1)
         assert not await store.redis.exists(store.key("lease", "c-1")), "nothing written back"
 
         await store.write_lease(lease)
