@@ -55,6 +55,44 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     )
     # libraries log through the standard module: keep them quiet and on stderr
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RepeatFilter) for f in handler.filters):
+            handler.addFilter(RepeatFilter())
+
+
+class RepeatFilter(logging.Filter):
+    """Lets one line of each kind through per ``window`` seconds from chatty client libraries.
+
+    While a broker or Redis is down, aiokafka logs every failed connection and fetch: hundreds of
+    lines a minute. A line's kind is its logger and its message template (before its arguments);
+    the next line of a kind let through says how many like it were held back. Counted in
+    ``coordinator_log_lines_suppressed_total``.
+    """
+
+    LIBRARIES = ("aiokafka", "kafka", "redis")
+
+    def __init__(self, window: float = 30.0) -> None:
+        super().__init__()
+        self.window = window
+        self._last: dict[tuple[str, str], float] = {}
+        self._held: dict[tuple[str, str], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.LIBRARIES):
+            return True
+        kind = (record.name, str(record.msg))
+        now = record.created
+        if now - self._last.get(kind, float("-inf")) < self.window:
+            self._held[kind] = self._held.get(kind, 0) + 1
+            from agent import metrics
+
+            metrics.LOG_LINES_SUPPRESSED.labels(logger=record.name.split(".")[0]).inc()
+            return False
+        self._last[kind] = now
+        held = self._held.pop(kind, 0)
+        if held:
+            record.msg = f"{record.msg} ({held} more like this in the last {self.window:g}s held back)"
+        return True
 
 
 def get_logger(name: str) -> Any:

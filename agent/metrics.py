@@ -57,6 +57,9 @@ DEAD_LETTER_FAILURES = Counter(f"{PREFIX}_dead_letter_failures_total",
                                registry=REGISTRY)
 STUCK_LEASES = Gauge(f"{PREFIX}_unrevertable_leases", "Leases whose revert keeps failing (retried with back-off)",
                      registry=REGISTRY)
+LOG_LINES_SUPPRESSED = Counter(f"{PREFIX}_log_lines_suppressed_total",
+                               "Repeated library log lines held back (one of each kind per 30 s is written)",
+                               ["logger"], registry=REGISTRY)
 FENCED_OUT = Counter(f"{PREFIX}_fenced_out_total", "Executions this agent stopped because another agent took them",
                      registry=REGISTRY)
 

@@ -10,11 +10,15 @@ from aiokafka.structs import ConsumerRecord, RecordMetadata
 
 
 async def produce(bootstrap: str, topic: str, value: bytes, *, key: bytes | None = None,
-                  headers: list[tuple[str, bytes]] | None = None) -> RecordMetadata:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+                  headers: list[tuple[str, bytes]] | None = None, partition: int | None = None,
+                  compressed: bool = False) -> RecordMetadata:
+    """One record; ``compressed`` (gzip, 8 MB requests) gets a record far over the broker's 1 MB
+    limit through, as a compressing producer would."""
+    extra = {"compression_type": "gzip", "max_request_size": 8 * 1024 * 1024} if compressed else {}
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **extra)
     await producer.start()
     try:
-        return await producer.send_and_wait(topic, value, key=key, headers=headers or [])
+        return await producer.send_and_wait(topic, value, key=key, headers=headers or [], partition=partition)
     finally:
         await producer.stop()
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from agent import client, failpoints
@@ -32,6 +32,7 @@ from agent.settings import Settings
 from agent.store import Lease, Store
 from tests.helpers.agent import AgentProcess
 from tests.helpers.engine import chaos, engine_env, header, read_all, results, settings_from, status, wait_for
+from tests.helpers.kafka import produce
 from tests.unit.test_reliability_logic import SCENARIO as HOSTILE
 
 pytestmark = pytest.mark.timeout(600)
@@ -293,6 +294,8 @@ async def test_kafka_down_mid_fault_is_ridden_out_and_the_run_ends_with_one_resu
     assert status(result) == "PASSED", result.reason
     await _no_fault_left(settings, proxy)
     await _serving(agent)
+    library_lines = [line for line in agent.output().splitlines() if line.startswith("aiokafka")]
+    assert len(library_lines) < 40, f"{len(library_lines)} client-library lines for one short outage"
 
 
 async def test_a_part_that_fails_for_good_stops_the_agent_non_zero_and_the_request_is_not_lost(
@@ -310,17 +313,6 @@ async def test_a_part_that_fails_for_good_stops_the_agent_non_zero_and_the_reque
 
 
 # -- 4. no poison pill ---------------------------------------------------------------------------------
-async def _produce_raw(bootstrap: str, topic: str, value: bytes, key: bytes) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, compression_type="gzip",
-                                max_request_size=8 * 1024 * 1024)
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, value, key=key, partition=0,
-                                     headers=[("content-type", b"application/json")])
-    finally:
-        await producer.stop()
-
-
 async def test_oversized_and_empty_records_on_every_input_topic_are_dead_lettered_and_the_agent_keeps_serving(
     tmp_path: Path, stack_env: dict[str, str]
 ) -> None:
@@ -348,8 +340,9 @@ async def test_oversized_and_empty_records_on_every_input_topic_are_dead_lettere
         bootstrap = settings.kafka_bootstrap_servers
         inputs = [settings.topics.scenario_requests, settings.topics.verdicts, relay["source"]]
         for topic in inputs:
-            await _produce_raw(bootstrap, topic, huge, b"huge")
-            await _produce_raw(bootstrap, topic, b"", b"empty")
+            for value, key in ((huge, b"huge"), (b"", b"empty")):
+                await produce(bootstrap, topic, value, key=key, partition=0, compressed=True,
+                              headers=[("content-type", b"application/json")])
         dead = await wait_for(bootstrap, settings.topics.dead_letters, lambda r: True, count=5, timeout=90)
         by_source = {(header(r, "dlq-source-topic"), r.key): r for r in dead}
         for topic in inputs[:2]:

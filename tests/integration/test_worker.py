@@ -130,6 +130,32 @@ async def test_an_event_with_another_correlation_id_changes_nothing(worker: Agen
     assert verdict.first_seen_at.ToNanoseconds() / 1e9 == pytest.approx(right, abs=0.05)
 
 
+async def test_oversized_and_empty_audit_and_chaos_events_are_dead_lettered_and_the_worker_goes_on(
+    worker: AgentProcess, settings: Settings
+) -> None:
+    huge = b'{"serviceName": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    inputs = (settings.topics.audit_events, settings.topics.chaos_events)
+    tag = uuid.uuid4().hex[:8].encode()
+    for topic in inputs:
+        for value, kind in ((huge, b"huge"), (b"", b"empty")):
+            await produce(settings.kafka_bootstrap_servers, topic, value, key=kind + b"-" + tag, compressed=True,
+                          headers=[("content-type", b"application/json")])
+    dead = await wait_for(settings.kafka_bootstrap_servers, settings.topics.dead_letters,
+                          lambda r: bool(r.key) and r.key.endswith(tag), count=4, timeout=60)
+    found = {(codec.headers_to_dict(r.headers)["dlq-source-topic"], r.key.split(b"-")[0],
+              codec.headers_to_dict(r.headers)["dlq-reason"]) for r in dead}
+    assert found == {(topic, kind, reason) for topic in inputs
+                     for kind, reason in ((b"huge", "too-large"), (b"empty", "empty"))}
+    assert all(len(r.value or b"") < settings.dead_letter_max_bytes for r in dead)
+    # and it still judges
+    cid, _ = await inject(settings, "risk-monitor", expectation("back", S.EXPECTATION_KIND_APPEARS,
+                                                                event_type="service_ready", service="risk-monitor"))
+    await asyncio.sleep(0.5)
+    await audit(settings, "risk-monitor", "service_ready")
+    [verdict] = await verdicts(settings, cid)
+    assert verdict.status == S.VERDICT_STATUS_PASSED, verdict.reason
+
+
 async def test_target_window_attributes_a_restarted_service_that_does_not_know_the_id(
     worker: AgentProcess, settings: Settings
 ) -> None:

@@ -125,3 +125,23 @@ def test_the_allow_list_applies_to_the_program_proxy_and_topics_a_target_touches
     assert "kafka 'orders.v1'" in refused_by_allow_list("risk-monitor", "kafka", {"topic": "orders.v1"}, allowed)
     assert "target 'exchange' is not" in refused_by_allow_list("exchange", "toxiproxy", {"proxy": "x"}, allowed)
     assert refused_by_allow_list("anything", "kafka", {"topic": "t", "source": "s"}, ["*"]) is None
+
+
+# -- an outage is a few log lines, not hundreds ----------------------------------------------------------------
+def test_repeated_library_lines_are_held_back_and_counted_in_the_next_one() -> None:
+    import logging
+
+    from agent.logs import RepeatFilter
+
+    def line(name: str, at: float, node: int) -> logging.LogRecord:
+        record = logging.LogRecord(name, logging.ERROR, __file__, 1, "Unable connect to node with id %s", (node,),
+                                   None)
+        record.created = at
+        return record
+
+    repeat = RepeatFilter(window=30)
+    passed = [repeat.filter(line("aiokafka", t, 1)) for t in (0.0, 1.0, 2.0, 29.0)]
+    assert passed == [True, False, False, False]
+    later = line("aiokafka", 31.0, 1)
+    assert repeat.filter(later) and "3 more like this" in later.getMessage()
+    assert repeat.filter(line("agent.engine", 31.5, 1)), "the project's own lines are never held back"
