@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from agent import __version__
-from agent.errors import CoordinatorError
+from agent.errors import CoordinatorError, NotFound
 from agent.logs import configure_logging
 from agent.settings import get_settings
 
@@ -31,7 +31,7 @@ class _Group(click.Group):
             if ctx.obj and ctx.obj.get("verbose"):
                 traceback.print_exc()
             click.echo(f"error: {exc}", err=True)
-            ctx.exit(EXIT_FAILED if getattr(exc, "retryable", False) else EXIT_INTERNAL)
+            ctx.exit(exc.exit_code)
 
 
 @click.group(cls=_Group)
@@ -273,8 +273,8 @@ def scenarios_show(name: str, params: tuple[str, ...]) -> None:
 
     try:
         entry = _catalog().get(name)
-    except KeyError as exc:
-        raise click.UsageError(str(exc.args[0])) from None
+    except NotFound as exc:
+        raise click.UsageError(str(exc)) from None
     scenario = load_scenario_file(entry.path, overrides=parse_params(params) or None, overrides_from_text=True)
     click.echo(render(scenario))
 

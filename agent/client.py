@@ -12,7 +12,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from google.protobuf import struct_pb2
 
-from agent import codec
+from agent import codec, vocabulary
 from agent._proto.coordinator.v1 import events_pb2
 from agent.errors import DecodeError
 from agent.kafkaio import topic_partitions
@@ -98,7 +98,7 @@ def _match(record: Any, request_id: str, on_progress: Callable[[events_pb2.Execu
 
 
 def status_name(status: int) -> str:
-    return str(S.ExecutionStatus.Name(status)).removeprefix("EXECUTION_STATUS_")  # type: ignore[arg-type]
+    return vocabulary.status_name(status)
 
 
 def _user() -> str:

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from agent.errors import ConfigValueError
 from agent.logs import get_logger
 from agent.settings import Settings
 
@@ -39,17 +40,13 @@ class ConfigValue:
     last_updated: str
 
 
-class ConfigError(ValueError):
-    """The service's answer for a key could not be used; the message says why."""
-
-
 def parse_answer(key: str, body: Any) -> ConfigValue:
     if not isinstance(body, dict) or "value" not in body:
-        raise ConfigError(f"'{key}': the answer has no value")
+        raise ConfigValueError(f"'{key}': the answer has no value")
     kind = str(body.get("type", "string"))
     raw = body["value"]
     if kind not in ("number", "boolean", "json", "string"):
-        raise ConfigError(f"'{key}': unknown type '{kind}'")
+        raise ConfigValueError(f"'{key}': unknown type '{kind}'")
     try:
         if kind == "number":
             value: Any = float(raw) if not isinstance(raw, int | float) or isinstance(raw, bool) else raw
@@ -60,7 +57,7 @@ def parse_answer(key: str, body: Any) -> ConfigValue:
         else:
             value = str(raw)
     except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"'{key}': value {raw!r} is not a {kind}") from exc
+        raise ConfigValueError(f"'{key}': value {raw!r} is not a {kind}") from exc
     return ConfigValue(key=str(body.get("key", key)), value=value, type=kind,
                        environment=str(body.get("environment", "")), last_updated=str(body.get("last_updated", "")))
 
@@ -88,7 +85,7 @@ class ConfigService:
         try:
             value = await self._fetch(key)
             self._warned.pop(key, None)
-        except (ConfigError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except (ConfigValueError, aiohttp.ClientError, TimeoutError, OSError) as exc:
             self._warn(key, str(exc) or type(exc).__name__)
         self._cache[key] = (self.clock(), value)
         return value
@@ -102,11 +99,11 @@ class ConfigService:
             if response.status == 404:
                 return None
             if response.status != 200:
-                raise ConfigError(f"'{key}': the service answered HTTP {response.status}")
+                raise ConfigValueError(f"'{key}': the service answered HTTP {response.status}")
             try:
                 body = await response.json(content_type=None)
             except (ValueError, aiohttp.ContentTypeError) as exc:
-                raise ConfigError(f"'{key}': the answer is not JSON") from exc
+                raise ConfigValueError(f"'{key}': the answer is not JSON") from exc
         return parse_answer(key, body)
 
     def _warn(self, key: str, why: str) -> None:

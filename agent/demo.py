@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
-from agent import client, codec, topics
+from agent import client, codec, topics, vocabulary
 from agent._proto.coordinator.v1 import events_pb2
 from agent.children import Child, ChildFailed
 from agent.devstack import Stack
@@ -195,14 +195,14 @@ class _Follower:
                 self._show(early)
             self.early.clear()
         else:
-            kind = S.ChaosEventType.Name(event.type).removeprefix("CHAOS_EVENT_TYPE_")
+            kind = vocabulary.chaos_type_name(event.type)
             self.say(f"FAULT    {event.fault} {event.target}: {kind.lower()}")
 
     def _verdict(self, record: ConsumerRecord) -> None:
         verdict = codec.decode_event(record.value, record.headers, S.ExpectationVerdict)
         if verdict.execution_id != self.execution_id:
             return
-        status = S.VerdictStatus.Name(verdict.status).removeprefix("VERDICT_STATUS_")
+        status = vocabulary.verdict_name(verdict.status)
         self.say(f"VERDICT  {verdict.expectation_name}: {status} - {verdict.reason}")
 
     def _audit(self, record: ConsumerRecord) -> None:
@@ -241,7 +241,7 @@ class _Printer:
         self("")
         self(f"VERDICT: {status}" + (f" - {result.reason}" if result.status != S.EXECUTION_STATUS_PASSED else ""))
         for verdict in result.verdicts:
-            mark = S.VerdictStatus.Name(verdict.status).removeprefix("VERDICT_STATUS_")
+            mark = vocabulary.verdict_name(verdict.status)
             self(f"  {mark:<12} {verdict.expectation_name}: {verdict.reason}")
         recovered = [v.time_to_recover.ToNanoseconds() / 1e9 for v in result.verdicts if v.HasField("time_to_recover")
                      and v.status == S.VERDICT_STATUS_PASSED and v.expectation_name.endswith("time-to-recover")]

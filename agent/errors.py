@@ -4,9 +4,12 @@ Hierarchy::
 
     CoordinatorError                 base of everything the agent raises on purpose
     ├── ConfigError                  settings or environment unusable
+    │   └── ConfigValueError         the configuration service's answer for a key cannot be used
+    ├── NotFound                     no such scenario, execution or driver (says what there is)
     ├── DecodeError                  bytes that are not a valid event (goes to the dead-letter topic)
     ├── ContractError                topics/ or proto/ contract inconsistent or unreadable
     ├── ScenarioError                a scenario is invalid: every issue with file, line, column, path
+    │   └── InvalidParameters        ... and every issue is about its parameters (the request's values)
     ├── DevstackError                the local stack could not be installed, started or stopped
     │   └── MissingDependencyError   a tool the stack needs is absent and cannot be installed here
     └── RunError                     something failed while a scenario ran (wraps the cause)
@@ -18,17 +21,24 @@ Hierarchy::
 
 Messages are lowercase sentences that quote the offending name. Errors that wrap an external
 failure keep it as ``__cause__`` (``raise ... from exc``) and say whether a retry may help.
+
+Each class carries what a caller answers with, so nobody matches message text: ``exit_code`` for
+the CLI (1 a problem with the input or a failed action, 3 internal, 4 usage or configuration) and
+``grpc_status`` (a ``grpc.StatusCode`` name) for the API.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 
 class CoordinatorError(Exception):
     """Base class; ``retryable`` tells a caller whether trying again may succeed."""
 
     retryable: bool = False
+    exit_code: ClassVar[int] = 3
+    grpc_status: ClassVar[str] = "INTERNAL"
 
     def __init__(self, message: str, *, retryable: bool | None = None) -> None:
         super().__init__(message)
@@ -37,7 +47,19 @@ class CoordinatorError(Exception):
 
 
 class ConfigError(CoordinatorError):
-    pass
+    exit_code = 4
+    grpc_status = "FAILED_PRECONDITION"
+
+
+class ConfigValueError(ConfigError, ValueError):
+    """The configuration service's answer for a key could not be used; the message says why."""
+
+
+class NotFound(CoordinatorError):
+    """No such scenario, execution or driver; the message names it and what there is instead."""
+
+    exit_code = 1
+    grpc_status = "NOT_FOUND"
 
 
 class DecodeError(CoordinatorError):
@@ -45,6 +67,9 @@ class DecodeError(CoordinatorError):
 
     ``reason`` is a short machine-friendly code used in dead-letter headers.
     """
+
+    exit_code = 1
+    grpc_status = "INVALID_ARGUMENT"
 
     def __init__(self, message: str, *, reason: str = "undecodable") -> None:
         super().__init__(message, retryable=False)
@@ -77,11 +102,18 @@ class Issue:
 class ScenarioError(CoordinatorError):
     """A scenario could not be loaded; ``issues`` lists every problem found, in file order."""
 
+    exit_code = 1
+    grpc_status = "INVALID_ARGUMENT"
+
     def __init__(self, issues: list[Issue]) -> None:
         self.issues = sorted(set(issues))
         count = len(self.issues)
         head = f"{count} problem{'s' if count != 1 else ''} in the scenario"
         super().__init__(head + ":\n" + "\n".join(f"  {issue}" for issue in self.issues), retryable=False)
+
+
+class InvalidParameters(ScenarioError):
+    """The scenario is sound; the parameter values it was given are not (every issue says which)."""
 
 
 class DevstackError(CoordinatorError):
@@ -93,11 +125,12 @@ class MissingDependencyError(DevstackError):
 
 
 class RunError(CoordinatorError):
-    pass
+    exit_code = 1
+    grpc_status = "UNAVAILABLE"
 
 
 class TargetRefused(RunError):
-    pass
+    grpc_status = "PERMISSION_DENIED"
 
 
 class ActionError(RunError):
@@ -114,3 +147,5 @@ class ProbeError(RunError):
 
 class FencedOut(RunError):
     """This agent no longer owns the execution (another agent took it over): it stops touching it."""
+
+    grpc_status = "ABORTED"

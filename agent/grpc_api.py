@@ -38,11 +38,11 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 from redis.exceptions import RedisError
 
-from agent import codec
+from agent import codec, vocabulary
 from agent._proto.coordinator.v1 import coordinator_service_pb2 as api
 from agent._proto.coordinator.v1 import coordinator_service_pb2_grpc as api_grpc
 from agent._proto.coordinator.v1 import events_pb2
-from agent.errors import Issue, ScenarioError
+from agent.errors import Issue, NotFound, ScenarioError
 from agent.health import readiness
 from agent.kafkaio import topic_partitions
 from agent.logs import get_logger
@@ -57,8 +57,6 @@ log = get_logger("agent.grpc")
 S = events_pb2
 SERVICE_NAME = api.DESCRIPTOR.services_by_name["CoordinatorService"].full_name
 HEALTH_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-ENDED = {S.EXECUTION_STATUS_PASSED, S.EXECUTION_STATUS_FAILED, S.EXECUTION_STATUS_ABORTED,
-         S.EXECUTION_STATUS_REJECTED}
 MAX_PAGE = 500
 SUBMIT_WAIT = 10.0  # seconds a submission waits for an agent to claim it, when the call has no deadline
 
@@ -87,8 +85,8 @@ class CoordinatorServicer(api_grpc.CoordinatorServiceServicer):
         try:
             self.agent.scenario_for(submitted, submitted.request_id)
         except Rejected as exc:
-            if exc.code == "unknown-scenario":
-                await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+            if isinstance(exc.__cause__, NotFound):  # the code comes from the error's type, not its text
+                await context.abort(grpc.StatusCode[exc.__cause__.grpc_status], str(exc))
             issues = exc.__cause__.issues if isinstance(exc.__cause__, ScenarioError) else []
             await context.abort_with_status(rpc_status.to_status(_bad_request(f"{exc.code}: {exc}", issues)))
         if not submitted.HasField("requested_at"):
@@ -180,10 +178,10 @@ class CoordinatorServicer(api_grpc.CoordinatorServiceServicer):
     async def CancelExecution(self, request: api.CancelExecutionRequest,  # noqa: N802
                               context: grpc.aio.ServicerContext) -> api.CancelExecutionResponse:
         execution = await self._execution(request.execution_id, context)
-        if execution.status in ENDED:
+        if vocabulary.is_terminal(execution.status):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                          f"execution {request.execution_id} already ended "
-                         f"({S.ExecutionStatus.Name(execution.status)})")
+                         f"({vocabulary.status_name(execution.status)})")
         await _redis(context, self.agent.store.request_cancel(request.execution_id,
                                                               request.reason or "cancelled through gRPC"))
         return api.CancelExecutionResponse(status=execution.status)
@@ -255,7 +253,7 @@ def _execution(record: ExecutionRecord, result: bytes | None) -> api.Execution:
 
 
 def _matches(record: ExecutionRecord, request: api.ListExecutionsRequest) -> bool:
-    if request.status and f"EXECUTION_STATUS_{record.status}" != S.ExecutionStatus.Name(request.status):
+    if request.status and record.status != vocabulary.status_name(request.status):
         return False
     if request.scenario_name and record.scenario_name != request.scenario_name:
         return False

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from agent import vocabulary
 from agent._proto.coordinator.v1 import events_pb2
 
 S = events_pb2
@@ -204,12 +205,8 @@ def _ttr(verdict: events_pb2.ExpectationVerdict) -> float | None:
     return None
 
 
-def _status(status: int) -> str:
-    return str(S.ExecutionStatus.Name(status)).removeprefix("EXECUTION_STATUS_")  # type: ignore[arg-type]
-
-
-def _verdict(status: int) -> str:
-    return str(S.VerdictStatus.Name(status)).removeprefix("VERDICT_STATUS_")  # type: ignore[arg-type]
+_status = vocabulary.status_name
+_verdict = vocabulary.verdict_name
 
 
 def _journal(status: int) -> str:

@@ -9,6 +9,7 @@ import importlib
 from typing import Any
 
 from agent.drivers.base import FaultDriver, FaultRequest
+from agent.errors import NotFound
 from agent.settings import Settings
 
 FAULT_DRIVERS = {
@@ -30,7 +31,7 @@ class DriverRegistry:
             try:
                 module_name, _, class_name = FAULT_DRIVERS[name].partition(":")
             except KeyError:
-                raise KeyError(f"unknown driver '{name}'") from None
+                raise NotFound(f"unknown driver '{name}'; known: {', '.join(FAULT_DRIVERS)}") from None
             cls: Any = getattr(importlib.import_module(module_name), class_name)
             self._drivers[name] = cls(self.settings)
         return self._drivers[name]

@@ -36,7 +36,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from google.protobuf import json_format
 
-from agent import codec, failpoints, metrics
+from agent import codec, failpoints, metrics, vocabulary
 from agent._proto.coordinator.v1 import events_pb2
 from agent.config_service import ConfigService, RuntimeSettings
 from agent.drivers import DriverRegistry
@@ -44,7 +44,7 @@ from agent.drivers.probes import Prober
 from agent.engine.execution import EngineContext, Execution, Verdicts
 from agent.engine.faults import FaultManager
 from agent.engine.publisher import Publisher
-from agent.errors import DecodeError, ScenarioError
+from agent.errors import DecodeError, InvalidParameters, NotFound, ScenarioError
 from agent.health import CheckResult
 from agent.http import HttpServer
 from agent.kafkaio import topic_partitions
@@ -360,12 +360,11 @@ class Agent:
                 raise Rejected("no-scenario", "the request names no scenario (scenario_name or scenario_yaml)")
             try:
                 entry = self.catalog.get().get(request.scenario_name)
-            except KeyError as exc:
-                raise Rejected("unknown-scenario", str(exc.args[0])) from None
+            except NotFound as exc:
+                raise Rejected("unknown-scenario", str(exc)) from exc
             return self.scenarios.load(entry.path.read_text(), str(entry.path), overrides, allowed)
         except ScenarioError as exc:
-            parameters_only = all(i.file == "request" or "parameter" in i.message for i in exc.issues)
-            raise Rejected("invalid-parameters" if parameters_only else "invalid-scenario",
+            raise Rejected("invalid-parameters" if isinstance(exc, InvalidParameters) else "invalid-scenario",
                            "; ".join(str(i) for i in exc.issues)) from exc
 
     async def _reject(self, record: ConsumerRecord, request: events_pb2.ScenarioRequest, request_id: str,
@@ -414,7 +413,7 @@ class Agent:
 
     async def _publish_result(self, result: events_pb2.ScenarioResult, owner: str, epoch: int) -> None:
         """Store the result (fenced by owner and epoch), publish it, then note it published."""
-        status = S.ExecutionStatus.Name(result.status).removeprefix("EXECUTION_STATUS_")
+        status = vocabulary.status_name(result.status)
         if not await self.store.begin_result(result.execution_id, owner, epoch, result.SerializeToString(),
                                              status=status, ended_at=time.time(), reason=result.reason):
             log.warning("not publishing a result: the run has another owner now, or its result is out",

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent import failpoints, metrics
+from agent import failpoints, metrics, vocabulary
 from agent._proto.coordinator.v1 import events_pb2
 from agent.drivers import DriverRegistry
 from agent.drivers.probes import ProbeOutcome, Prober
@@ -149,7 +149,7 @@ class Execution:
         if self.lost:
             return None
         result = self._result(status, reason, started)
-        metrics.EXECUTIONS.labels(status=S.ExecutionStatus.Name(status).removeprefix("EXECUTION_STATUS_")).inc()
+        metrics.EXECUTIONS.labels(status=vocabulary.status_name(status)).inc()
         metrics.RUN_SECONDS.observe(time.time() - started)
         return result
 

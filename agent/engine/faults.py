@@ -34,19 +34,10 @@ from agent.scenario.checks import refused_by_allow_list
 from agent.scenario.models import Expectation, FaultStep, Scenario
 from agent.settings import Settings
 from agent.store import Lease, Store
+from agent.vocabulary import ATTRIBUTIONS, EXPECTATION_KINDS
 
 log = get_logger("agent.faults")
 
-_KINDS = {
-    "appears": events_pb2.EXPECTATION_KIND_APPEARS, "absent": events_pb2.EXPECTATION_KIND_ABSENT,
-    "count": events_pb2.EXPECTATION_KIND_COUNT, "order": events_pb2.EXPECTATION_KIND_ORDER,
-    "time_to_recover": events_pb2.EXPECTATION_KIND_TIME_TO_RECOVER,
-}
-_ATTRIBUTION = {
-    "correlation-id": events_pb2.ATTRIBUTION_CORRELATION_ID,
-    "target-window": events_pb2.ATTRIBUTION_TARGET_WINDOW, "any": events_pb2.ATTRIBUTION_ANY,
-    "window": events_pb2.ATTRIBUTION_WINDOW,
-}
 REVERT_ATTEMPTS = 4
 #: longest pause between two reconciliation attempts on a lease whose revert keeps failing
 MAX_RETRY_BACKOFF_S = 300.0
@@ -76,9 +67,9 @@ class StuckLease:
 
 def expectation_message(expectation: Expectation) -> events_pb2.Expectation:
     message = events_pb2.Expectation(
-        name=expectation.name, kind=_KINDS[expectation.kind], event_type=expectation.event.type or "",
+        name=expectation.name, kind=EXPECTATION_KINDS[expectation.kind], event_type=expectation.event.type or "",
         service=expectation.event.service or "", match=expectation.event.match,
-        attribution=_ATTRIBUTION[expectation.attribution],
+        attribution=ATTRIBUTIONS[expectation.attribution],
     )
     rule = getattr(expectation, expectation.kind)
     if expectation.kind == "time_to_recover":

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.errors import Issue, ScenarioError
+from agent.errors import Issue, NotFound, ScenarioError
 from agent.scenario.models import Scenario, suggest
 from agent.scenario.validation import load_scenario, load_scenario_file
 
@@ -66,7 +66,7 @@ class Catalog:
             return self.entries[name]
         except KeyError:
             hint = suggest(name, self.names()) if self.entries else "; the catalog is empty"
-            raise KeyError(f"unknown scenario '{name}'{hint}") from None
+            raise NotFound(f"unknown scenario '{name}'{hint}") from None
 
 
 def default_directories(extra: Iterable[str] = ()) -> list[Path]:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, Tag, create_model, field_validator, model_validator
 
+from agent import vocabulary
 from agent.scenario.base import NAME_PATTERN, Duration, Strict
 from agent.scenario.faults import FAULT_NAMES, FAULTS
 from agent.scenario.probes import SteadyState, exactly_one
@@ -282,7 +283,7 @@ class TimeToRecover(Strict):
 
 
 Attribution = Literal["correlation-id", "target-window", "window", "any"]
-EXPECTATION_KINDS = ("appears", "absent", "count", "order", "time_to_recover")
+EXPECTATION_KINDS = tuple(vocabulary.EXPECTATION_KINDS)  # appears, absent, count, order, time_to_recover
 
 
 class Expectation(Strict):

@@ -10,12 +10,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from agent.errors import Issue, ScenarioError
+from agent.errors import InvalidParameters, Issue, ScenarioError
 from agent.scenario import checks
 from agent.scenario.base import NAME_PATTERN
 from agent.scenario.loader import Document, Path, format_path, load_yaml
 from agent.scenario.models import SELECTOR_NAME_PATTERN, TOPIC_PATTERN, Parameter, Scenario, suggest
-from agent.scenario.parameters import resolve, resolve_for_catalog, substitute
+from agent.scenario.parameters import placeholder, resolve, resolve_for_catalog, substitute
 
 _TYPE_WORDS = {
     "int_type": "an int", "int_parsing": "an int", "float_type": "a number", "float_parsing": "a number",
@@ -55,8 +55,12 @@ def load_scenario(
             issues.append(_issue(doc, issue.path, issue.message))
         else:  # an override: it comes from the request, not the file
             issues.append(Issue("request", 0, 0, format_path(issue.path), issue.message))
+    for name, definition in definitions.items():
+        # a value that failed is reported once, above, not again wherever the scenario uses it
+        values.setdefault(name, placeholder(definition))
     data, ref_issues = substitute(data, values, {n: p.type for n, p in definitions.items()})
     issues += [_issue(doc, i.path, i.message) for i in ref_issues]
+    about_parameters = set(issues)
 
     scenario: Scenario | None = None
     try:
@@ -66,6 +70,8 @@ def load_scenario(
         issues += [issue for issue in (_from_pydantic(doc, data, e) for e in exc.errors(include_url=False))
                    if issue.path not in unresolved]
     issues += [_issue(doc, path, message) for path, message in checks.cross_references(data, allowed_targets)]
+    if issues and set(issues) <= about_parameters:
+        raise InvalidParameters(issues)
     if issues or scenario is None:
         raise ScenarioError(issues)
     return scenario

@@ -53,26 +53,19 @@ from agent.engine.publisher import dead_letter_parts
 from agent.errors import DecodeError
 from agent.logs import get_logger
 from agent.settings import Settings
+from agent.vocabulary import ATTRIBUTION_NAMES, EXPECTATION_KIND_NAMES, verdict_value
 from agent.worker.recovery import CHECK_INTERVAL_SECONDS, RecoveryWatch, reread_from
 from agent.worker.watch import AuditObservation, Verdict, Watch
 
 log = get_logger("agent.worker")
 S = events_pb2
-_KINDS = {S.EXPECTATION_KIND_APPEARS: "appears", S.EXPECTATION_KIND_ABSENT: "absent",
-          S.EXPECTATION_KIND_COUNT: "count", S.EXPECTATION_KIND_ORDER: "order",
-          S.EXPECTATION_KIND_TIME_TO_RECOVER: "time_to_recover"}
-_ATTRIBUTION = {S.ATTRIBUTION_CORRELATION_ID: "correlation-id", S.ATTRIBUTION_TARGET_WINDOW: "target-window",
-                S.ATTRIBUTION_WINDOW: "window",
-                S.ATTRIBUTION_ANY: "any", S.ATTRIBUTION_UNSPECIFIED: "any"}
-_STATUS = {"PASSED": S.VERDICT_STATUS_PASSED, "FAILED": S.VERDICT_STATUS_FAILED,
-           "INCONCLUSIVE": S.VERDICT_STATUS_INCONCLUSIVE}
 
 
 def watches_from(event: events_pb2.ChaosEvent) -> list[Watch]:
     injected = event.injected_at.ToNanoseconds() / 1e9 or time.time()
     out = []
     for expectation in event.expectations:
-        kind = _KINDS.get(expectation.kind)
+        kind = EXPECTATION_KIND_NAMES.get(expectation.kind)
         if kind is None:
             continue
         span = expectation.max_time_to_recover if kind == "time_to_recover" else expectation.within
@@ -80,7 +73,7 @@ def watches_from(event: events_pb2.ChaosEvent) -> list[Watch]:
             execution_id=event.execution_id, correlation_id=event.correlation_id, name=expectation.name, kind=kind,
             injected_at=injected, deadline=injected + span.ToNanoseconds() / 1e9, target_service=event.service,
             event_type=expectation.event_type, service=expectation.service, match=dict(expectation.match),
-            attribution=_ATTRIBUTION[expectation.attribution],
+            attribution=ATTRIBUTION_NAMES[expectation.attribution],
             min_count=expectation.min_count if kind == "count" else None,
             max_count=expectation.max_count if kind == "count" else None,
             sequence=list(expectation.sequence),
@@ -118,7 +111,7 @@ def observation(row: list[Any]) -> AuditObservation:
 def verdict_message(watch: Watch, verdict: Verdict) -> events_pb2.ExpectationVerdict:
     message = events_pb2.ExpectationVerdict(
         execution_id=watch.execution_id, correlation_id=watch.correlation_id, expectation_name=watch.name,
-        status=_STATUS[verdict.status], reason=verdict.reason, expected=verdict.expected,  # type: ignore[arg-type]
+        status=verdict_value(verdict.status), reason=verdict.reason, expected=verdict.expected,  # type: ignore[arg-type]
         observed=verdict.observed, count=verdict.count,
     )
     message.injected_at.FromNanoseconds(int(watch.injected_at * 1e9))

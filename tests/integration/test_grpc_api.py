@@ -217,6 +217,34 @@ async def test_cancel_halt_and_resume(stub: api_grpc.CoordinatorServiceStub) -> 
     assert after.execution_id
 
 
+TIMES_OUT = """\
+apiVersion: coordinator/v1
+kind: Scenario
+metadata: {{name: times-out}}
+spec:
+  targets:
+    link: {{driver: toxiproxy, selector: {{proxy: {proxy}, listen: "127.0.0.1:{listen}", upstream: "127.0.0.1:{up}"}}}}
+  steps:
+    - {{name: slow, fault: latency, target: link, duration: 30s, parameters: {{latency: 10ms}}}}
+  limits: {{timeout: 2s}}
+"""
+
+
+async def test_cancelling_a_run_that_timed_out_is_refused_as_already_ended(
+    stub: api_grpc.CoordinatorServiceStub
+) -> None:
+    request = events_pb2.ScenarioRequest(request_id=str(uuid.uuid4()), requester="test", scenario_yaml=TIMES_OUT.format(
+        proxy=f"grpc-{uuid.uuid4().hex[:6]}", listen=free_port(), up=free_port()))
+    submitted = await stub.SubmitExecution(api.SubmitExecutionRequest(request=request), timeout=15)
+    updates = [u async for u in stub.WatchExecution(api.WatchExecutionRequest(execution_id=submitted.execution_id),
+                                                    timeout=60)]
+    assert updates[-1].result.status == S.EXECUTION_STATUS_TIMED_OUT, updates[-1].result.reason
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CancelExecution(api.CancelExecutionRequest(execution_id=submitted.execution_id), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "already ended (TIMED_OUT)" in (caught.value.details() or "")
+
+
 async def test_health_turns_not_serving_when_the_agent_shuts_down(
     env: dict[str, str], settings: Settings, tmp_path: Path
 ) -> None:

@@ -89,7 +89,7 @@ async def test_runtime_settings_follow_the_service_and_fall_back_to_local_when_i
 
 
 def test_unusable_answers_say_what_is_wrong() -> None:
-    from agent.config_service import ConfigError
+    from agent.errors import ConfigValueError as ConfigError
 
     for body, message in [({"key": "k"}, "the answer has no value"),
                           (answer("k", "many", "number"), "value 'many' is not a number"),

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.errors import NotFound
 from agent.scenario import Catalog, load_scenario, load_scenario_file
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -70,8 +71,9 @@ def test_duplicate_names_in_the_catalog_are_reported_with_both_files(tmp_path: P
 
 def test_an_unknown_scenario_name_suggests_the_close_one() -> None:
     catalog = Catalog.load([ROOT / "scenarios"])
-    with pytest.raises(KeyError, match="did you mean 'kill-trading-engine'"):
+    with pytest.raises(NotFound, match="did you mean 'kill-trading-engine'") as caught:
         catalog.get("kill-trading-engin")
+    assert caught.value.exit_code == 1 and caught.value.grpc_status == "NOT_FOUND"
 
 
 def test_overrides_reach_the_scenario() -> None:
