@@ -6,7 +6,7 @@ Values are cached for ``COORDINATOR_CONFIG_SERVICE_TTL`` seconds. When the servi
 configured, is down, answers 404 or answers nonsense, the local setting stands (a warning names
 the key and why, once per change of reason).
 
-Keys the agent reads (the setting of the same name is the fallback):
+Keys the agent reads (the setting of the same name is the fallback; ``agent.policy`` applies them):
 
 - ``max_concurrent_executions`` (number): how many executions run at once on this agent.
 - ``allowed_targets`` (json list of glob patterns, or a comma-separated string): the allow-list.
@@ -14,7 +14,6 @@ Keys the agent reads (the setting of the same name is the fallback):
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -26,7 +25,6 @@ import aiohttp
 
 from agent.errors import ConfigValueError
 from agent.logs import get_logger
-from agent.settings import Settings
 
 log = get_logger("agent.config_service")
 
@@ -86,7 +84,7 @@ class ConfigService:
             value = await self._fetch(key)
             self._warned.pop(key, None)
         except (ConfigValueError, aiohttp.ClientError, TimeoutError, OSError) as exc:
-            self._warn(key, str(exc) or type(exc).__name__)
+            self.warn(key, str(exc) or type(exc).__name__)
         self._cache[key] = (self.clock(), value)
         return value
 
@@ -106,7 +104,7 @@ class ConfigService:
                 raise ConfigValueError(f"'{key}': the answer is not JSON") from exc
         return parse_answer(key, body)
 
-    def _warn(self, key: str, why: str) -> None:
+    def warn(self, key: str, why: str) -> None:
         if self._warned.get(key) != why:
             self._warned[key] = why
             log.warning("configuration service unusable; local setting kept", key=key, reason=why)
@@ -115,40 +113,3 @@ class ConfigService:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-class RuntimeSettings:
-    """The values the agent may take from the configuration service, refreshed in the background."""
-
-    def __init__(self, settings: Settings, service: ConfigService) -> None:
-        self.local_allowed = list(settings.allowed_targets)
-        self.local_max = settings.max_concurrent_executions
-        self.settings = settings
-        self.service = service
-        self.max_concurrent_executions = settings.max_concurrent_executions
-
-    async def refresh(self) -> None:
-        allowed = await self.service.get("allowed_targets")
-        targets = self.local_allowed
-        if allowed is not None:
-            value = allowed.value
-            if isinstance(value, str):
-                value = [p.strip() for p in value.split(",") if p.strip()]
-            if isinstance(value, list) and all(isinstance(p, str) for p in value):
-                targets = value
-            else:
-                self.service._warn("allowed_targets", "not a list of patterns")  # noqa: SLF001
-        self.settings.allowed_targets = targets  # the fault manager and the loader read it from here
-        limit = await self.service.get("max_concurrent_executions")
-        number = limit.value if limit is not None else None
-        if isinstance(number, int | float) and not isinstance(number, bool) and number >= 1:
-            self.max_concurrent_executions = int(number)
-        else:
-            if limit is not None:
-                self.service._warn("max_concurrent_executions", f"{number!r} is not a number >= 1")  # noqa: SLF001
-            self.max_concurrent_executions = self.local_max
-
-    async def refresh_forever(self) -> None:
-        while True:
-            await self.refresh()
-            await asyncio.sleep(max(1.0, self.service.ttl))

@@ -205,7 +205,8 @@ class CoordinatorServicer(api_grpc.CoordinatorServiceServicer):
         name, issues = "", []
         try:
             # parameters without a default get a typed placeholder, as in `coordinator validate`
-            name = load_scenario(request.scenario_yaml, source, allowed_targets=self.settings.allowed_targets,
+            allowed = list(self.agent.policy.current.allowed_targets)
+            name = load_scenario(request.scenario_yaml, source, allowed_targets=allowed,
                                  require_parameters=False).name
         except ScenarioError as exc:
             issues = exc.issues

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
         env_prefix="COORDINATOR_",
         env_nested_delimiter="__",
         extra="ignore",
+        # read once; what may change while the agent runs lives in agent.policy
+        frozen=True,
     )
 
     instance_id: str = Field(default="coordinator-1", description="this agent's name in events and logs")

@@ -38,7 +38,7 @@ from google.protobuf import json_format
 
 from agent import codec, failpoints, metrics, vocabulary
 from agent._proto.coordinator.v1 import events_pb2
-from agent.config_service import ConfigService, RuntimeSettings
+from agent.config_service import ConfigService
 from agent.drivers import DriverRegistry
 from agent.drivers.probes import Prober
 from agent.engine.execution import EngineContext, Execution, Verdicts
@@ -49,6 +49,7 @@ from agent.health import CheckResult
 from agent.http import HttpServer
 from agent.kafkaio import topic_partitions
 from agent.logs import get_logger
+from agent.policy import PolicySource
 from agent.registry import SelfRegistration
 from agent.relay import Relay
 from agent.scenario import Scenario, default_directories
@@ -99,17 +100,18 @@ class Agent:
         self.store = Store(settings.redis_url.get_secret_value(), settings.redis_key_prefix, patient=True)
         self.publisher = Publisher(settings)
         self.drivers = DriverRegistry(settings)
-        self.faults = FaultManager(settings, self.store, self.drivers, self.publisher, self.owner)
+        self.config = ConfigService(settings.config_service_url, settings.config_environment,
+                                    settings.config_service_ttl)
+        #: the allow-list and concurrency limit now (Settings never change while the agent runs)
+        self.policy = PolicySource(settings, self.config)
+        self.faults = FaultManager(settings, self.store, self.drivers, self.publisher, self.owner, self.policy)
         self.prober = Prober(settings)
         self.verdicts = Verdicts()
         self.ctx = EngineContext(settings, self.store, self.publisher, self.faults, self.prober, self.drivers,
                                  self.verdicts)
         #: running executions (the task is None for the moment a request is being claimed)
         self.executions: dict[str, tuple[Execution, asyncio.Task[None] | None]] = {}
-        self.config = ConfigService(settings.config_service_url, settings.config_environment,
-                                    settings.config_service_ttl)
-        self.runtime = RuntimeSettings(settings, self.config)
-        self._slots = Slots(lambda: self.runtime.max_concurrent_executions)
+        self._slots = Slots(lambda: self.policy.current.max_concurrent_executions)
         self.catalog = CatalogCache(default_directories(settings.scenario_dirs))
         self.scenarios = ScenarioCache()
         self.http = HttpServer(settings, self.health)
@@ -155,7 +157,7 @@ class Agent:
                     self.exit_code = 1
                     log.error("agent part failed", part="verdicts", error=repr(listener.exception()))
                 return
-            await self.runtime.refresh()  # runtime settings before the first request
+            await self.policy.refresh()  # the policy before the first request
             ingress = consumer
             parts = [
                 self._part("ingress", lambda: self._ingress(ingress)),
@@ -163,7 +165,7 @@ class Agent:
                 self._part("control", self._control),
                 self._part("heartbeat", self.faults.heartbeat_forever),
                 self._part("reconciler", self._reconcile_forever),
-                self._part("runtime settings", self._refresh_runtime_forever),
+                self._part("policy", lambda: self.policy.refresh_forever(self._slots.changed)),
                 *(self._part(f"relay {r.source}", Relay(self.settings, r.source, r.topic).run)
                   for r in self.settings.relays),
             ]
@@ -351,7 +353,7 @@ class Agent:
 
     def scenario_for(self, request: events_pb2.ScenarioRequest, request_id: str) -> Scenario:
         overrides = {k: json_format.MessageToDict(v) for k, v in request.parameters.items()} or None
-        allowed = self.settings.allowed_targets
+        allowed = list(self.policy.current.allowed_targets)
         try:
             which = request.WhichOneof("scenario")
             if which == "scenario_yaml":
@@ -404,12 +406,6 @@ class Agent:
                 await self._publish_result(result, self.owner, execution.epoch)
         finally:
             self.executions.pop(execution.execution_id, None)
-
-    async def _refresh_runtime_forever(self) -> None:
-        while True:
-            await asyncio.sleep(max(1.0, self.settings.config_service_ttl))
-            await self.runtime.refresh()
-            await self._slots.changed()
 
     async def _publish_result(self, result: events_pb2.ScenarioResult, owner: str, epoch: int) -> None:
         """Store the result (fenced by owner and epoch), publish it, then note it published."""

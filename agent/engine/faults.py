@@ -30,7 +30,7 @@ from agent.drivers import DriverRegistry, FaultRequest
 from agent.engine.publisher import Publisher
 from agent.errors import ActionError, FencedOut, TargetRefused
 from agent.logs import get_logger
-from agent.scenario.checks import refused_by_allow_list
+from agent.policy import PolicySource
 from agent.scenario.models import Expectation, FaultStep, Scenario
 from agent.settings import Settings
 from agent.store import Lease, Store
@@ -86,8 +86,9 @@ def expectation_message(expectation: Expectation) -> events_pb2.Expectation:
 
 class FaultManager:
     def __init__(self, settings: Settings, store: Store, drivers: DriverRegistry, publisher: Publisher,
-                 owner: str) -> None:
+                 owner: str, policy: PolicySource | None = None) -> None:
         self.settings = settings
+        self.policy = policy or PolicySource(settings)
         self.store = store
         self.drivers = drivers
         self.publisher = publisher
@@ -103,8 +104,7 @@ class FaultManager:
         if target is None:
             raise TargetRefused(f"target '{step.target}' is not declared by the scenario")
         service = target.service or step.target
-        refused = refused_by_allow_list(service, target.driver, target.selector.model_dump(mode="python"),
-                                        self.settings.allowed_targets)
+        refused = self.policy.current.refused(service, target.driver, target.selector.model_dump(mode="python"))
         if refused:
             raise TargetRefused(refused)
         correlation_id = str(uuid.uuid4())

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from agent.config_service import ConfigService, RuntimeSettings, parse_answer
+from agent.config_service import ConfigService, parse_answer
+from agent.policy import PolicySource
 from agent.settings import Settings
 from tests.helpers.config_server import ConfigServer as Server
 
@@ -53,37 +54,43 @@ async def test_values_are_typed_cached_for_the_ttl_and_asked_for_by_environment(
         await service.aclose()
 
 
-async def test_runtime_settings_follow_the_service_and_fall_back_to_local_when_it_is_absent_or_down(
+async def test_the_policy_follows_the_service_and_falls_back_to_local_settings_when_it_is_absent_or_down(
     server: Server
 ) -> None:
     settings = Settings(allowed_targets=["*"], max_concurrent_executions=20)
     clock = Clock()
     service = ConfigService(f"http://127.0.0.1:{server.port}", ttl=10, clock=clock)
-    runtime = RuntimeSettings(settings, service)
+    policy = PolicySource(settings, service)
+
+    def now() -> tuple[list[str], int]:
+        return list(policy.current.allowed_targets), policy.current.max_concurrent_executions
+
     try:
-        await runtime.refresh()  # nothing configured there: 404s
-        assert (settings.allowed_targets, runtime.max_concurrent_executions) == (["*"], 20)
+        await policy.refresh()  # nothing configured there: 404s
+        assert now() == (["*"], 20)
 
         server.values = {"allowed_targets": answer("allowed_targets", "risk-monitor, trading-*", "string"),
                          "max_concurrent_executions": answer("max_concurrent_executions", 2, "number")}
         clock.now += 11
-        await runtime.refresh()
-        assert (settings.allowed_targets, runtime.max_concurrent_executions) == (["risk-monitor", "trading-*"], 2)
+        await policy.refresh()
+        assert now() == (["risk-monitor", "trading-*"], 2)
+        assert settings.allowed_targets == ["*"], "the settings themselves never change"
+        assert policy.current.refused("exchange", "toxiproxy", {"proxy": "x"}) is not None
 
         server.values = {"allowed_targets": 503, "max_concurrent_executions": answer("max_concurrent_executions",
                                                                                     "lots", "number")}
         clock.now += 11
-        await runtime.refresh()
-        assert (settings.allowed_targets, runtime.max_concurrent_executions) == (["*"], 20), "errors: local values"
+        await policy.refresh()
+        assert now() == (["*"], 20), "errors: local values"
 
         server.values = {"allowed_targets": answer("allowed_targets", ["exchange"], "json")}
         clock.now += 11
-        await runtime.refresh()
-        assert settings.allowed_targets == ["exchange"]
+        await policy.refresh()
+        assert now()[0] == ["exchange"]
         await server.stop()  # the service goes away
         clock.now += 11
-        await runtime.refresh()
-        assert settings.allowed_targets == ["*"], "down: the local allow-list again"
+        await policy.refresh()
+        assert now()[0] == ["*"], "down: the local allow-list again"
     finally:
         await service.aclose()
 
