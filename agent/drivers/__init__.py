@@ -36,6 +36,10 @@ class DriverRegistry:
             self._drivers[name] = cls(self.settings)
         return self._drivers[name]
 
+    def use(self, name: str, driver: FaultDriver) -> None:
+        """Serve ``name`` with this driver instance (an embedding, or a test's in-memory driver)."""
+        self._drivers[name] = driver
+
     async def aclose(self) -> None:
         for driver in self._drivers.values():
             await driver.aclose()

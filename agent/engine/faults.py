@@ -85,6 +85,9 @@ def expectation_message(expectation: Expectation) -> events_pb2.Expectation:
 
 
 class FaultManager:
+    #: the first pause between two revert attempts (doubling, at most 5 s)
+    revert_backoff = 0.5
+
     def __init__(self, settings: Settings, store: Store, drivers: DriverRegistry, publisher: Publisher,
                  owner: str, policy: PolicySource | None = None) -> None:
         self.settings = settings
@@ -247,7 +250,7 @@ class FaultManager:
             except Exception as exc:  # noqa: BLE001 - whatever a driver raises, the lease stays for a retry
                 error = str(exc) or f"{type(exc).__name__} (revert timed out)"
                 log.warning("revert failed", correlation_id=lease.correlation_id, attempt=attempt + 1, error=error)
-                await asyncio.sleep(min(5.0, 0.5 * 2**attempt))
+                await asyncio.sleep(min(5.0, self.revert_backoff * 2**attempt))
                 continue
             await self.store.delete_lease_if_owned(lease.correlation_id, self.owner)
             metrics.REVERTS.labels(outcome="reverted").inc()

@@ -34,3 +34,42 @@ async def test_renewing_a_reverted_lease_does_not_recreate_it_and_fragments_are_
     finally:
         await store.redis.delete(store.key("lease", "c-1"))
         await store.aclose()
+
+
+async def test_leases_and_runs_change_hands_only_by_compare_and_set(stack_env: dict[str, str]) -> None:
+    from agent.store import ExecutionRecord
+
+    store = Store(stack_env["COORDINATOR_REDIS_URL"], f"test-{uuid.uuid4().hex[:8]}")
+    try:
+        now = time.time()
+        record = ExecutionRecord(execution_id="e-1", request_id="r-1", scenario_name="s", status="PENDING",
+                                 owner="a/1", started_at=now)
+        assert await store.claim_request(record) is None
+        assert await store.claim_request(record) is None, "a retried claim of the same record is still ours"
+        assert await store.claim_request(ExecutionRecord(execution_id="e-2", request_id="r-1", scenario_name="s",
+                                                         status="PENDING", owner="b/2")) == "e-1"
+        lease = Lease(correlation_id="c-1", execution_id="e-1", driver="toxiproxy", target="link", service="link",
+                      fault="latency", step_name="slow", recipe={}, owner="a/1", created_at=now, expires_at=now + 3)
+        assert await store.write_lease_fenced(lease, 1)
+        [read] = await store.leases()
+        await store.renew_leases("a/1", ["c-1"], 3)  # the owner's heartbeat after the lease was read
+        assert not await store.take_lease(read, "b/2", 3), "a lease renewed since it was read is not orphaned"
+        [fresh] = await store.leases()
+        assert await store.take_lease(fresh, "b/2", 3) and await store.lease_owner("c-1") == "b/2"
+        assert not await store.mark_injected(lease, 1), "the lease is no longer a/1's"
+
+        assert await store.take_over("e-1", "a/1", "b/2") == 2
+        assert await store.take_over("e-1", "a/1", "b/2") == 2, "a retried takeover answers the same"
+        assert await store.take_over("e-1", "a/1", "c/3") is None
+        assert not await store.fenced_update("e-1", "a/1", 1, status="RUNNING"), "a/1 is fenced out"
+        assert not await store.begin_result("e-1", "a/1", 1, b"x", status="PASSED")
+        assert await store.begin_result("e-1", "b/2", 2, b"y", status="ABORTED")
+        await store.result_published("e-1")
+        assert not await store.begin_result("e-1", "b/2", 2, b"z", status="ABORTED"), "one result only"
+        stored = await store.get_execution("e-1")
+        assert stored is not None and (stored.status, stored.result_state, stored.epoch) == ("ABORTED", "published", 2)
+        assert await store.get_result("e-1") == b"y"
+    finally:
+        for key in [k async for k in store.redis.scan_iter(match=f"{store.prefix}:*")]:
+            await store.redis.delete(key)
+        await store.aclose()

@@ -1,0 +1,242 @@
+"""In-memory stand-ins for the agent's own interfaces, so that ``Execution`` and ``FaultManager``
+can be exercised without Kafka, Redis or a backend (in the spirit of httpx's ``MockTransport``).
+
+- ``MemoryStore``: the ``agent.store.Store`` methods the engine uses, with the same atomic
+  semantics (claims with their record, owner/epoch fencing, lease compare-and-set), in dicts.
+- ``MemoryPublisher``: keeps every chaos event, progress message, result and dead letter in lists.
+- ``MemoryDriver``: a fault driver whose faults are entries in a set, with hooks to fail or to run
+  code at the moment a fault goes in.
+
+These fake *our* interfaces; they are not Kafka or Redis. Integration tests use the real stack.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, replace
+from typing import Any, ParamSpec, TypeVar
+
+from agent._proto.coordinator.v1 import events_pb2
+from agent.drivers.base import FaultDriver, FaultRequest
+from agent.errors import ActionError, RevertError
+from agent.store import ExecutionRecord, Lease, Outage
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.requests: dict[str, str] = {}
+        self.executions: dict[str, ExecutionRecord] = {}
+        self.results: dict[str, bytes] = {}
+        self.lease_table: dict[str, Lease] = {}
+        self.owners: dict[str, float] = {}  # owner -> heartbeat expiry
+        self.halted_reason: str | None = None
+        self.cancels: dict[str, str] = {}
+        self.outage = Outage("redis")
+        self.patient = True
+
+    async def patiently(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await fn(*args, **kwargs)
+
+    async def aclose(self) -> None:
+        pass
+
+    # -- requests and executions
+    async def claim_request(self, record: ExecutionRecord) -> str | None:
+        earlier = self.requests.get(record.request_id)
+        if earlier is not None:
+            return None if earlier == record.execution_id else earlier
+        record.epoch = record.epoch or 1
+        self.requests[record.request_id] = record.execution_id
+        self.executions[record.execution_id] = replace(record)
+        return None
+
+    async def claimed_request(self, request_id: str) -> str | None:
+        return self.requests.get(request_id)
+
+    async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
+        found = self.executions.get(execution_id)
+        return replace(found) if found else None
+
+    async def list_executions(self, limit: int = 50) -> list[ExecutionRecord]:
+        newest = sorted(self.executions.values(), key=lambda r: r.started_at, reverse=True)[:limit]
+        return [replace(r) for r in newest]
+
+    async def update_execution(self, execution_id: str, **fields: Any) -> None:
+        record = self.executions[execution_id]
+        self.executions[execution_id] = replace(record, **_typed(record, fields))
+
+    async def fenced_update(self, execution_id: str, owner: str, epoch: int, **fields: Any) -> bool:
+        if not self._holds(execution_id, owner, epoch):
+            return False
+        if fields:
+            await self.update_execution(execution_id, **fields)
+        return True
+
+    async def take_over(self, execution_id: str, expected_owner: str, new_owner: str) -> int | None:
+        record = self.executions.get(execution_id)
+        if record is None:
+            return None
+        if record.owner == new_owner:
+            return record.epoch
+        if record.owner != expected_owner:
+            return None
+        self.executions[execution_id] = replace(record, owner=new_owner, epoch=record.epoch + 1)
+        return record.epoch + 1
+
+    async def begin_result(self, execution_id: str, owner: str, epoch: int, payload: bytes, **fields: Any) -> bool:
+        if not self._holds(execution_id, owner, epoch) or self.executions[execution_id].result_state == "published":
+            return False
+        self.results[execution_id] = payload
+        await self.update_execution(execution_id, result_state="publishing", **fields)
+        return True
+
+    async def result_published(self, execution_id: str) -> None:
+        await self.update_execution(execution_id, result_state="published")
+
+    async def save_result(self, execution_id: str, payload: bytes) -> None:
+        self.results[execution_id] = payload
+
+    async def get_result(self, execution_id: str) -> bytes | None:
+        return self.results.get(execution_id)
+
+    # -- leases and owners
+    async def write_lease(self, lease: Lease) -> None:
+        self.lease_table[lease.correlation_id] = replace(lease)
+
+    async def write_lease_fenced(self, lease: Lease, epoch: int) -> bool:
+        if not self._holds(lease.execution_id, lease.owner, epoch):
+            return False
+        await self.write_lease(lease)
+        return True
+
+    async def mark_injected(self, lease: Lease, epoch: int) -> bool:
+        held = self.lease_table.get(lease.correlation_id)
+        if not self._holds(lease.execution_id, lease.owner, epoch) or held is None or held.owner != lease.owner:
+            return False
+        held.injected = True
+        return True
+
+    async def delete_lease(self, correlation_id: str) -> None:
+        self.lease_table.pop(correlation_id, None)
+
+    async def delete_lease_if_owned(self, correlation_id: str, owner: str) -> bool:
+        held = self.lease_table.get(correlation_id)
+        if held is None or held.owner != owner:
+            return False
+        del self.lease_table[correlation_id]
+        return True
+
+    async def lease_owner(self, correlation_id: str) -> str | None:
+        held = self.lease_table.get(correlation_id)
+        return held.owner if held else None
+
+    async def take_lease(self, lease: Lease, new_owner: str, ttl: float, *, unchanged: bool = True) -> bool:
+        held = self.lease_table.get(lease.correlation_id)
+        if held is None or held.owner != lease.owner or (unchanged and held.expires_at != lease.expires_at):
+            return False
+        held.owner, held.expires_at = new_owner, time.time() + ttl
+        return True
+
+    async def hold_lease(self, correlation_id: str, owner: str, until: float) -> None:
+        held = self.lease_table.get(correlation_id)
+        if held is not None and held.owner == owner:
+            held.expires_at = until
+
+    async def leases(self) -> list[Lease]:
+        return [replace(lease) for lease in self.lease_table.values()]
+
+    async def renew_leases(self, owner: str, correlation_ids: list[str], ttl: float) -> None:
+        for cid in correlation_ids:
+            await self.hold_lease(cid, owner, time.time() + ttl)
+        self.owners[owner] = time.time() + ttl
+
+    async def owner_alive(self, owner: str) -> bool:
+        return self.owners.get(owner, 0.0) > time.time()
+
+    # -- control
+    async def halted(self) -> str | None:
+        return self.halted_reason
+
+    async def cancel_requested(self, execution_id: str) -> str | None:
+        return self.cancels.get(execution_id)
+
+    def _holds(self, execution_id: str, owner: str, epoch: int) -> bool:
+        record = self.executions.get(execution_id)
+        return record is not None and record.owner == owner and record.epoch == int(epoch)
+
+
+def _typed(record: ExecutionRecord, fields: dict[str, Any]) -> dict[str, Any]:
+    """Redis keeps strings; the record's own types are kept here, as ``_record`` would read them back."""
+    types = {k: type(v) for k, v in asdict(record).items()}
+    return {k: types[k](v) if k in types and types[k] in (int, float, str) else v for k, v in fields.items()}
+
+
+class MemoryPublisher:
+    """Everything the engine would publish, kept in order."""
+
+    def __init__(self) -> None:
+        self.chaos_events: list[events_pb2.ChaosEvent] = []
+        self.progress_events: list[events_pb2.ExecutionProgress] = []
+        self.results: list[events_pb2.ScenarioResult] = []
+        self.dead_letters: list[tuple[Any, str, str]] = []
+
+    async def start(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+    async def chaos(self, event: events_pb2.ChaosEvent) -> None:
+        self.chaos_events.append(event)
+
+    async def progress(self, progress: events_pb2.ExecutionProgress) -> None:
+        self.progress_events.append(progress)
+
+    async def result(self, result: events_pb2.ScenarioResult) -> None:
+        self.results.append(result)
+
+    async def dead_letter(self, record: Any, reason: str, error: str) -> bool:
+        self.dead_letters.append((record, reason, error))
+        return True
+
+
+class MemoryDriver(FaultDriver):
+    """Faults as entries in ``applied``; ``fail_inject`` / ``fail_revert`` make the next calls fail,
+    and ``on_inject`` runs (awaited) at the moment a fault goes in."""
+
+    name = "memory"
+
+    def __init__(self, settings: Any = None) -> None:
+        super().__init__(settings)
+        self.applied: set[str] = set()
+        self.log: list[tuple[str, str]] = []
+        self.fail_inject = 0
+        self.fail_revert = 0
+        self.on_inject: Callable[[FaultRequest], Awaitable[None]] | None = None
+
+    def recipe(self, request: FaultRequest) -> dict[str, Any]:
+        return {"action": "remove", "fault": request.correlation_id}
+
+    async def inject(self, request: FaultRequest) -> dict[str, Any]:
+        if self.fail_inject:
+            self.fail_inject -= 1
+            raise ActionError(f"memory driver refused {request.fault}")
+        if self.on_inject is not None:
+            await self.on_inject(request)
+        self.applied.add(request.correlation_id)
+        self.log.append(("inject", request.correlation_id))
+        return {"applied": request.correlation_id}
+
+    async def revert(self, recipe: dict[str, Any]) -> None:
+        if self.fail_revert:
+            self.fail_revert -= 1
+            raise RevertError("memory driver refused the revert")
+        self.applied.discard(recipe["fault"])
+        self.log.append(("revert", recipe["fault"]))
+
+    async def rollback(self, action: str, selector: dict[str, Any]) -> None:
+        self.log.append(("rollback", action))
