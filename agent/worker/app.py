@@ -92,20 +92,24 @@ def routing_key(watch: Watch) -> str:
 def row_from(value: bytes | None, headers: Iterable[tuple[str, bytes]] | None,
              record_timestamp_ms: float | None) -> list[Any]:
     """An audit event as it travels to the judge: ``[service, event_type, time, correlation id,
-    metadata]``; the correlation id from the payload, else the header; the time from the event, else
-    the record."""
+    metadata, identity]``; the correlation id from the payload, else the header; the time from the
+    event, else the record; the identity ``source#id`` from the CloudEvents ``ce_source`` and
+    ``ce_id`` headers, else the payload's ``service_name`` and ``id`` ("" when there is no id)."""
     event = codec.decode_event(value, headers, events_pb2.AuditEvent)
-    correlation_id = event.correlation_id or codec.headers_to_dict(headers).get(CORRELATION_HEADER, "")
+    meta = codec.headers_to_dict(headers)
+    correlation_id = event.correlation_id or meta.get(CORRELATION_HEADER, "")
+    event_id = meta.get("ce_id") or event.id
+    identity = f"{meta.get('ce_source') or event.service_name}#{event_id}" if event_id else ""
     if event.HasField("timestamp"):
         at = event.timestamp.ToNanoseconds() / 1e9
     else:
         at = (record_timestamp_ms or time.time() * 1000) / 1000.0
-    return [event.service_name, event.event_type, at, correlation_id, dict(event.metadata)]
+    return [event.service_name, event.event_type, at, correlation_id, dict(event.metadata), identity]
 
 
 def observation(row: list[Any]) -> AuditObservation:
     return AuditObservation(service=row[0], event_type=row[1], timestamp=float(row[2]), correlation_id=row[3] or "",
-                            metadata=row[4] or {})
+                            metadata=row[4] or {}, event_id=row[5] if len(row) > 5 else "")
 
 
 def verdict_message(watch: Watch, verdict: Verdict) -> events_pb2.ExpectationVerdict:

@@ -24,6 +24,11 @@ window [injection, deadline + grace]; ``window`` counts events from any service 
 expectation's service) inside that window; ``any`` counts what ``correlation-id`` or
 ``target-window`` counts. Overlapping faults on one target
 share its events under ``target-window``: each watch counts them (see docs/correlation.md).
+
+Identity: audit trails are at least once, so one event may arrive twice. An event that carries an
+identity (its CloudEvents ``source`` and ``id``: see ``agent.worker.app.row_from``) counts once per
+watch, whatever the expectation kind: each watch keeps the identities it has counted (the last
+``MAX_COUNTED_IDS``) and ignores repeats. Events without an id are counted as they come.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 PASSED, FAILED, INCONCLUSIVE = "PASSED", "FAILED", "INCONCLUSIVE"
+#: identities a watch remembers; a repeat of one older than that would count again
+MAX_COUNTED_IDS = 1000
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,8 @@ class AuditObservation:
     timestamp: float
     correlation_id: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
+    #: "source#id" of the event, "" when it has none (then every delivery counts)
+    event_id: str = ""
 
 
 @dataclass
@@ -77,12 +86,23 @@ class Watch:
     sequence_seen: list[float] = field(default_factory=list)
     late_first: float | None = None
     decided: bool = False
+    #: identities of the events counted, so that a repeated delivery is not counted again
+    counted_ids: list[str] = field(default_factory=list)
 
     # -- feeding ---------------------------------------------------------------------------------
     def observe(self, event: AuditObservation, grace: float) -> bool:
         """Offer one audit event; True when it counted for this watch."""
         if self.decided or not self._attributed(event, grace) or not self._matches(event):
             return False
+        if event.event_id and event.event_id in self.counted_ids:
+            return False  # the same event delivered again
+        counted = self._count(event)
+        if counted and event.event_id:
+            self.counted_ids.append(event.event_id)
+            del self.counted_ids[:-MAX_COUNTED_IDS]
+        return counted
+
+    def _count(self, event: AuditObservation) -> bool:
         in_time = event.timestamp <= self.deadline
         if self.kind == "order":
             position = len(self.sequence_seen)

@@ -110,7 +110,16 @@ def is_result(request_id: str | None = None, execution_id: str | None = None) ->
 
 
 def chaos(records: list[ConsumerRecord]) -> list[events_pb2.ChaosEvent]:
-    return [codec.decode_event(r.value, r.headers, events_pb2.ChaosEvent) for r in records]
+    """The chaos events among ``records``; garbage a test put on the topic on purpose is skipped."""
+    from agent.errors import DecodeError
+
+    out = []
+    for record in records:
+        try:
+            out.append(codec.decode_event(record.value, record.headers, events_pb2.ChaosEvent))
+        except DecodeError:
+            continue
+    return out
 
 
 def header(record: ConsumerRecord, name: str) -> str | None:

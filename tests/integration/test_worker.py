@@ -156,6 +156,22 @@ async def test_oversized_and_empty_audit_and_chaos_events_are_dead_lettered_and_
     assert verdict.status == S.VERDICT_STATUS_PASSED, verdict.reason
 
 
+async def test_an_audit_event_delivered_twice_is_counted_once(worker: AgentProcess, settings: Settings) -> None:
+    at_most_once = expectation("ready-once", S.EXPECTATION_KIND_COUNT, event_type="service_ready",
+                               service="risk-monitor", within=2.0)
+    at_most_once.min_count, at_most_once.max_count = 1, 1
+    cid, _ = await inject(settings, "risk-monitor", at_most_once)
+    await asyncio.sleep(0.3)
+    out = audit_record("risk-monitor", "service_ready")
+    for _ in range(2):  # an at-least-once producer's retry: the same event, the same ce_id
+        await produce(settings.kafka_bootstrap_servers, settings.topics.audit_events, out.value, key=out.key,
+                      headers=out.headers)
+    await asyncio.sleep(2.5)
+    await audit(settings, "other-svc", "heartbeat")  # the trail goes on past the deadline: it was not silent
+    [verdict] = await verdicts(settings, cid)
+    assert verdict.status == S.VERDICT_STATUS_PASSED and verdict.count == 1, verdict.reason
+
+
 async def test_target_window_attributes_a_restarted_service_that_does_not_know_the_id(
     worker: AgentProcess, settings: Settings
 ) -> None:

@@ -154,8 +154,12 @@ def test_an_audit_row_takes_the_correlation_id_from_the_header_and_the_time_from
                                   metadata={"region": "eu"})
     out = codec.encode_event(event, key="k", source="/t", correlation_id="cid-1")
     row = row_from(out.value, out.headers, 1_700_000_000_500)
-    assert row == ["risk-monitor", "service_ready", 1_700_000_000.5, "cid-1", {"region": "eu"}]
-    assert observation(row).correlation_id == "cid-1"
+    ce_id = codec.headers_to_dict(out.headers)["ce_id"]
+    assert row == ["risk-monitor", "service_ready", 1_700_000_000.5, "cid-1", {"region": "eu"}, f"/t#{ce_id}"]
+    assert observation(row).correlation_id == "cid-1" and observation(row).event_id == f"/t#{ce_id}"
+    bare = row_from(event.SerializeToString(), [], 1_700_000_000_500)  # no CloudEvents headers: the payload's
+    assert bare[5] == "risk-monitor#1"
+    assert observation(bare[:5]).event_id == "", "a row from an older worker still reads"
 
 
 def test_window_attribution_counts_a_loss_reported_by_any_service_inside_the_window() -> None:
@@ -172,3 +176,33 @@ def test_window_attribution_counts_a_loss_reported_by_any_service_inside_the_win
         "before the injection"
     assert not watch(kind="absent", event_type="order_lost", service="trading-engine", attribution="window"
                      ).observe(reported_elsewhere, GRACE), "the expectation's service still filters"
+
+
+def test_an_event_delivered_twice_counts_once_for_every_kind_of_expectation() -> None:
+    def twice(w: Watch, *events: AuditObservation) -> Watch:
+        for e in events:
+            w.observe(e, GRACE)
+            w.observe(e, GRACE)  # the same event (same identity) delivered again
+        return w
+
+    ready = AuditObservation("risk-monitor", "service_ready", T0 + 1, event_id="/sim/risk-monitor#a")
+    once = twice(watch(kind="count", min_count=None, max_count=1), ready)
+    verdict = once.decide(now=T0 + 13, watermark=T0 + 12, grace=GRACE)
+    assert verdict is not None and verdict.status == PASSED and verdict.count == 1, verdict
+
+    other = AuditObservation("risk-monitor", "service_ready", T0 + 2, event_id="/sim/risk-monitor#b")
+    two_events = twice(watch(kind="count", min_count=None, max_count=1), ready, other)
+    verdict = two_events.decide(now=T0 + 3, watermark=T0 + 2, grace=GRACE)
+    assert verdict is not None and verdict.status == FAILED and "2 times" in verdict.reason
+
+    no_ids = AuditObservation("risk-monitor", "service_ready", T0 + 1)
+    counted = twice(watch(kind="count", min_count=None, max_count=5), no_ids)
+    assert counted.count == 2, "without an identity every delivery counts"
+
+    stopping, started = (AuditObservation("risk-monitor", kind, T0 + at, event_id=f"s#{kind}")
+                         for at, kind in ((1, "service_stopping"), (2, "service_started")))
+    ordered = watch(kind="order", sequence=["service_stopping", "service_started", "service_stopping"])
+    for e in (stopping, started, stopping):  # the first 'service_stopping' delivered again, late
+        ordered.observe(e, GRACE)
+    assert len(ordered.sequence_seen) == 2, "a repeated 'service_stopping' does not complete the sequence"
+    assert Watch.from_dict(ordered.to_dict()).counted_ids == ["s#service_stopping", "s#service_started"]
