@@ -41,6 +41,7 @@ from agent.store import Store
 log = get_logger("agent.execution")
 S = events_pb2
 _ENTRY = {True: S.JOURNAL_ENTRY_STATUS_SUCCEEDED, False: S.JOURNAL_ENTRY_STATUS_FAILED}
+_LATE_REVERTS: set[asyncio.Future[object]] = set()
 
 
 class Verdicts:
@@ -141,7 +142,8 @@ class Execution:
                 status, reason = S.EXECUTION_STATUS_ERROR, str(exc)
             except Exception as exc:  # noqa: BLE001 - an agent bug must still end in one result
                 log.exception("execution crashed", execution_id=self.execution_id)
-                status, reason = S.EXECUTION_STATUS_ERROR, f"internal error: {type(exc).__name__}: {exc}"
+                cause = _one_failure(exc) if isinstance(exc, BaseExceptionGroup) else exc
+                status, reason = S.EXECUTION_STATUS_ERROR, f"internal error: {type(cause).__name__}: {cause}"
             status, reason = await self._clean_up(status, reason)
         finally:
             self.ctx.verdicts.unregister(self.execution_id)
@@ -211,9 +213,12 @@ class Execution:
         elif isinstance(step, SerialStep):
             await self._steps(step.serial)
         elif isinstance(step, ParallelStep):
-            async with asyncio.TaskGroup() as group:
-                for inner in step.parallel:
-                    group.create_task(self._step(inner))
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for inner in step.parallel:
+                        group.create_task(self._step(inner))
+            except BaseExceptionGroup as failures:
+                raise _one_failure(failures) from None
         else:
             await self._fault(step)
 
@@ -224,14 +229,43 @@ class Execution:
         if len(self._active) >= limit:
             raise StepFailed(f"step '{step.name}' would exceed maxConcurrentFaults ({limit})")
         t0 = time.time()
+        injecting = asyncio.ensure_future(self.ctx.faults.inject(self.execution_id, self.scenario, step, self.epoch))
         try:
-            active = await self.ctx.faults.inject(self.execution_id, self.scenario, step, self.epoch)
+            active = await asyncio.shield(injecting)
+        except asyncio.CancelledError:
+            # a parallel step failed, or the run was stopped, while this fault went in: let it finish
+            # (the driver call is bounded by the step's timeout) so that it is recorded and reverted
+            try:
+                self._record(step, await injecting)
+            except BaseException:  # noqa: BLE001 - failed on its own (nothing applied), or cancelled again
+                if not injecting.done():
+                    injecting.add_done_callback(self._revert_late)
+            raise
         except FencedOut:
             self.lost = True
             raise
         except CoordinatorError as exc:
             await self._entry("steps", step.name, False, started=t0, error=str(exc))
             raise StepFailed(f"step '{step.name}': {exc}") from exc
+        cid = self._record(step, active)
+        await self._entry("steps", step.name, True, started=t0,
+                          output=f"{step.fault} on {step.target}, correlation id {cid}")
+        if step.duration:
+            if step.background:
+                self._background.append(asyncio.create_task(self._hold(cid, step.duration)))
+            else:
+                await self._hold(cid, step.duration)
+
+    def _revert_late(self, injecting: asyncio.Future[ActiveFault]) -> None:
+        """A fault that went in after its run stopped waiting for it: reverted on its own."""
+        if injecting.cancelled() or injecting.exception() is not None:
+            return
+        task = asyncio.ensure_future(self.ctx.faults.revert(injecting.result().lease.correlation_id))
+        _LATE_REVERTS.add(task)
+        task.add_done_callback(_LATE_REVERTS.discard)
+
+    def _record(self, step: FaultStep, active: ActiveFault) -> str:
+        """Note an applied fault: it is reverted at the end and listed in the result."""
         if not self.injections:
             metrics.FIRST_FAULT_SECONDS.observe(max(0.0, active.injected_at - self.received_at))
         cid = active.lease.correlation_id
@@ -241,13 +275,7 @@ class Execution:
                                          final_state=S.CHAOS_EVENT_TYPE_INJECTED)
         injection.injected_at.FromNanoseconds(int(active.injected_at * 1e9))
         self.injections[cid] = injection
-        await self._entry("steps", step.name, True, started=t0,
-                          output=f"{step.fault} on {step.target}, correlation id {cid}")
-        if step.duration:
-            if step.background:
-                self._background.append(asyncio.create_task(self._hold(cid, step.duration)))
-            else:
-                await self._hold(cid, step.duration)
+        return cid
 
     async def _hold(self, correlation_id: str, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -410,6 +438,28 @@ class Execution:
         result.started_at.FromNanoseconds(int(started * 1e9))
         result.ended_at.GetCurrentTime()
         return result
+
+
+def _one_failure(group: BaseExceptionGroup) -> BaseException:
+    """What a failed parallel step means to a user: the run was taken over, else every failed step
+    named with its backend's answer, else the first error itself (never "ExceptionGroup")."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        elif not isinstance(exc, asyncio.CancelledError):
+            leaves.append(exc)
+
+    walk(group)
+    for leaf in leaves:
+        if isinstance(leaf, FencedOut):
+            return leaf
+    steps = [leaf for leaf in leaves if isinstance(leaf, StepFailed)]
+    if steps:
+        return StepFailed("; ".join(str(s) for s in steps)) if len(steps) > 1 else steps[0]
+    return leaves[0] if leaves else asyncio.CancelledError()
 
 
 def _why(outcomes: list[ProbeOutcome]) -> str:

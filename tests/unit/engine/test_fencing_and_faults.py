@@ -14,7 +14,7 @@ from agent.drivers.base import FaultRequest
 from agent.drivers.probes import Prober
 from agent.engine.execution import EngineContext, Execution, Verdicts
 from agent.engine.faults import FaultManager
-from agent.errors import FencedOut
+from agent.errors import ActionError, FencedOut
 from agent.scenario import load_scenario
 from agent.settings import Settings
 from agent.store import ExecutionRecord
@@ -150,3 +150,41 @@ async def test_a_fenced_out_agent_cannot_write_a_lease(rig: Rig) -> None:
     with pytest.raises(FencedOut):
         await rig.faults.inject("e-1", rig.scenario, rig.scenario.spec.steps[0], 1)
     assert rig.store.lease_table == {} and rig.driver.applied == set() and rig.publisher.chaos_events == []
+
+
+PARALLEL = """\
+apiVersion: coordinator/v1
+kind: Scenario
+metadata: {name: overlapping}
+spec:
+  targets:
+    link: {driver: toxiproxy, selector: {proxy: link}}
+  steps:
+    - parallel:
+        - {name: slow-one, fault: latency, target: link, duration: 1s, parameters: {latency: 10ms}}
+        - {name: slow-two, fault: latency, target: link, duration: 1s, parameters: {latency: 10ms}}
+"""
+
+
+async def test_a_refused_parallel_step_names_itself_and_the_result_lists_the_fault_that_was_applied(
+    rig: Rig
+) -> None:
+    import asyncio
+
+    rig.scenario = load_scenario(PARALLEL, "parallel.yaml")
+    await rig.claim()
+
+    async def second_is_refused(request: FaultRequest) -> None:
+        if len(rig.driver.log) == 0 and not getattr(second_is_refused, "first", None):
+            second_is_refused.first = request.correlation_id  # type: ignore[attr-defined]
+            await asyncio.sleep(0.2)  # the first restart is still going in when the second is refused
+        else:
+            raise ActionError("supervisord refused restart of 'risk-monitor': ALREADY_STARTED")
+
+    rig.driver.on_inject = second_is_refused
+    result = await rig.execution().run()
+    assert result is not None and result.status == S.EXECUTION_STATUS_ERROR
+    assert "ExceptionGroup" not in result.reason and "TaskGroup" not in result.reason
+    assert "step 'slow-two'" in result.reason and "ALREADY_STARTED" in result.reason, result.reason
+    assert [(i.step_name, i.final_state) for i in result.injections] == [("slow-one", S.CHAOS_EVENT_TYPE_REVERTED)]
+    assert rig.driver.applied == set() and rig.store.lease_table == {}
