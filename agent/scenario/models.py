@@ -242,7 +242,7 @@ ParallelStep.model_rebuild()
 
 # -- expectations on the audit trail -------------------------------------------------------------------
 class EventMatch(Strict):
-    #: the audit event type, e.g. service_ready
+    #: the audit event type, e.g. service_ready; empty: any event (of ``service``)
     type: str | None = None
     #: the emitting service; empty means any service
     service: str | None = None
@@ -302,8 +302,9 @@ class Expectation(Strict):
     @model_validator(mode="after")
     def _one(self) -> Expectation:
         exactly_one(self, EXPECTATION_KINDS, "an expectation")
-        if self.order is None and self.event.type is None:
-            raise ValueError("an expectation needs event.type (only order lists its own event types)")
+        if self.order is None and self.event.type is None and self.event.service is None:
+            raise ValueError("an expectation needs event.type, event.service or both "
+                             "(only order lists its own event types)")
         if self.order is not None and not self.event.service:
             raise ValueError("an order expectation needs event.service (whose events must come in order)")
         return self

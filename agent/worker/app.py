@@ -298,6 +298,8 @@ def create_app(settings: Settings) -> faust.App:
             key = message.key.decode()
             if kind == "watch":
                 watch = Watch.from_dict(body["w"])
+                for row in recent.get(key, []):  # what its service said before the watch arrived
+                    watch.hear(row[0], row[2])
                 bucket = dict(table[key])
                 bucket[f"{watch.correlation_id}/{watch.name}"] = watch.to_dict()
                 table[key] = bucket
@@ -310,19 +312,26 @@ def create_app(settings: Settings) -> faust.App:
                 if key in table:
                     wanted = _event_types(table[key])
                     observations = [observation(r) for r in rows if wanted is None or r[1] in wanted]
-                    if observations:
-                        await _settle(key, observations, now)
+                    # a service's own bucket hears everything it says: silence is told from "not that"
+                    heard = [r[2] for r in rows] if key.startswith("svc:") and _unheard(table[key]) else []
+                    if observations or heard:
+                        await _settle(key, observations, now, heard)
 
-    async def _settle(key: str, observations: list[AuditObservation], now: float) -> None:
+    async def _settle(key: str, observations: list[AuditObservation], now: float,
+                      heard: list[float] | None = None) -> None:
         bucket = dict(table[key])
         changed = False
         for watch_id, data in list(bucket.items()):
             types = _types_of(data)
             relevant = observations if types is None else [o for o in observations if o.event_type in types]
-            if observations and not relevant:
+            hearing = bool(heard) and bool(data.get("service")) and data.get("heard_at") is None
+            if observations and not relevant and not hearing:
                 continue  # nothing for this watch: its deadline is checked on the next tick
             watch = Watch.from_dict(data)
             touched = False
+            if hearing:
+                for at in heard or []:
+                    touched = watch.hear(watch.service, at) or touched
             for obs in relevant:
                 touched = watch.observe(obs, grace) or touched
             verdict = watch.decide(now, state["watermark"], grace)
@@ -391,6 +400,11 @@ def _remember(recent: dict[str, deque[list[Any]]], key: str, rows: list[list[Any
             del recent[quiet]
         kept = recent[key] = deque(maxlen=RECENT_PER_KEY)
     kept.extend(rows)
+
+
+def _unheard(bucket: dict[str, dict[str, Any]]) -> bool:
+    """Does a watch of this bucket still wait to hear anything from its service?"""
+    return any(w.get("service") and w.get("heard_at") is None for w in bucket.values())
 
 
 def _types_of(watch: dict[str, Any]) -> set[str] | None:

@@ -29,6 +29,11 @@ Identity: audit trails are at least once, so one event may arrive twice. An even
 identity (its CloudEvents ``source`` and ``id``: see ``agent.worker.app.row_from``) counts once per
 watch, whatever the expectation kind: each watch keeps the identities it has counted (the last
 ``MAX_COUNTED_IDS``) and ignores repeats. Events without an id are counted as they come.
+
+Silent targets: a watch that names a service notes whether that service sent any audit event at
+all since the injection (``hear``). An expectation of presence (appears, time to recover, a count
+with a minimum, order) that is not met is INCONCLUSIVE when the service was silent ("no audit event
+from X since the injection"), and FAILED, saying the service did send other events, when it was not.
 """
 
 from __future__ import annotations
@@ -88,10 +93,29 @@ class Watch:
     decided: bool = False
     #: identities of the events counted, so that a repeated delivery is not counted again
     counted_ids: list[str] = field(default_factory=list)
+    #: the first event of any type from ``service`` at or after the injection (None: silent so far)
+    heard_at: float | None = None
+    #: the last event from ``service`` before the injection, when the worker saw one
+    heard_before: float | None = None
 
     # -- feeding ---------------------------------------------------------------------------------
+    def hear(self, service: str, timestamp: float) -> bool:
+        """Note that ``service`` sent an audit event (any type) at ``timestamp``; True when it changed
+        what this watch knows."""
+        if not self.service or service != self.service:
+            return False
+        if timestamp >= self.injected_at:
+            if self.heard_at is None or timestamp < self.heard_at:
+                self.heard_at = timestamp
+                return True
+        elif self.heard_before is None or timestamp > self.heard_before:
+            self.heard_before = timestamp
+            return True
+        return False
+
     def observe(self, event: AuditObservation, grace: float) -> bool:
         """Offer one audit event; True when it counted for this watch."""
+        self.hear(event.service, event.timestamp)
         if self.decided or not self._attributed(event, grace) or not self._matches(event):
             return False
         if event.event_id and event.event_id in self.counted_ids:
@@ -173,6 +197,19 @@ class Watch:
         return None
 
     def _final(self) -> Verdict:
+        expects_presence = self.kind in {"appears", "time_to_recover", "order"} or (
+            self.kind == "count" and bool(self.min_count))
+        if expects_presence and self.service and self.heard_at is None and self.late_first is None:
+            before = f"the last one at {_ts(self.heard_before)}" if self.heard_before else "none seen before it"
+            return self._verdict(INCONCLUSIVE, f"no audit event from {self.service} since the injection "
+                                               f"({before}): a silent service cannot show it recovered")
+        verdict = self._decided_at_deadline()
+        if verdict.status == FAILED and expects_presence and self.service and self.heard_at is not None:
+            verdict.reason += (f"; {self.service} did send audit events since the injection "
+                               f"(the first at {_ts(self.heard_at)})")
+        return verdict
+
+    def _decided_at_deadline(self) -> Verdict:
         what = self._what()
         if self.kind in {"appears", "time_to_recover"}:
             if self.late_first is not None:

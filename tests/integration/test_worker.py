@@ -172,6 +172,27 @@ async def test_an_audit_event_delivered_twice_is_counted_once(worker: AgentProce
     assert verdict.status == S.VERDICT_STATUS_PASSED and verdict.count == 1, verdict.reason
 
 
+async def test_a_silent_service_is_inconclusive_and_one_that_said_other_things_fails(
+    worker: AgentProcess, settings: Settings
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    silent, chatty = f"silent-{tag}", f"chatty-{tag}"
+    ready = {name: expectation("ready", S.EXPECTATION_KIND_APPEARS, event_type="service_ready", service=name,
+                               within=1.0) for name in (silent, chatty)}
+    silent_cid, _ = await inject(settings, silent, ready[silent])
+    chatty_cid, _ = await inject(settings, chatty, ready[chatty])
+    await asyncio.sleep(0.3)
+    await audit(settings, chatty, "risk_report")  # alive, but not the awaited event
+    await asyncio.sleep(1.2)
+    await audit(settings, f"other-{tag}", "heartbeat")  # the trail goes on past the deadlines
+    [quiet] = await verdicts(settings, silent_cid)
+    assert quiet.status == S.VERDICT_STATUS_INCONCLUSIVE, quiet.reason
+    assert f"no audit event from {silent} since the injection" in quiet.reason
+    [spoke] = await verdicts(settings, chatty_cid)
+    assert spoke.status == S.VERDICT_STATUS_FAILED, spoke.reason
+    assert f"{chatty} did send audit events since the injection" in spoke.reason
+
+
 async def test_target_window_attributes_a_restarted_service_that_does_not_know_the_id(
     worker: AgentProcess, settings: Settings
 ) -> None:

@@ -139,3 +139,25 @@ def test_targets_outside_the_allow_list_are_refused() -> None:
     with pytest.raises(ScenarioError, match="target 'link' is not in the agent's allow-list"):
         load_scenario(text, allowed_targets=["rm", "topic"])
     load_scenario(text, allowed_targets=["*"])
+
+
+ANY_EVENT = """\
+apiVersion: coordinator/v1
+kind: Scenario
+metadata: {{name: any-event}}
+spec:
+  targets:
+    risk: {{driver: supervisor, service: risk-monitor, selector: {{program: risk-monitor}}}}
+  steps:
+    - {{name: restart-risk, fault: restart, target: risk}}
+  expectations:
+    - {{name: risk-speaks, after: restart-risk, event: {event}, appears: {{within: 10s}}}}
+"""
+
+
+def test_an_expectation_may_name_only_a_service_but_not_nothing() -> None:
+    scenario = load_scenario(ANY_EVENT.format(event="{service: risk-monitor}"), "any.yaml")
+    assert scenario.spec.expectations[0].event.type is None
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(ANY_EVENT.format(event="{}"), "nothing.yaml")
+    assert "an expectation needs event.type, event.service or both" in str(caught.value)

@@ -206,3 +206,32 @@ def test_an_event_delivered_twice_counts_once_for_every_kind_of_expectation() ->
         ordered.observe(e, GRACE)
     assert len(ordered.sequence_seen) == 2, "a repeated 'service_stopping' does not complete the sequence"
     assert Watch.from_dict(ordered.to_dict()).counted_ids == ["s#service_stopping", "s#service_started"]
+
+
+def test_a_silent_service_is_inconclusive_and_one_that_spoke_of_other_things_fails() -> None:
+    silent = watch()
+    silent.hear("risk-monitor", T0 - 5)  # its last words before the injection
+    silent.hear("trading-engine", T0 + 3)  # another service is no evidence about this one
+    verdict = silent.decide(now=T0 + 13, watermark=T0 + 12, grace=GRACE)
+    assert verdict is not None and verdict.status == INCONCLUSIVE, verdict
+    assert "no audit event from risk-monitor since the injection" in verdict.reason
+    assert "the last one at" in verdict.reason and "silent service" in verdict.reason
+
+    spoke = watch()
+    assert spoke.hear("risk-monitor", T0 + 3)
+    assert not spoke.observe(event(3.5, kind="risk_report"), GRACE), "not the expected type"
+    verdict = spoke.decide(now=T0 + 13, watermark=T0 + 12, grace=GRACE)
+    assert verdict is not None and verdict.status == FAILED
+    assert "no 'service_ready from risk-monitor' by the deadline" in verdict.reason
+    assert "risk-monitor did send audit events since the injection" in verdict.reason
+
+    quiet_but_absent = watch(kind="absent", event_type="order_lost")
+    verdict = quiet_but_absent.decide(now=T0 + 13, watermark=T0 + 12, grace=GRACE)
+    assert verdict is not None and verdict.status == PASSED, "absence is judged as before"
+
+
+def test_an_expectation_of_any_event_from_a_service_passes_on_whatever_it_says() -> None:
+    anything = watch(event_type="")
+    assert anything.observe(event(2.0, kind="risk_report"), GRACE)
+    verdict = anything.decide(now=T0 + 2.1, watermark=T0 + 2.0, grace=GRACE)
+    assert verdict is not None and verdict.status == PASSED and "'event from risk-monitor'" in verdict.reason
