@@ -161,10 +161,12 @@ def encode_event(
 
 
 def decode_event(
-    value: bytes | None, headers: Iterable[tuple[str, bytes | None]] | None, message_type: type[M]
+    value: bytes | None, headers: Iterable[tuple[str, bytes | None]] | None, message_type: type[M],
+    meta: dict[str, str] | None = None,
 ) -> M:
-    """Decode a consumed record; a ``ce_type`` naming another message is refused."""
-    meta = headers_to_dict(headers)
+    """Decode a consumed record; a ``ce_type`` naming another message is refused. ``meta``: the
+    headers already read with ``headers_to_dict``, when the caller has them."""
+    meta = headers_to_dict(headers) if meta is None else meta
     declared = meta.get("ce_type")
     expected = message_type.DESCRIPTOR.full_name
     if declared and declared != expected:

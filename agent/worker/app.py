@@ -95,8 +95,8 @@ def row_from(value: bytes | None, headers: Iterable[tuple[str, bytes]] | None,
     metadata, identity]``; the correlation id from the payload, else the header; the time from the
     event, else the record; the identity ``source#id`` from the CloudEvents ``ce_source`` and
     ``ce_id`` headers, else the payload's ``service_name`` and ``id`` ("" when there is no id)."""
-    event = codec.decode_event(value, headers, events_pb2.AuditEvent)
-    meta = codec.headers_to_dict(headers)
+    meta = codec.headers_to_dict(headers)  # read once: the hot path of the worker
+    event = codec.decode_event(value, headers, events_pb2.AuditEvent, meta)
     correlation_id = event.correlation_id or meta.get(CORRELATION_HEADER, "")
     event_id = meta.get("ce_id") or event.id
     identity = f"{meta.get('ce_source') or event.service_name}#{event_id}" if event_id else ""
