@@ -115,10 +115,11 @@ class Agent:
         self.catalog = CatalogCache(default_directories(settings.scenario_dirs))
         self.scenarios = ScenarioCache()
         self.http = HttpServer(settings, self.health)
-        #: parts failing now (name -> why), for readiness; 1 when a part failed for good
+        #: parts failing now (name -> why), for readiness
         self.failing: dict[str, str] = {}
         #: what the agent waits for before it serves (readiness says so)
         self.waiting = "starting"
+        #: the process's exit status: 1 once a part failed for good
         self.exit_code = 0
         from agent.grpc_api import GrpcServer
 
