@@ -160,14 +160,14 @@ async def test_an_audit_event_delivered_twice_is_counted_once(worker: AgentProce
     at_most_once = expectation("ready-once", S.EXPECTATION_KIND_COUNT, event_type="service_ready",
                                service="risk-monitor", within=2.0)
     at_most_once.min_count, at_most_once.max_count = 1, 1
-    cid, _ = await inject(settings, "risk-monitor", at_most_once)
+    cid, t0 = await inject(settings, "risk-monitor", at_most_once)
     await asyncio.sleep(0.3)
     out = audit_record("risk-monitor", "service_ready")
     for _ in range(2):  # an at-least-once producer's retry: the same event, the same ce_id
         await produce(settings.kafka_bootstrap_servers, settings.topics.audit_events, out.value, key=out.key,
                       headers=out.headers)
-    await asyncio.sleep(2.5)
-    await audit(settings, "other-svc", "heartbeat")  # the trail goes on past the deadline: it was not silent
+    # the trail goes on past the deadline (event time), sent now so that a busy worker has it in time
+    await audit(settings, "other-svc", "heartbeat", at=t0 + 2.5)
     [verdict] = await verdicts(settings, cid)
     assert verdict.status == S.VERDICT_STATUS_PASSED and verdict.count == 1, verdict.reason
 
@@ -179,12 +179,12 @@ async def test_a_silent_service_is_inconclusive_and_one_that_said_other_things_f
     silent, chatty = f"silent-{tag}", f"chatty-{tag}"
     ready = {name: expectation("ready", S.EXPECTATION_KIND_APPEARS, event_type="service_ready", service=name,
                                within=1.0) for name in (silent, chatty)}
-    silent_cid, _ = await inject(settings, silent, ready[silent])
+    silent_cid, t0 = await inject(settings, silent, ready[silent])
     chatty_cid, _ = await inject(settings, chatty, ready[chatty])
     await asyncio.sleep(0.3)
     await audit(settings, chatty, "risk_report")  # alive, but not the awaited event
-    await asyncio.sleep(1.2)
-    await audit(settings, f"other-{tag}", "heartbeat")  # the trail goes on past the deadlines
+    # the trail goes on past the deadlines (event time), sent now so that a busy worker has it in time
+    await audit(settings, f"other-{tag}", "heartbeat", at=t0 + 2.0)
     [quiet] = await verdicts(settings, silent_cid)
     assert quiet.status == S.VERDICT_STATUS_INCONCLUSIVE, quiet.reason
     assert f"no audit event from {silent} since the injection" in quiet.reason
