@@ -265,15 +265,6 @@ class Store:
         """The execution id a request was claimed for, or None when no agent has taken it yet."""
         return await self.redis.get(self.key("request", request_id))  # type: ignore[no-any-return]
 
-    async def save_execution(self, record: ExecutionRecord) -> None:
-        key = self.key("execution", record.execution_id)
-        data = _fields(record)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=data)
-            pipe.expire(key, EXECUTION_TTL_S)
-            pipe.zadd(self.key("executions"), {record.execution_id: record.started_at or time.time()})
-            await pipe.execute()
-
     async def update_execution(self, execution_id: str, **fields: Any) -> None:
         await self.redis.hset(self.key("execution", execution_id), mapping={k: str(v) for k, v in fields.items()})
 
@@ -303,10 +294,6 @@ class Store:
                 pipe.hgetall(self.key("execution", execution_id))
             raws = await pipe.execute()
         return [r for r in (_record(raw) for raw in raws) if r is not None]
-
-    @patient
-    async def save_result(self, execution_id: str, payload: bytes) -> None:
-        await self._binary.set(self.key("result", execution_id), payload, ex=EXECUTION_TTL_S)
 
     async def get_result(self, execution_id: str) -> bytes | None:
         return await self._binary.get(self.key("result", execution_id))  # type: ignore[no-any-return]

@@ -97,9 +97,6 @@ class MemoryStore:
     async def result_published(self, execution_id: str) -> None:
         await self.update_execution(execution_id, result_state="published")
 
-    async def save_result(self, execution_id: str, payload: bytes) -> None:
-        self.results[execution_id] = payload
-
     async def get_result(self, execution_id: str) -> bytes | None:
         return self.results.get(execution_id)
 
