@@ -6,14 +6,17 @@ import asyncio
 import json
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from google.protobuf import json_format
 
 from agent.settings import Settings, get_settings
+
+T = TypeVar("T")
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -50,7 +53,7 @@ def serve(http_port: int | None, grpc_port: int | None) -> None:
 
 
 async def _serve(settings: Settings) -> int:
-    from agent.engine.agent import Agent
+    from agent.engine.service import Service
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -62,16 +65,16 @@ async def _serve(settings: Settings) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
-    agent = Agent(settings)
-    runner = asyncio.create_task(agent.run(stop))
-    started = asyncio.create_task(agent.http_started.wait())
+    service = Service(settings)
+    runner = asyncio.create_task(service.run(stop))
+    started = asyncio.create_task(service.http_started.wait())
     await asyncio.wait([runner, started], return_when=asyncio.FIRST_COMPLETED)
-    if agent.http_started.is_set():
-        print(f"listening on http://{settings.http_host}:{agent.http.port}", flush=True)
-        print(f"grpc on {settings.grpc_host}:{agent.grpc.port}", flush=True)
+    if service.http_started.is_set():
+        print(f"listening on http://{settings.http_host}:{service.http.port}", flush=True)
+        print(f"grpc on {settings.grpc_host}:{service.grpc.port}", flush=True)
     started.cancel()
     await runner
-    return agent.exit_code
+    return service.exit_code
 
 
 @click.command()
@@ -157,14 +160,16 @@ def report(ctx: click.Context, execution_id: str, fmt: str, path: str | None) ->
     Exit codes: 0 written, 4 no result for this execution (unknown, or still running).
     """
     from agent import reports
-    from agent._proto.coordinator.v1 import events_pb2
+    from agent.errors import NotFound
 
-    raw = asyncio.run(_with_store(lambda store: store.get_result(execution_id)))
-    if raw is None:
+    try:
+        execution = _command(lambda engine: engine.get(execution_id))
+    except NotFound:
+        execution = None
+    if execution is None or not execution.HasField("result"):
         click.echo(f"no result for execution '{execution_id}' (unknown, or still running)", err=True)
         ctx.exit(4)
-    result = events_pb2.ScenarioResult()
-    result.ParseFromString(raw)
+    result = execution.result
     text = reports.render(result, fmt)
     if path:
         Path(path).write_text(text, encoding="utf-8")
@@ -173,29 +178,37 @@ def report(ctx: click.Context, execution_id: str, fmt: str, path: str | None) ->
         click.echo(text, nl=False)
 
 
-async def _with_store(fn: Any) -> Any:
-    from agent.store import Store
+def _command(call: Callable[[Any], Awaitable[T]]) -> T:
+    """Run one engine command or query; a typed error becomes its message and exit code."""
+    from agent.engine import Engine
+    from agent.errors import CoordinatorError, NotFound
 
-    settings = get_settings()
-    store = Store(settings.redis_url.get_secret_value(), settings.redis_key_prefix)
+    async def go() -> T:
+        async with Engine.open(get_settings(), owner=f"{get_settings().instance_id}/cli") as engine:
+            return await call(engine)
+
     try:
-        return await fn(store)
-    finally:
-        await store.aclose()
+        return asyncio.run(go())
+    except NotFound:
+        raise
+    except CoordinatorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise click.exceptions.Exit(exc.exit_code) from exc
 
 
 @click.command()
 @click.argument("execution_id")
 @click.option("--reason", default="cancelled from the command line")
 def cancel(execution_id: str, reason: str) -> None:
-    """Cancel one execution: its faults are reverted, rollbacks run, ABORTED is published."""
+    """Cancel one execution: its faults are reverted, rollbacks run, ABORTED is published.
 
-    async def go(store: Any) -> None:
-        if await store.get_execution(execution_id) is None:
-            raise click.UsageError(f"unknown execution '{execution_id}'")
-        await store.request_cancel(execution_id, reason)
+    Exit codes: 0 requested, 1 unknown or already ended, 3 Redis unreachable."""
+    from agent.errors import NotFound
 
-    asyncio.run(_with_store(go))
+    try:
+        _command(lambda engine: engine.cancel(execution_id, reason))
+    except NotFound as exc:
+        raise click.UsageError(str(exc)) from exc
     click.echo(f"cancel requested for {execution_id}")
 
 
@@ -203,33 +216,15 @@ def cancel(execution_id: str, reason: str) -> None:
 @click.option("--reason", default="halted from the command line")
 def halt(reason: str) -> None:
     """Kill switch: abort every execution, revert every active fault, refuse new ones until resume."""
-    settings = get_settings()
-
-    async def go(store: Any) -> int:
-        from agent.drivers import DriverRegistry
-        from agent.engine.faults import FaultManager
-        from agent.engine.publisher import Publisher
-
-        await store.halt(reason)
-        publisher = Publisher(settings)
-        await publisher.start()
-        drivers = DriverRegistry(settings)
-        try:
-            manager = FaultManager(settings, store, drivers, publisher, owner=f"{settings.instance_id}/cli-halt")
-            return await manager.reconcile(everything=True)
-        finally:
-            await drivers.aclose()
-            await publisher.aclose()
-
-    reverted = asyncio.run(_with_store(go))
-    click.echo(f"halted: {reverted} fault(s) reverted here; agents abort their executions. "
+    outcome = _command(lambda engine: engine.halt(reason))
+    click.echo(f"halted: {outcome.reverted_faults} fault(s) reverted here; agents abort their executions. "
                "Run 'coordinator resume' to allow faults again.")
 
 
 @click.command()
 def resume() -> None:
     """Lift the kill switch."""
-    asyncio.run(_with_store(lambda store: store.resume()))
+    _command(lambda engine: engine.resume())
     click.echo("resumed")
 
 
@@ -243,13 +238,17 @@ def executions() -> None:
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")
 def executions_list(limit: int, output: str) -> None:
     """The most recent executions, newest first."""
-    records = asyncio.run(_with_store(lambda store: store.list_executions(limit)))
+    from agent import vocabulary
+
+    page, _ = _command(lambda engine: engine.list(limit=limit))
     if output == "json":
-        click.echo(json.dumps([r.__dict__ for r in records], indent=2))
+        click.echo(json.dumps([json_format.MessageToDict(e) for e in page], indent=2))
         return
-    for r in records:
-        started = datetime.fromtimestamp(r.started_at, UTC).strftime("%Y-%m-%d %H:%M:%S") if r.started_at else "-"
-        click.echo(f"{r.execution_id}  {r.status:<9} {started}  {r.scenario_name or '-':<38} {r.reason[:60]}")
+    for e in page:
+        started = (datetime.fromtimestamp(e.started_at.seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
+                   if e.started_at.seconds else "-")
+        status = vocabulary.status_name(e.status)
+        click.echo(f"{e.execution_id}  {status:<9} {started}  {e.scenario_name or '-':<38} {e.result.reason[:60]}")
 
 
 @click.command()

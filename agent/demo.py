@@ -27,6 +27,7 @@ from agent.devstack import Stack
 from agent.errors import DecodeError
 from agent.kafkaio import topic_partitions
 from agent.settings import Settings
+from agent.store import answer
 
 S = events_pb2
 FLAGSHIP = "restart-risk-monitor-during-trading"
@@ -50,7 +51,7 @@ def run_demo(out: TextIO, *, keep: bool = False, stack_dir: Path | None = None,
         for part in stack.status():
             say(f"  {part.name:<10} {part.address:<28} ready in {timings.get(part.name, 0):.1f}s")
         env = stack.env()
-        settings = Settings(**_settings_from_env(env))
+        settings = Settings.model_validate(_settings_from_env(env))
         asyncio.run(topics.apply(settings))
 
         t = time.monotonic()
@@ -112,7 +113,7 @@ async def _registered_loadgen_status(settings: Settings) -> dict[str, Any] | Non
 
     registry = aioredis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)
     try:
-        entry = await registry.hgetall(REGISTRY_SERVICE_KEY.format(name="load-generator"))
+        entry = await answer(registry.hgetall(REGISTRY_SERVICE_KEY.format(name="load-generator")))
     finally:
         await registry.aclose()
     if not entry.get("http_port"):

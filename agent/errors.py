@@ -6,6 +6,9 @@ Hierarchy::
     ├── ConfigError                  settings or environment unusable
     │   └── ConfigValueError         the configuration service's answer for a key cannot be used
     ├── NotFound                     no such scenario, execution or driver (says what there is)
+    ├── Rejected                     a request refused before it runs (``code``: its REJECTED reason)
+    ├── StateError                   not possible now: the agent is halted, the execution already ended
+    ├── Unavailable                  Kafka or Redis cannot be reached (a retry may help)
     ├── DecodeError                  bytes that are not a valid event (goes to the dead-letter topic)
     ├── ContractError                topics/ or proto/ contract inconsistent or unreadable
     ├── ScenarioError                a scenario is invalid: every issue with file, line, column, path
@@ -60,6 +63,32 @@ class NotFound(CoordinatorError):
 
     exit_code = 1
     grpc_status = "NOT_FOUND"
+
+
+class Rejected(CoordinatorError):
+    """A request refused before it runs; ``code`` is the short reason its REJECTED result starts with."""
+
+    exit_code = 1
+    grpc_status = "INVALID_ARGUMENT"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message, retryable=False)
+        self.code = code
+
+
+class StateError(CoordinatorError):
+    """Not possible in the current state (halted; already ended); the message says which."""
+
+    exit_code = 1
+    grpc_status = "FAILED_PRECONDITION"
+
+
+class Unavailable(CoordinatorError):
+    """Kafka or Redis could not be reached; the message names which."""
+
+    retryable = True
+    exit_code = 3
+    grpc_status = "UNAVAILABLE"
 
 
 class DecodeError(CoordinatorError):

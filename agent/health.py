@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from aiokafka.client import AIOKafkaClient
 
 from agent.settings import Settings
+from agent.store import answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +59,7 @@ async def check_redis(settings: Settings) -> CheckResult:
         settings.redis_url.get_secret_value(), socket_timeout=timeout, socket_connect_timeout=timeout
     )
     try:
-        await asyncio.wait_for(client.ping(), timeout)
+        await asyncio.wait_for(answer(client.ping()), timeout)
     except Exception as exc:  # noqa: BLE001
         return _result("redis", False, _describe(exc, "redis"), started)
     finally:

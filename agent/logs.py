@@ -29,7 +29,8 @@ def redact(value: Any) -> Any:
 
 
 def _redact_processor(_logger: Any, _name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    return redact(event_dict)
+    redacted: dict[str, Any] = redact(event_dict)
+    return redacted
 
 
 def configure_logging(fmt: str = "auto", level: str = "info") -> None:

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 
 from agent.constants import REGISTRY_SERVICE_KEY
 from agent.logs import get_logger
+from agent.store import answer
 
 log = get_logger("agent.registry")
 DEAD_STATUSES = {"stopping", "down", "stopped"}
@@ -66,7 +67,7 @@ class Registry:
         self.ttl = ttl
 
     async def lookup(self, name: str) -> Entry:
-        raw = await self.redis.hgetall(REGISTRY_SERVICE_KEY.format(name=name))
+        raw = await answer(self.redis.hgetall(REGISTRY_SERVICE_KEY.format(name=name)))
         if not raw:
             raise NotRegistered(f"service '{name}' is not in the registry (never registered, or its entry expired)")
         updated = parse_time(raw.get("updated_at"))

@@ -32,6 +32,7 @@ from agent.drivers.kafka import relay_key
 from agent.engine.publisher import send_dead_letter
 from agent.logs import get_logger
 from agent.settings import Settings
+from agent.store import answer
 
 log = get_logger("agent.relay")
 Headers = list[tuple[str, bytes]]
@@ -156,8 +157,9 @@ class Relay:
                     ) -> asyncio.Future[Any] | None:
         """Queue one copy, in order; None when Kafka refused it at once (it was dead-lettered)."""
         try:
-            return await producer.send(self.topic, out.value, key=record.key, headers=out.headers,
-                                       partition=record.partition)
+            delivery: asyncio.Future[Any] = await producer.send(
+                self.topic, out.value, key=record.key, headers=out.headers, partition=record.partition)
+            return delivery
         except KafkaError as exc:
             if getattr(exc, "retriable", False):
                 raise
@@ -184,7 +186,7 @@ class Relay:
     async def _refresh_forever(self, redis: aioredis.Redis) -> None:
         while True:
             try:
-                raw = await redis.hgetall(self.key)
+                raw = await answer(redis.hgetall(self.key))
                 self.faults = {cid: json.loads(body) for cid, body in raw.items()}
             except (aioredis.RedisError, ValueError) as exc:
                 log.warning("relay faults not refreshed", key=self.key, error=str(exc))

@@ -210,4 +210,4 @@ _verdict = vocabulary.verdict_name
 
 
 def _journal(status: int) -> str:
-    return str(S.JournalEntryStatus.Name(status)).removeprefix("JOURNAL_ENTRY_STATUS_")  # type: ignore[arg-type]
+    return str(S.JournalEntryStatus.Name(status)).removeprefix("JOURNAL_ENTRY_STATUS_")

@@ -130,6 +130,8 @@ class Settings(BaseSettings):
     #: how often every agent looks for orphaned leases
     reconcile_interval: Seconds = 5.0
     max_concurrent_executions: int = Field(default=20, ge=1)
+    #: on SIGTERM, seconds running executions may take to finish before they are aborted
+    shutdown_drain: Seconds = 0.0
     consumer_group: str = "coordinator"
     #: relays the agent runs, as a JSON list: [{"source": "orders.inbound.v1", "topic": "orders.v1"}]
     relays: list[RelaySpec] = Field(default_factory=list)

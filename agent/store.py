@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -60,6 +61,13 @@ TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutEr
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+def answer(call: Awaitable[T] | T) -> Awaitable[T]:
+    """A command of redis-py's asyncio client, typed as awaitable. (redis-py types its commands
+    ``Awaitable[T] | T`` for both clients; on the asyncio client they are always awaitable.)"""
+    assert inspect.isawaitable(call)
+    return call
 
 
 class Outage:
@@ -266,7 +274,8 @@ class Store:
         return await self.redis.get(self.key("request", request_id))  # type: ignore[no-any-return]
 
     async def update_execution(self, execution_id: str, **fields: Any) -> None:
-        await self.redis.hset(self.key("execution", execution_id), mapping={k: str(v) for k, v in fields.items()})
+        await answer(self.redis.hset(self.key("execution", execution_id),
+                                     mapping={k: str(v) for k, v in fields.items()}))
 
     @patient
     async def fenced_update(self, execution_id: str, owner: str, epoch: int, **fields: Any) -> bool:
@@ -284,7 +293,7 @@ class Store:
         return int(epoch) if epoch is not None else None
 
     async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
-        return _record(await self.redis.hgetall(self.key("execution", execution_id)))
+        return _record(await answer(self.redis.hgetall(self.key("execution", execution_id))))
 
     async def list_executions(self, limit: int = 50) -> list[ExecutionRecord]:
         """The newest ``limit`` executions, read in one round trip."""
@@ -318,11 +327,11 @@ class Store:
 
     @patient
     async def result_published(self, execution_id: str) -> None:
-        await self.redis.hset(self.key("execution", execution_id), "result_state", "published")
+        await answer(self.redis.hset(self.key("execution", execution_id), "result_state", "published"))
 
     # -- leases and owners -------------------------------------------------------------------------
     async def write_lease(self, lease: Lease) -> None:
-        await self.redis.hset(self.key("lease", lease.correlation_id), mapping=lease.to_redis())
+        await answer(self.redis.hset(self.key("lease", lease.correlation_id), mapping=lease.to_redis()))
 
     @patient
     async def write_lease_fenced(self, lease: Lease, epoch: int) -> bool:
@@ -349,7 +358,8 @@ class Store:
 
     @patient
     async def lease_owner(self, correlation_id: str) -> str | None:
-        return await self.redis.hget(self.key("lease", correlation_id), "owner")  # type: ignore[no-any-return]
+        owner: str | None = await answer(self.redis.hget(self.key("lease", correlation_id), "owner"))
+        return owner
 
     @patient
     async def take_lease(self, lease: Lease, new_owner: str, ttl: float, *, unchanged: bool = True) -> bool:
@@ -430,7 +440,7 @@ class Store:
                     except (TypeError, ValueError):
                         continue
         finally:
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _scan(self, pattern: str) -> AsyncIterator[str]:
         async for key in self.redis.scan_iter(match=pattern, count=200):

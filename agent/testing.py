@@ -35,6 +35,8 @@ class MemoryStore:
         self.owners: dict[str, float] = {}  # owner -> heartbeat expiry
         self.halted_reason: str | None = None
         self.cancels: dict[str, str] = {}
+        #: control messages sent (what every agent would hear on pub/sub)
+        self.control: list[dict[str, Any]] = []
         self.outage = Outage("redis")
         self.patient = True
 
@@ -161,6 +163,20 @@ class MemoryStore:
     async def cancel_requested(self, execution_id: str) -> str | None:
         return self.cancels.get(execution_id)
 
+    async def halt(self, reason: str) -> None:
+        self.halted_reason = reason
+        self.control.append({"action": "halt", "reason": reason})
+
+    async def resume(self) -> None:
+        self.halted_reason = None
+
+    async def request_cancel(self, execution_id: str, reason: str) -> None:
+        self.cancels[execution_id] = reason
+        self.control.append({"action": "cancel", "execution_id": execution_id, "reason": reason})
+
+    async def get_results(self, execution_ids: list[str]) -> dict[str, bytes]:
+        return {e: self.results[e] for e in execution_ids if e in self.results}
+
     def _holds(self, execution_id: str, owner: str, epoch: int) -> bool:
         record = self.executions.get(execution_id)
         return record is not None and record.owner == owner and record.epoch == int(epoch)
@@ -180,12 +196,16 @@ class MemoryPublisher:
         self.progress_events: list[events_pb2.ExecutionProgress] = []
         self.results: list[events_pb2.ScenarioResult] = []
         self.dead_letters: list[tuple[Any, str, str]] = []
+        self.requests: list[events_pb2.ScenarioRequest] = []
 
     async def start(self) -> None:
         pass
 
     async def aclose(self) -> None:
         pass
+
+    async def request(self, request: events_pb2.ScenarioRequest) -> None:
+        self.requests.append(request)
 
     async def chaos(self, event: events_pb2.ChaosEvent) -> None:
         self.chaos_events.append(event)

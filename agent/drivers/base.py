@@ -1,5 +1,11 @@
 """The driver interfaces: a fault driver applies and reverts faults, a probe observes.
 
+A driver module owns its vocabulary and declares it in one ``DriverSpec`` named ``SPEC``: its
+selector model (how a scenario names a target), its faults with their parameter models, its
+rollback actions, its settings group and the class that does the work. The scenario language
+builds its target, step and rollback models from the registered specs (``agent.drivers.specs``),
+so adding a driver is one module plus one registration.
+
 A fault driver is small on purpose (compare httpx's transport): ``recipe`` says, before anything
 is touched, how to undo the fault (it goes into the Redis lease); ``inject`` applies it;
 ``revert`` undoes it from the recipe alone, idempotently, so that any agent can revert a fault
@@ -10,10 +16,50 @@ that another, crashed, agent applied. Drivers translate their backend's exceptio
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 from agent.settings import Settings
+
+
+@dataclass(frozen=True)
+class FaultKind:
+    """One fault a driver applies: its kebab-case name and its typed parameters."""
+
+    name: str
+    parameters: type[BaseModel]
+    #: the fault lasts until reverted (a duration applies); instantaneous faults have no duration
+    lasting: bool
+    #: the fault reads events from the target's relay source topic
+    relay: bool = False
+    summary: str = ""
+    #: filled in by the spec that declares it
+    driver: str = ""
+
+
+@dataclass(frozen=True)
+class DriverSpec:
+    """What a driver module adds to the scenario language, and how to build the driver."""
+
+    name: str
+    #: the model of ``selector`` in a target of this driver
+    selector: type[BaseModel]
+    faults: tuple[FaultKind, ...]
+    #: the driver from its settings group
+    factory: Callable[[Any], FaultDriver]
+    #: the driver's settings group, taken from the agent's settings (default: all of them)
+    configure: Callable[[Settings], Any] = lambda settings: settings
+    #: actions a scenario's rollbacks may ask of this driver
+    rollbacks: tuple[str, ...] = ()
+    summary: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "faults", tuple(
+            f if f.driver == self.name else FaultKind(f.name, f.parameters, f.lasting, f.relay, f.summary, self.name)
+            for f in self.faults))
 
 
 @dataclass(frozen=True)
@@ -31,7 +77,8 @@ class FaultRequest:
 class FaultDriver(ABC):
     name: str = ""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Any) -> None:
+        #: the driver's settings group (``DriverSpec.configure``)
         self.settings = settings
 
     @abstractmethod
@@ -47,7 +94,7 @@ class FaultDriver(ABC):
         """Undo a fault from its recipe. Reverting twice, or a fault never applied, is fine."""
 
     async def rollback(self, action: str, selector: dict[str, Any]) -> None:
-        """Run a scenario's rollback action (start, stop, restart, remove-toxics, enable-proxy)."""
+        """Run a scenario's rollback action (one of the spec's ``rollbacks``)."""
         from agent.errors import ActionError
 
         raise ActionError(f"the {self.name} driver has no rollback action '{action}'")

@@ -13,17 +13,21 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from pydantic import Field, SecretStr
 
 from agent.constants import CORRELATION_HEADER, redis_key
-from agent.drivers.base import FaultDriver, FaultRequest
+from agent.drivers.base import DriverSpec, FaultDriver, FaultKind, FaultRequest
 from agent.errors import ActionError, RevertError
+from agent.fields import Duration, Strict, TopicName
 from agent.settings import Settings
+from agent.store import answer
 
 INJECTED_EVENT_TYPE = "coordinator.v1.InjectedEvent"
 
@@ -32,10 +36,62 @@ def relay_key(prefix: str, source: str, topic: str) -> str:
     return redis_key(prefix, "relay", source, topic)
 
 
+class KafkaSelector(Strict):
+    #: where events are published (inject) or relayed to (relay faults)
+    topic: TopicName
+    #: where a relay reads from; required by the relay faults
+    source: TopicName | None = None
+
+
+class InjectEventsParameters(Strict):
+    count: int = Field(default=1, ge=1, le=100_000)
+    #: events per second; 0 sends them as fast as the broker takes them
+    rate: float = Field(default=0.0, ge=0.0)
+    key: str | None = None
+    #: the event body: a mapping sent as JSON, or text sent as is
+    payload: dict[str, object] | str = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+    content_type: Literal["application/json", "text/plain", "application/octet-stream"] = "application/json"
+
+
+class RelayParameters(Strict):
+    #: share of relayed events affected
+    probability: float = Field(default=1.0, ge=0.0, le=1.0)
+    #: only events whose headers include all of these are affected
+    match_headers: dict[str, str] = Field(default_factory=dict)
+
+
+class DuplicateEventsParameters(RelayParameters):
+    copies: int = Field(default=1, ge=1, le=100)
+
+
+class DelayEventsParameters(RelayParameters):
+    delay: Duration
+
+
+class DropEventsParameters(RelayParameters):
+    pass
+
+
+class CorruptEventsParameters(RelayParameters):
+    mode: Literal["truncate", "garbage", "flip-bits"] = "garbage"
+
+
+@dataclass(frozen=True)
+class KafkaDriverSettings:
+    bootstrap_servers: str
+    #: relay faults are recorded in Redis, where the relays read them
+    redis_url: SecretStr
+    redis_key_prefix: str
+    #: the ``ce_source`` of injected events
+    instance_id: str
+
+
 class KafkaDriver(FaultDriver):
     name = "kafka"
+    settings: KafkaDriverSettings
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: KafkaDriverSettings) -> None:
         super().__init__(settings)
         self._producer: AIOKafkaProducer | None = None
         self._redis: aioredis.Redis | None = None
@@ -44,7 +100,7 @@ class KafkaDriver(FaultDriver):
     async def _get_producer(self) -> AIOKafkaProducer:
         async with self._lock:
             if self._producer is None:
-                producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap_servers,
+                producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers,
                                             acks="all", enable_idempotence=True, linger_ms=5)
                 await producer.start()
                 self._producer = producer
@@ -77,7 +133,7 @@ class KafkaDriver(FaultDriver):
         key = relay_key(self.settings.redis_key_prefix, request.selector["source"], request.selector["topic"])
         fault = {"fault": request.fault, "parameters": request.parameters, "execution_id": request.execution_id}
         try:
-            await self._get_redis().hset(key, request.correlation_id, json.dumps(fault, sort_keys=True))
+            await answer(self._get_redis().hset(key, request.correlation_id, json.dumps(fault, sort_keys=True)))
         except aioredis.RedisError as exc:
             raise ActionError(f"cannot record relay fault in redis: {exc}", retryable=True) from exc
         return {"relay": f"{request.selector['source']} -> {request.selector['topic']}", "fault": request.fault}
@@ -86,7 +142,7 @@ class KafkaDriver(FaultDriver):
         if recipe.get("action") != "remove-relay-fault":
             return
         try:
-            await self._get_redis().hdel(recipe["key"], recipe["correlation_id"])
+            await answer(self._get_redis().hdel(recipe["key"], recipe["correlation_id"]))
         except aioredis.RedisError as exc:
             raise RevertError(f"cannot remove relay fault from redis: {exc}", retryable=True) from exc
 
@@ -119,3 +175,24 @@ class KafkaDriver(FaultDriver):
         except KafkaError as exc:
             raise ActionError(f"cannot publish to '{topic}': {exc}", retryable=True) from exc
         return {"topic": topic, "events": count}
+
+
+def _configure(settings: Settings) -> KafkaDriverSettings:
+    return KafkaDriverSettings(bootstrap_servers=settings.kafka_bootstrap_servers, redis_url=settings.redis_url,
+                               redis_key_prefix=settings.redis_key_prefix, instance_id=settings.instance_id)
+
+
+SPEC = DriverSpec(
+    name="kafka", selector=KafkaSelector, factory=KafkaDriver, configure=_configure,
+    summary="event faults on Kafka topics: injected events, and relays that damage what they copy",
+    faults=(
+        FaultKind("inject-events", InjectEventsParameters, False,
+                  summary="publish events, each carrying the correlation header"),
+        FaultKind("duplicate-events", DuplicateEventsParameters, True, relay=True,
+                  summary="relay events with extra copies"),
+        FaultKind("delay-events", DelayEventsParameters, True, relay=True, summary="relay events late"),
+        FaultKind("drop-events", DropEventsParameters, True, relay=True, summary="relay without some events"),
+        FaultKind("corrupt-events", CorruptEventsParameters, True, relay=True,
+                  summary="relay events with damaged payloads"),
+    ),
+)

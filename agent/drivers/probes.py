@@ -25,6 +25,7 @@ from agent.registry import NotRegistered, Registry
 from agent.scenario.models import Scenario
 from agent.scenario.probes import Probe
 from agent.settings import Settings
+from agent.store import answer
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,8 @@ class Prober:
         assert probe.redis_key is not None
         spec = probe.redis_key
         if spec.field:
-            return await self._redis.hget(spec.key, spec.field)
+            value: str | None = await answer(self._redis.hget(spec.key, spec.field))
+            return value
         return await self._redis.get(spec.key)
 
     async def address(self, scenario: Scenario, target_name: str, kind: str) -> str:
@@ -108,8 +110,9 @@ class Prober:
         retried on transient codes, circuit breaker per address)."""
 
         async def check(channel: grpc.aio.Channel, left: float) -> health_pb2.HealthCheckResponse:
-            return await health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[no-any-return]
+            answer: health_pb2.HealthCheckResponse = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=left)
+            return answer
 
         try:
             reply = await self.channels.call(address, check, timeout=timeout)

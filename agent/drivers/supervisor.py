@@ -18,12 +18,16 @@ from __future__ import annotations
 import asyncio
 import time
 import xmlrpc.client
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from defusedxml.xmlrpc import monkey_patch
+from pydantic import SecretStr
 
-from agent.drivers.base import FaultDriver, FaultRequest
+from agent.drivers.base import DriverSpec, FaultDriver, FaultKind, FaultRequest
 from agent.errors import ActionError, RevertError
+from agent.fields import NoParameters, SelectorName, Strict
+from agent.settings import Settings
 
 monkey_patch()
 
@@ -32,14 +36,34 @@ _BAD_NAME, _NOT_RUNNING, _ALREADY_STARTED, _SPAWN_ERROR = 10, 70, 60, 50
 _STOPPED_STATES = {"STOPPED", "EXITED", "FATAL", "BACKOFF"}
 
 
+Signal = Literal["SIGKILL", "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2"]
+
+
+class SupervisorSelector(Strict):
+    #: the supervisord program name
+    program: SelectorName
+    group: SelectorName | None = None
+
+
+class KillParameters(Strict):
+    signal: Signal = "SIGKILL"
+
+
+@dataclass(frozen=True)
+class SupervisorSettings:
+    #: supervisord's XML-RPC endpoint (may carry credentials: a secret)
+    url: SecretStr
+
+
 class SupervisorDriver(FaultDriver):
     name = "supervisor"
+    settings: SupervisorSettings
 
     #: how long revert waits for the supervisor's own autorestart before starting the program itself
     settle_s = 10.0
 
     def _proxy(self) -> Any:
-        return xmlrpc.client.ServerProxy(self.settings.supervisor_url.get_secret_value(), allow_none=True)
+        return xmlrpc.client.ServerProxy(self.settings.url.get_secret_value(), allow_none=True)
 
     async def _call(self, method: str, *args: Any) -> Any:
         def call() -> Any:
@@ -143,3 +167,20 @@ class SupervisorDriver(FaultDriver):
             if time.monotonic() > deadline + self.settle_s:
                 raise RevertError(f"'{program}' is still {state} after {2 * self.settle_s:.0f}s", retryable=True)
             await asyncio.sleep(0.2)
+
+
+def _configure(settings: Settings) -> SupervisorSettings:
+    return SupervisorSettings(url=settings.supervisor_url)
+
+
+SPEC = DriverSpec(
+    name="supervisor", selector=SupervisorSelector, factory=SupervisorDriver, configure=_configure,
+    rollbacks=("start", "stop", "restart"), summary="processes run by supervisord (XML-RPC)",
+    faults=(
+        FaultKind("restart", NoParameters, False, summary="restart the process"),
+        FaultKind("kill", KillParameters, False, summary="send a signal (SIGKILL by default); the supervisor brings "
+                                                         "it back"),
+        FaultKind("stop", NoParameters, True, summary="stop the process; started again on revert"),
+        FaultKind("pause", NoParameters, True, summary="SIGSTOP the process; SIGCONT on revert"),
+    ),
+)

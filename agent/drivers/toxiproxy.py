@@ -9,13 +9,70 @@ Names are checked by the scenario models and each one is quoted as a single URL 
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 from urllib.parse import quote
 
 import aiohttp
+from pydantic import Field
 
-from agent.drivers.base import FaultDriver, FaultRequest
+from agent.drivers.base import DriverSpec, FaultDriver, FaultKind, FaultRequest
 from agent.errors import ActionError, RevertError
+from agent.fields import Duration, NoParameters, SelectorName, Strict
+from agent.settings import Settings
+
+
+class ToxiproxySelector(Strict):
+    #: the proxy name; created from listen/upstream when given and missing
+    proxy: SelectorName
+    #: host:port, sent in a JSON body (never in a URL); Toxiproxy checks them
+    listen: str | None = None
+    upstream: str | None = None
+
+
+# -- parameters, fields as Toxiproxy names them -------------------------------------------------------
+class ToxicParameters(Strict):
+    stream: Literal["upstream", "downstream"] = "downstream"
+    toxicity: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class LatencyParameters(ToxicParameters):
+    latency: Duration
+    jitter: Duration = 0.0
+
+
+class BandwidthParameters(ToxicParameters):
+    #: KB/s
+    rate: int = Field(ge=0)
+
+
+class SlowCloseParameters(ToxicParameters):
+    delay: Duration
+
+
+class TimeoutParameters(ToxicParameters):
+    #: 0 means the connection is never closed
+    timeout: Duration = 0.0
+
+
+class ResetPeerParameters(ToxicParameters):
+    timeout: Duration = 0.0
+
+
+class SlicerParameters(ToxicParameters):
+    average_size: int = Field(ge=1)
+    size_variation: int = Field(default=0, ge=0)
+    delay: Duration = 0.0
+
+
+class LimitDataParameters(ToxicParameters):
+    bytes: int = Field(ge=0)
+
+
+@dataclass(frozen=True)
+class ToxiproxySettings:
+    #: Toxiproxy's HTTP API
+    url: str
 
 #: our fault name -> Toxiproxy's toxic type
 TOXIC_TYPES = {
@@ -26,7 +83,9 @@ TOXIC_TYPES = {
 
 def toxic_attributes(fault: str, parameters: dict[str, Any]) -> dict[str, int]:
     """Toxiproxy's attribute names and units (ms, except slicer's delay in microseconds)."""
-    ms = lambda seconds: int(round(float(seconds) * 1000))  # noqa: E731
+    def ms(seconds: Any) -> int:
+        return int(round(float(seconds) * 1000))
+
     if fault == "latency":
         return {"latency": ms(parameters["latency"]), "jitter": ms(parameters.get("jitter", 0))}
     if fault == "bandwidth":
@@ -46,8 +105,9 @@ def toxic_attributes(fault: str, parameters: dict[str, Any]) -> dict[str, int]:
 
 class ToxiproxyDriver(FaultDriver):
     name = "toxiproxy"
+    settings: ToxiproxySettings
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: ToxiproxySettings) -> None:
         super().__init__(settings)
         self._session: aiohttp.ClientSession | None = None
         #: proxies seen to exist (a proxy deleted behind our back makes the toxic call fail: 404, retried)
@@ -55,7 +115,7 @@ class ToxiproxyDriver(FaultDriver):
 
     @property
     def base(self) -> str:
-        return self.settings.toxiproxy_url.rstrip("/")
+        return self.settings.url.rstrip("/")
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -163,3 +223,23 @@ def seg(name: object) -> str:
 
 def _toxic_name(correlation_id: str) -> str:
     return f"coordinator-{correlation_id}"
+
+
+def _configure(settings: Settings) -> ToxiproxySettings:
+    return ToxiproxySettings(url=settings.toxiproxy_url)
+
+
+SPEC = DriverSpec(
+    name="toxiproxy", selector=ToxiproxySelector, factory=ToxiproxyDriver, configure=_configure,
+    rollbacks=("remove-toxics", "enable-proxy"), summary="network faults on TCP links through Toxiproxy",
+    faults=(
+        FaultKind("latency", LatencyParameters, True, summary="add latency (and jitter)"),
+        FaultKind("bandwidth", BandwidthParameters, True, summary="limit to rate KB/s"),
+        FaultKind("slow-close", SlowCloseParameters, True, summary="delay the close of connections"),
+        FaultKind("timeout", TimeoutParameters, True, summary="stop all data, close after timeout"),
+        FaultKind("reset-peer", ResetPeerParameters, True, summary="reset connections (TCP RST)"),
+        FaultKind("slicer", SlicerParameters, True, summary="slice data into small packets"),
+        FaultKind("limit-data", LimitDataParameters, True, summary="close after a number of bytes"),
+        FaultKind("down", NoParameters, True, summary="disable the proxy: connections refused"),
+    ),
+)

@@ -8,7 +8,7 @@ runs: faults are reverted and rollbacks run as their strategy says.
 Statuses: PASSED (every probe held and every expectation PASSED), FAILED (a probe or an
 expectation failed, or an expectation stayed INCONCLUSIVE: no evidence is not a pass), ERROR (a
 fault could not be applied or reverted), ABORTED (cancelled, halted, agent stopping), TIMED_OUT
-(``limits.timeout``). REJECTED is decided before a run starts (see ``agent.engine.agent``).
+(``limits.timeout``). REJECTED is decided before a run starts (see ``agent.engine.engine``).
 
 Fencing: the run belongs to ``owner`` at ``epoch`` (``agent.store``). Before every step and with
 every lease it writes, the run checks that it still does; once another agent has taken it over
@@ -41,7 +41,7 @@ from agent.store import Store
 log = get_logger("agent.execution")
 S = events_pb2
 _ENTRY = {True: S.JOURNAL_ENTRY_STATUS_SUCCEEDED, False: S.JOURNAL_ENTRY_STATUS_FAILED}
-_LATE_REVERTS: set[asyncio.Future[object]] = set()
+_LATE_REVERTS: set[asyncio.Future[Any]] = set()
 
 
 class Verdicts:
@@ -115,7 +115,8 @@ class Execution:
         started = time.time()
         queue = self.ctx.verdicts.register(self.execution_id)
         metrics.ACTIVE_EXECUTIONS.inc()
-        status, reason = S.EXECUTION_STATUS_ERROR, "the run ended unexpectedly"
+        status: int = S.EXECUTION_STATUS_ERROR
+        reason = "the run ended unexpectedly"
         try:
             try:
                 if self.cancelled_before_start:
@@ -389,7 +390,7 @@ class Execution:
                 target = self.scenario.spec.targets[action.target]
                 try:
                     driver = self.ctx.drivers.get(target.driver)
-                    await asyncio.wait_for(driver.rollback(action.action, target.selector.model_dump()),  # type: ignore[attr-defined]
+                    await asyncio.wait_for(driver.rollback(action.action, target.selector.model_dump()),
                                            action.timeout)
                 except Exception as exc:  # noqa: BLE001 - report, go on with the next action
                     await self._entry("rollbacks", action.name, False, started=t0, error=str(exc) or "timed out")

@@ -67,10 +67,10 @@ class StuckLease:
 
 def expectation_message(expectation: Expectation) -> events_pb2.Expectation:
     message = events_pb2.Expectation(
-        name=expectation.name, kind=EXPECTATION_KINDS[expectation.kind], event_type=expectation.event.type or "",
-        service=expectation.event.service or "", match=expectation.event.match,
-        attribution=ATTRIBUTIONS[expectation.attribution],
-    )
+        name=expectation.name, event_type=expectation.event.type or "", service=expectation.event.service or "",
+        match=expectation.event.match)
+    message.kind = EXPECTATION_KINDS[expectation.kind]  # type: ignore[assignment]
+    message.attribution = ATTRIBUTIONS[expectation.attribution]  # type: ignore[assignment]
     rule = getattr(expectation, expectation.kind)
     if expectation.kind == "time_to_recover":
         message.max_time_to_recover.FromNanoseconds(int(rule.max * 1e9))
@@ -111,7 +111,7 @@ class FaultManager:
         if refused:
             raise TargetRefused(refused)
         correlation_id = str(uuid.uuid4())
-        parameters = step.parameters.model_dump(mode="python")  # type: ignore[attr-defined]
+        parameters = step.parameters.model_dump(mode="python")
         request = FaultRequest(
             correlation_id=correlation_id, execution_id=execution_id, fault=step.fault, target_name=step.target,
             service=service, selector=target.selector.model_dump(mode="python"), parameters=parameters,
@@ -152,7 +152,7 @@ class FaultManager:
             driver=target.driver, fault=step.fault, owner=self.owner,
             expectations=[expectation_message(e) for e in scenario.spec.expectations if e.after == step.name],
         )
-        event.parameters.update(step.parameters.model_dump(mode="json", by_alias=True))  # type: ignore[attr-defined]
+        event.parameters.update(step.parameters.model_dump(mode="json", by_alias=True))
         event.injected_at.FromNanoseconds(int(injected_at * 1e9))
         active = ActiveFault(lease=lease, injected_at=injected_at, event=event)
         self.active[correlation_id] = active

@@ -1,15 +1,14 @@
 """The scenario language: models, safe loading, validation, catalog and dry-run plans."""
 
 from agent.scenario.catalog import Catalog, Entry, default_directories
-from agent.scenario.faults import FAULT_NAMES, FAULTS
-from agent.scenario.models import API_VERSION, Expectation, FaultStep, Scenario
+from agent.scenario.faults import FAULTS
+from agent.scenario.models import API_VERSION, Expectation, FaultStep, Scenario, scenario_model
 from agent.scenario.plan import plan, render
 from agent.scenario.validation import check_text, load_scenario, load_scenario_file
 
 __all__ = [
     "API_VERSION",
     "FAULTS",
-    "FAULT_NAMES",
     "Catalog",
     "Entry",
     "Expectation",
@@ -21,4 +20,5 @@ __all__ = [
     "load_scenario_file",
     "plan",
     "render",
+    "scenario_model",
 ]

@@ -10,6 +10,7 @@ import fnmatch
 from collections.abc import Iterator
 from typing import Any
 
+from agent import drivers
 from agent.scenario.faults import FAULTS
 from agent.scenario.loader import Path
 from agent.scenario.models import suggest
@@ -78,14 +79,24 @@ def cross_references(data: Any, allowed_targets: list[str] | None = None) -> lis
         if isinstance(target, str) and target not in targets:
             found.append((("spec", "rollbacks", "actions", i, "target"),
                           f"unknown target '{target}'{_hint(target, names)}"))
+            continue
+        spec_target = targets.get(target) if isinstance(target, str) else None
+        driver = drivers.specs().get(str(spec_target.get("driver"))) if isinstance(spec_target, dict) else None
+        verb = action.get("action") if isinstance(action, dict) else None
+        if driver is not None and isinstance(verb, str) and verb not in driver.rollbacks:
+            offered = ", ".join(driver.rollbacks) or "none"
+            found.append((("spec", "rollbacks", "actions", i, "action"),
+                          f"the {driver.name} driver of target '{target}' has no rollback action '{verb}' "
+                          f"(it offers: {offered})"))
 
     if allowed_targets is not None:
         for name, target in targets.items():
             if not isinstance(target, dict):
                 continue
             label = target.get("service") or name
-            selector = target.get("selector") if isinstance(target.get("selector"), dict) else {}
-            refused = refused_by_allow_list(label, str(target.get("driver")), selector, allowed_targets)
+            given = target.get("selector")
+            refused = refused_by_allow_list(label, str(target.get("driver")), given if isinstance(given, dict) else {},
+                                            allowed_targets)
             if refused:
                 found.append((("spec", "targets", name), f"{refused} ({', '.join(allowed_targets)})"))
     return found

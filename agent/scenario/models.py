@@ -5,23 +5,28 @@ an int), durations are written "250ms"/"30s"/"5m". YAML uses camelCase; fault na
 Cross-references (a step's target, an expectation's step) are checked by ``agent.scenario.checks``.
 
 Some fields are unions chosen by a key (a step by ``fault``/``wait``/``serial``/``parallel``, a
-target by ``driver``); their tags start with ``@`` and are dropped from error paths.
+target by ``driver``); their tags start with ``@`` and are dropped from error paths. Those unions
+come from the drivers (``agent.drivers.specs``): each declares its selector, faults with their
+parameters, and rollback actions, and ``scenario_model()`` builds the validating model from them.
+The classes below (``Scenario``, ``Target``, ``FaultStep``, ...) are what code reads; every
+validated scenario is an instance of them.
 """
 
 from __future__ import annotations
 
 import difflib
-from typing import Annotated, Any, Literal, Union
+from collections.abc import Callable
+from types import GenericAlias
+from typing import Annotated, Any, ForwardRef, Literal, Union
 
 from pydantic import Discriminator, Field, Tag, create_model, field_validator, model_validator
 
-from agent import vocabulary
-from agent.scenario.base import NAME_PATTERN, Duration, Strict
-from agent.scenario.faults import FAULT_NAMES, FAULTS
+from agent import drivers, vocabulary
+from agent.fields import NAME_PATTERN, Duration, Strict
+from agent.scenario.faults import FAULTS
 from agent.scenario.probes import SteadyState, exactly_one
 
 API_VERSION = "coordinator/v1"
-DRIVERS = ("supervisor", "toxiproxy", "kafka")
 StepName = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
@@ -31,63 +36,22 @@ def suggest(name: object, choices: tuple[str, ...] | list[str]) -> str:
 
 
 # -- targets ------------------------------------------------------------------------------------------
-# Selectors are data, never paths: each is a name of the shape its backend allows, so nothing a
-# scenario says can reach another endpoint of a backend's API (drivers also quote every URL segment).
-#: a supervisord program or group name (supervisord refuses ':' and spaces in them)
-SELECTOR_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-ProgramName = Annotated[str, Field(pattern=SELECTOR_NAME_PATTERN)]
-#: a Toxiproxy proxy name
-ProxyName = Annotated[str, Field(pattern=SELECTOR_NAME_PATTERN)]
-#: a Kafka topic name, as the broker allows it (but not starting with '.')
-TOPIC_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,248}$"
-TopicName = Annotated[str, Field(pattern=TOPIC_PATTERN)]
-
-
-class SupervisorSelector(Strict):
-    #: the supervisord program name
-    program: ProgramName
-    group: ProgramName | None = None
-
-
-class ToxiproxySelector(Strict):
-    #: the proxy name; created from listen/upstream when given and missing
-    proxy: ProxyName
-    #: host:port, sent in a JSON body (never in a URL); Toxiproxy checks them
-    listen: str | None = None
-    upstream: str | None = None
-
-
-class KafkaSelector(Strict):
-    #: where events are published (inject) or relayed to (relay faults)
-    topic: TopicName
-    #: where a relay reads from; required by the relay faults
-    source: TopicName | None = None
-
-
+# Selectors are data, never paths: each driver's selector model allows only names of the shape its
+# backend allows, so nothing a scenario says can reach another endpoint of a backend's API.
 class Endpoints(Strict):
     grpc: str | None = None
     http: str | None = None
 
 
-class _TargetBase(Strict):
+class Target(Strict):
+    """A target: its driver, the selector that driver defines, and the service it is. Each driver
+    gets a subclass whose ``driver`` is its name and whose ``selector`` is its selector model."""
+
+    driver: str
+    selector: Strict
     #: the service name in audit events and in the registry (default: the target's name)
     service: str | None = None
     endpoints: Endpoints | None = None
-
-
-class SupervisorTarget(_TargetBase):
-    driver: Literal["supervisor"]
-    selector: SupervisorSelector
-
-
-class ToxiproxyTarget(_TargetBase):
-    driver: Literal["toxiproxy"]
-    selector: ToxiproxySelector
-
-
-class KafkaTarget(_TargetBase):
-    driver: Literal["kafka"]
-    selector: KafkaSelector
 
 
 class _BadTarget(Strict):
@@ -96,31 +60,23 @@ class _BadTarget(Strict):
     @model_validator(mode="before")
     @classmethod
     def _refuse(cls, value: Any) -> Any:
+        names = tuple(drivers.specs())
         if not isinstance(value, dict):
             raise ValueError(f"a target must be a mapping with a driver, got {type(value).__name__}")
         if "driver" not in value:
-            raise ValueError(f"a target needs a driver: one of {', '.join(DRIVERS)}")
-        raise ValueError(f"unknown driver '{value['driver']}'{suggest(value['driver'], DRIVERS)}")
-
-
-def _target_tag(value: Any) -> str:
-    driver = value.get("driver") if isinstance(value, dict) else getattr(value, "driver", None)
-    return f"@driver={driver}" if driver in DRIVERS else "@bad-target"
-
-
-Target = Annotated[
-    Annotated[SupervisorTarget, Tag("@driver=supervisor")]
-    | Annotated[ToxiproxyTarget, Tag("@driver=toxiproxy")]
-    | Annotated[KafkaTarget, Tag("@driver=kafka")]
-    | Annotated[_BadTarget, Tag("@bad-target")],
-    Discriminator(_target_tag),
-]
+            raise ValueError(f"a target needs a driver: one of {', '.join(names)}")
+        raise ValueError(f"unknown driver '{value['driver']}'{suggest(value['driver'], names)}")
 
 
 # -- steps ----------------------------------------------------------------------------------------------
-class _FaultStepBase(Strict):
+class FaultStep(Strict):
+    """A fault step. Each fault gets a subclass whose ``fault`` is its name and whose
+    ``parameters`` is its driver's parameter model."""
+
     name: StepName
     target: str
+    fault: str
+    parameters: Strict
     #: how long a lasting fault stays before it is reverted
     duration: Duration | None = None
     #: pause before the step starts
@@ -131,8 +87,8 @@ class _FaultStepBase(Strict):
     background: bool = False
 
     @model_validator(mode="after")
-    def _duration_fits_the_fault(self) -> _FaultStepBase:
-        kind = FAULTS[self.fault]  # type: ignore[attr-defined]
+    def _duration_fits_the_fault(self) -> FaultStep:
+        kind = FAULTS[self.fault]
         if kind.lasting and self.duration is None:
             raise ValueError(f"fault '{kind.name}' lasts until reverted: give it a duration")
         if not kind.lasting and self.duration is not None:
@@ -146,22 +102,6 @@ class _FaultStepBase(Strict):
         return "fault"
 
 
-def _fault_step_model(name: str) -> type[_FaultStepBase]:
-    params = FAULTS[name].parameters
-    required = any(f.is_required() for f in params.model_fields.values())
-    default: Any = ... if required else Field(default_factory=params)
-    model = create_model(  # type: ignore[call-overload]
-        f"FaultStep_{name.replace('-', '_')}",
-        __base__=_FaultStepBase,
-        fault=(Literal[name], ...),  # type: ignore[valid-type]
-        parameters=(params, default),
-    )
-    return model  # type: ignore[no-any-return]
-
-
-FAULT_STEP_MODELS = {name: _fault_step_model(name) for name in FAULT_NAMES}
-
-
 class _UnknownFault(Strict):
     model_config = Strict.model_config | {"extra": "allow"}
     fault: str
@@ -169,7 +109,7 @@ class _UnknownFault(Strict):
     @field_validator("fault")
     @classmethod
     def _refuse(cls, value: str) -> str:
-        raise ValueError(f"unknown fault '{value}'{suggest(value, FAULT_NAMES)}")
+        raise ValueError(f"unknown fault '{value}'{suggest(value, list(FAULTS))}")
 
 
 class WaitStep(Strict):
@@ -183,7 +123,7 @@ class WaitStep(Strict):
 
 class SerialStep(Strict):
     name: StepName | None = None
-    serial: list[Step] = Field(min_length=1)
+    serial: list[AnyStep] = Field(min_length=1)
 
     @property
     def kind(self) -> str:
@@ -192,12 +132,17 @@ class SerialStep(Strict):
 
 class ParallelStep(Strict):
     name: StepName | None = None
-    parallel: list[Step] = Field(min_length=1)
+    parallel: list[AnyStep] = Field(min_length=1)
 
     @property
     def kind(self) -> str:
         return "parallel"
 
+
+#: one step, as code sees it (validation uses the tagged union built from the drivers: see ``build``)
+AnyStep = FaultStep | WaitStep | SerialStep | ParallelStep
+SerialStep.model_rebuild()
+ParallelStep.model_rebuild()
 
 _STEP_KEYS = ("fault", "wait", "serial", "parallel")
 
@@ -210,34 +155,6 @@ class _BadStep(Strict):
             raise ValueError(f"a step must be a mapping, got {type(value).__name__}")
         given = [k for k in _STEP_KEYS if k in value]
         raise ValueError(f"a step needs exactly one of {', '.join(_STEP_KEYS)} (given: {', '.join(given) or 'none'})")
-
-
-def _step_tag(value: Any) -> str:
-    if not isinstance(value, dict):
-        kind = getattr(value, "kind", None)
-        if kind == "fault":
-            return f"@fault={value.fault}"
-        return f"@{kind}" if kind else "@bad-step"
-    keys = [k for k in _STEP_KEYS if k in value]
-    if len(keys) != 1:
-        return "@bad-step"
-    if keys[0] == "fault":
-        return f"@fault={value['fault']}" if value["fault"] in FAULTS else "@unknown-fault"
-    return f"@{keys[0]}"
-
-
-_STEP_MEMBERS: tuple[Any, ...] = (
-    Annotated[WaitStep, Tag("@wait")],
-    Annotated[SerialStep, Tag("@serial")],
-    Annotated[ParallelStep, Tag("@parallel")],
-    Annotated[_UnknownFault, Tag("@unknown-fault")],
-    Annotated[_BadStep, Tag("@bad-step")],
-    *(Annotated[model, Tag(f"@fault={name}")] for name, model in FAULT_STEP_MODELS.items()),
-)
-#: one step: a fault, a wait, or steps in series or in parallel
-Step = Annotated[Union[_STEP_MEMBERS], Discriminator(_step_tag)]  # noqa: UP007 - built from a tuple
-SerialStep.model_rebuild()
-ParallelStep.model_rebuild()
 
 
 # -- expectations on the audit trail -------------------------------------------------------------------
@@ -323,7 +240,8 @@ class Expectation(Strict):
 # -- rollbacks, limits, parameters --------------------------------------------------------------------
 class RollbackAction(Strict):
     name: StepName
-    action: Literal["start", "stop", "restart", "remove-toxics", "enable-proxy"]
+    #: one of the rollback actions of the target's driver
+    action: str
     target: str
     timeout: Duration = 30.0
 
@@ -370,31 +288,122 @@ class Spec(Strict):
     parameters: dict[str, Parameter] = Field(default_factory=dict)
     targets: dict[str, Target] = Field(min_length=1)
     steady_state: SteadyState = Field(default_factory=SteadyState)
-    steps: list[Step] = Field(min_length=1)
+    steps: list[AnyStep] = Field(min_length=1)
     expectations: list[Expectation] = Field(default_factory=list)
     rollbacks: Rollbacks = Field(default_factory=Rollbacks)
     limits: Limits = Field(default_factory=Limits)
 
 
 class Scenario(Strict):
+    """A scenario, as code reads it. Validate documents with ``scenario_model()``, whose targets,
+    steps and rollback actions are the registered drivers' own models."""
+
     api_version: Literal["coordinator/v1"]
     kind: Literal["Scenario"]
     metadata: Metadata
     spec: Spec
 
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Scenario:
+        """Validate with the drivers' models (``scenario_model()``) when called on this class."""
+        model = scenario_model() if cls is Scenario else cls
+        return super(Scenario, model).model_validate(obj, **kwargs)
+
     @property
     def name(self) -> str:
         return self.metadata.name
 
-    def fault_steps(self) -> list[_FaultStepBase]:
-        return [s for s in walk_steps(self.spec.steps) if isinstance(s, _FaultStepBase)]
+    def fault_steps(self) -> list[FaultStep]:
+        return [s for s in walk_steps(self.spec.steps) if isinstance(s, FaultStep)]
 
     def to_data(self) -> dict[str, Any]:
         """Plain data in the YAML shape (camelCase, durations as text), defaults left out."""
         return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
 
 
-FaultStep = _FaultStepBase
+# -- the models built from the drivers -------------------------------------------------------------------
+def _tagged(members: list[tuple[Any, str]], tag: Callable[[Any], str]) -> Any:
+    """A union chosen by ``tag``: each member a model and its tag (tags start with '@')."""
+    return Annotated[Union[tuple(Annotated[m, Tag(t)] for m, t in members)], Discriminator(tag)]  # noqa: UP007
+
+
+def _of(container: type, *items: Any) -> Any:
+    """``container[items]`` for types known only at run time."""
+    return GenericAlias(container, items)
+
+
+def _literal(*values: str) -> Any:
+    return Literal.__getitem__(values)
+
+
+def build(specs: dict[str, drivers.DriverSpec]) -> type[Scenario]:
+    """The model that validates scenario documents, for these drivers: targets, fault steps and
+    rollback actions are unions of what each driver declares."""
+    names = tuple(specs)
+    targets: list[tuple[Any, str]] = [(create_model(
+        f"{name.title()}Target", __base__=Target, __module__=__name__,
+        driver=(_literal(name), ...), selector=(spec.selector, ...)), f"@driver={name}")
+        for name, spec in specs.items()]
+
+    def target_tag(value: Any) -> str:
+        driver = value.get("driver") if isinstance(value, dict) else getattr(value, "driver", None)
+        return f"@driver={driver}" if driver in names else "@bad-target"
+
+    faults = {f.name: f for spec in specs.values() for f in spec.faults}
+    fault_steps: list[tuple[Any, str]] = []
+    for name, kind in faults.items():
+        required = any(f.is_required() for f in kind.parameters.model_fields.values())
+        default: Any = ... if required else Field(default_factory=kind.parameters)
+        fault_steps.append((create_model(
+            f"FaultStep_{name.replace('-', '_')}", __base__=FaultStep, __module__=__name__,
+            fault=(_literal(name), ...), parameters=(kind.parameters, default)), f"@fault={name}"))
+
+    def step_tag(value: Any) -> str:
+        if not isinstance(value, dict):
+            kind = getattr(value, "kind", None)
+            if kind == "fault":
+                return f"@fault={value.fault}"
+            return f"@{kind}" if kind else "@bad-step"
+        keys = [k for k in _STEP_KEYS if k in value]
+        if len(keys) != 1:
+            return "@bad-step"
+        if keys[0] == "fault":
+            return f"@fault={value['fault']}" if value["fault"] in faults else "@unknown-fault"
+        return f"@{keys[0]}"
+
+    later = ForwardRef("Step")  # the union below, which holds these two
+    serial = create_model("SerialStep", __base__=SerialStep, __module__=__name__,
+                          serial=(_of(list, later), Field(min_length=1)))
+    parallel = create_model("ParallelStep", __base__=ParallelStep, __module__=__name__,
+                            parallel=(_of(list, later), Field(min_length=1)))
+    step = _tagged([(WaitStep, "@wait"), (serial, "@serial"), (parallel, "@parallel"),
+                    (_UnknownFault, "@unknown-fault"), (_BadStep, "@bad-step"), *fault_steps], step_tag)
+    for group in (serial, parallel):
+        group.model_rebuild(_types_namespace={"Step": step})
+    actions = sorted({a for spec in specs.values() for a in spec.rollbacks})
+    action = create_model("RollbackAction", __base__=RollbackAction, __module__=__name__,
+                          action=(_literal(*actions), ...))
+    rollbacks = create_model("Rollbacks", __base__=Rollbacks, __module__=__name__,
+                             actions=(_of(list, action), Field(default_factory=list)))
+    target = _tagged([*targets, (_BadTarget, "@bad-target")], target_tag)
+    spec = create_model(
+        "Spec", __base__=Spec, __module__=__name__,
+        targets=(_of(dict, str, target), Field(min_length=1)),
+        steps=(_of(list, step), Field(min_length=1)),
+        rollbacks=(rollbacks, Field(default_factory=rollbacks)))
+    return create_model("Scenario", __base__=Scenario, __module__=__name__, spec=(spec, ...))
+
+
+_built: tuple[int, type[Scenario]] | None = None
+
+
+def scenario_model() -> type[Scenario]:
+    """The validating model for the drivers registered now (rebuilt when they change)."""
+    global _built
+    generation = drivers.generation()
+    if _built is None or _built[0] != generation:
+        _built = (generation, build(drivers.specs()))
+    return _built[1]
 
 
 def walk_steps(steps: list[Any]) -> list[Any]:

@@ -79,7 +79,7 @@ def _one(scenario: Scenario, step: Any, now: float, depth: int, out: list[Planne
     start = now + step.delay
     target = scenario.spec.targets[step.target]
     lasting = step.duration or 0.0
-    params = step.parameters.model_dump(mode="json", by_alias=True)  # type: ignore[attr-defined]
+    params = step.parameters.model_dump(mode="json", by_alias=True)
     detail = f"{step.fault} on {step.target} ({target.driver})"
     if params:
         detail += " " + ", ".join(f"{k}={v}" for k, v in params.items())

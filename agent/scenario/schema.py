@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.scenario.models import Scenario
+from agent.scenario.models import scenario_model
 
 #: union members that only exist to word errors well; an editor should not offer them
 _INTERNAL = ("_BadStep", "_UnknownFault", "_BadTarget")
 
 
 def scenario_schema() -> dict[str, Any]:
-    schema = Scenario.model_json_schema(by_alias=True, mode="validation")
+    schema = scenario_model().model_json_schema(by_alias=True, mode="validation")
     defs = schema.get("$defs", {})
     for name in _INTERNAL:
         defs.pop(name, None)

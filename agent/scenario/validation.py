@@ -11,10 +11,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from agent.errors import InvalidParameters, Issue, ScenarioError
+from agent.fields import SELECTOR_NAME_PATTERN, TOPIC_PATTERN
 from agent.scenario import checks
 from agent.scenario.base import NAME_PATTERN
 from agent.scenario.loader import Document, Path, format_path, load_yaml
-from agent.scenario.models import SELECTOR_NAME_PATTERN, TOPIC_PATTERN, Parameter, Scenario, suggest
+from agent.scenario.models import Parameter, Scenario, scenario_model, suggest
 from agent.scenario.parameters import placeholder, resolve, resolve_for_catalog, substitute
 
 _TYPE_WORDS = {
@@ -64,7 +65,7 @@ def load_scenario(
 
     scenario: Scenario | None = None
     try:
-        scenario = Scenario.model_validate(data)
+        scenario = scenario_model().model_validate(data)
     except ValidationError as exc:
         unresolved = {format_path(i.path) for i in ref_issues}
         issues += [issue for issue in (_from_pydantic(doc, data, e) for e in exc.errors(include_url=False))
@@ -159,7 +160,7 @@ def _describe(value: Any) -> str:
 
 def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
     """The field names (as written in YAML) of the model found at ``loc``, following union tags."""
-    current: Any = Scenario
+    current: Any = scenario_model()
     for part in loc:
         current = _step_into(current, part)
         if current is None:

@@ -11,8 +11,9 @@ Flow (all topics and tables partitioned alike; Kafka and faust tables are the di
    ``svc:{service_name}`` and ``type:{event_type}``, one inbox message per routing key per fetch;
    offsets are committed once the inbox has the rows. So a watch and every audit event that can
    concern it meet in one partition.
-3. ``judge`` reads the inbox and keeps the watches in the ``watches`` table (routing key ->
-   watches), backed by a changelog topic: a restarted or replacement worker recovers them. Audit
+3. ``judge`` reads the inbox (messages typed by ``agent.worker.judge``'s codec) and hands each to
+   a plain ``Judge`` (``agent.worker.judge``), which keeps the watches in the ``watches`` table
+   (routing key -> watches), backed by a changelog topic: a restarted or replacement worker recovers them. Audit
    events and watches travel different paths, so an event can arrive first: the latest
    observations per routing key are kept in memory and replayed to a watch when it arrives.
    Observations update watches; a decided watch publishes its verdict to the verdicts topic and
@@ -31,15 +32,14 @@ between can publish it twice; the engine keeps the first per (correlation id, ex
 from __future__ import annotations
 
 import asyncio
-import json
+import re
 import tempfile
 import time
 import uuid
-from collections import deque
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import aiokafka
 import faust
 import mode
 from aiokafka import AIOKafkaConsumer
@@ -48,68 +48,28 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from agent import codec, metrics
 from agent._proto.coordinator.v1 import events_pb2
-from agent.constants import CORRELATION_HEADER
 from agent.engine.publisher import dead_letter_parts
-from agent.errors import DecodeError
+from agent.errors import ConfigError, DecodeError
 from agent.logs import get_logger
 from agent.settings import Settings
-from agent.vocabulary import ATTRIBUTION_NAMES, EXPECTATION_KIND_NAMES, verdict_value
+from agent.vocabulary import verdict_value
+from agent.worker import judge as inbox_codec
+from agent.worker.judge import (
+    Judge,
+    Row,
+    RowsMessage,
+    TickMessage,
+    WatchMessage,
+    routing_key,
+    row_from,
+    row_keys,
+    watches_from,
+)
 from agent.worker.recovery import CHECK_INTERVAL_SECONDS, RecoveryWatch, reread_from
-from agent.worker.watch import AuditObservation, Verdict, Watch
+from agent.worker.watch import Verdict, Watch
 
 log = get_logger("agent.worker")
 S = events_pb2
-
-
-def watches_from(event: events_pb2.ChaosEvent) -> list[Watch]:
-    injected = event.injected_at.ToNanoseconds() / 1e9 or time.time()
-    out = []
-    for expectation in event.expectations:
-        kind = EXPECTATION_KIND_NAMES.get(expectation.kind)
-        if kind is None:
-            continue
-        span = expectation.max_time_to_recover if kind == "time_to_recover" else expectation.within
-        out.append(Watch(
-            execution_id=event.execution_id, correlation_id=event.correlation_id, name=expectation.name, kind=kind,
-            injected_at=injected, deadline=injected + span.ToNanoseconds() / 1e9, target_service=event.service,
-            event_type=expectation.event_type, service=expectation.service, match=dict(expectation.match),
-            attribution=ATTRIBUTION_NAMES[expectation.attribution],
-            min_count=expectation.min_count if kind == "count" else None,
-            max_count=expectation.max_count if kind == "count" else None,
-            sequence=list(expectation.sequence),
-        ))
-    return out
-
-
-def routing_key(watch: Watch) -> str:
-    if watch.service:
-        return f"svc:{watch.service}"
-    if watch.attribution == "target-window" and watch.target_service:
-        return f"svc:{watch.target_service}"
-    return f"type:{watch.event_type}"
-
-
-def row_from(value: bytes | None, headers: Iterable[tuple[str, bytes]] | None,
-             record_timestamp_ms: float | None) -> list[Any]:
-    """An audit event as it travels to the judge: ``[service, event_type, time, correlation id,
-    metadata, identity]``; the correlation id from the payload, else the header; the time from the
-    event, else the record; the identity ``source#id`` from the CloudEvents ``ce_source`` and
-    ``ce_id`` headers, else the payload's ``service_name`` and ``id`` ("" when there is no id)."""
-    meta = codec.headers_to_dict(headers)  # read once: the hot path of the worker
-    event = codec.decode_event(value, headers, events_pb2.AuditEvent, meta)
-    correlation_id = event.correlation_id or meta.get(CORRELATION_HEADER, "")
-    event_id = meta.get("ce_id") or event.id
-    identity = f"{meta.get('ce_source') or event.service_name}#{event_id}" if event_id else ""
-    if event.HasField("timestamp"):
-        at = event.timestamp.ToNanoseconds() / 1e9
-    else:
-        at = (record_timestamp_ms or time.time() * 1000) / 1000.0
-    return [event.service_name, event.event_type, at, correlation_id, dict(event.metadata), identity]
-
-
-def observation(row: list[Any]) -> AuditObservation:
-    return AuditObservation(service=row[0], event_type=row[1], timestamp=float(row[2]), correlation_id=row[3] or "",
-                            metadata=row[4] or {}, event_id=row[5] if len(row) > 5 else "")
 
 
 def verdict_message(watch: Watch, verdict: Verdict) -> events_pb2.ExpectationVerdict:
@@ -151,7 +111,24 @@ def intake_group(settings: Settings) -> str:
     return f"{settings.worker_app_id}-intake"
 
 
+#: the faust-streaming and aiokafka releases whose internals this module relies on (table recovery
+#: offsets, ``seek_wait``, the consumer generation): checked when the app is made
+TESTED = {"faust": ((0, 15, 3), (0, 16)), "aiokafka": ((0, 14), (0, 15))}
+
+
+def check_versions(found: dict[str, str] | None = None) -> None:
+    """Refuse to start on a faust or aiokafka release outside ``TESTED`` (``ConfigError`` says which)."""
+    found = found or {"faust": faust.__version__, "aiokafka": aiokafka.__version__}
+    for name, (low, high) in TESTED.items():
+        version = tuple(int(p) for p in re.findall(r"\d+", found[name])[:3])
+        if not low <= version < high:
+            raise ConfigError(f"the worker needs {name} >= {'.'.join(map(str, low))}, < "
+                              f"{'.'.join(map(str, high))} (its internals are used here); found {found[name]}")
+
+
 def create_app(settings: Settings) -> faust.App:
+    """The worker's faust app. Every faust and aiokafka internal the worker touches is in this module."""
+    check_versions()
     n = settings.worker_partitions
     app = faust.App(
         settings.worker_app_id,
@@ -190,11 +167,6 @@ def create_app(settings: Settings) -> faust.App:
                       # plain JSON both ways: with value_type=dict, recovery calls dict.from_data and fails
                       schema=faust.Schema(key_serializer="json", value_serializer="json"))
     partitioner = DefaultPartitioner()
-    state = {"watermark": 0.0}
-    # audit events can reach the judge before the watch they concern (they travel another path):
-    # recent observations per routing key are kept and replayed to a watch when it arrives
-    recent: dict[str, deque[list[Any]]] = {}
-    grace = settings.worker_grace
     source = f"/coordinator/{settings.worker_app_id}/{uuid.uuid4().hex[:6]}"
 
     async def publish(watch: Watch, verdict: Verdict) -> None:
@@ -205,8 +177,10 @@ def create_app(settings: Settings) -> faust.App:
         log.info("verdict", execution_id=watch.execution_id, correlation_id=watch.correlation_id,
                  expectation=watch.name, status=verdict.status, reason=verdict.reason)
 
+    judge_ = Judge(table, publish, settings.worker_grace)
+
     @app.agent(chaos_topic)
-    async def route_chaos(stream: faust.StreamT) -> None:
+    async def route_chaos(stream: faust.StreamT[Any]) -> None:
         async for event in stream.events():
             message = event.message
             try:
@@ -218,8 +192,7 @@ def create_app(settings: Settings) -> faust.App:
             if chaos.type != S.CHAOS_EVENT_TYPE_INJECTED:
                 continue
             for watch in watches_from(chaos):
-                await inbox.send(key=routing_key(watch).encode(),
-                                 value=json.dumps({"t": "watch", "w": watch.to_dict()}).encode())
+                await inbox.send(key=routing_key(watch).encode(), value=inbox_codec.encode(WatchMessage(watch)))
 
     @app.service
     class AuditIntake(mode.Service):
@@ -264,7 +237,7 @@ def create_app(settings: Settings) -> faust.App:
                     log.warning("audit offsets not committed; they will be routed again", error=str(exc))
 
     async def route(fetched: dict[Any, list[Any]]) -> None:
-        by_key: dict[str, list[list[Any]]] = {}
+        by_key: dict[str, list[Row]] = {}
         for records in fetched.values():
             for record in records:
                 try:
@@ -274,91 +247,44 @@ def create_app(settings: Settings) -> faust.App:
                                 partition=record.partition, offset=record.offset, error=str(exc))
                     await dead_letter(record, exc.reason, str(exc))
                     continue
-                if row[2] > state["watermark"]:
-                    state["watermark"] = row[2]
-                by_key.setdefault("svc:" + row[0], []).append(row)
-                by_key.setdefault("type:" + row[1], []).append(row)
-        sent = [await inbox.send(key=key.encode(), value=json.dumps({"t": "obs", "o": rows}).encode())
+                judge_.saw(row.at)
+                for key in row_keys(row):
+                    by_key.setdefault(key, []).append(row)
+        sent = [await inbox.send(key=key.encode(), value=inbox_codec.encode(RowsMessage(rows)))
                 for key, rows in by_key.items()]
         await asyncio.gather(*sent)
 
     @app.agent(inbox)
-    async def judge(stream: faust.StreamT) -> None:
+    async def judge(stream: faust.StreamT[Any]) -> None:
         async for event in stream.events():
             message = event.message
-            body = json.loads(message.value)
-            kind = body.get("t")
-            now = time.time()
-            if kind == "tick":
-                state["watermark"] = max(state["watermark"], float(body.get("wm", 0.0)))
-                partition = message.partition
-                for key in [k for k in list(table.keys()) if _partition(partitioner, k, n) == partition]:
-                    await _settle(key, [], now)
+            try:
+                body = inbox_codec.decode(message.value)
+            except DecodeError as exc:
+                log.warning("undecodable inbox message dead-lettered", offset=message.offset, error=str(exc))
+                await dead_letter(message, exc.reason, str(exc))
                 continue
-            key = message.key.decode()
-            if kind == "watch":
-                watch = Watch.from_dict(body["w"])
-                for row in recent.get(key, []):  # what its service said before the watch arrived
-                    watch.hear(row[0], row[2])
-                bucket = dict(table[key])
-                bucket[f"{watch.correlation_id}/{watch.name}"] = watch.to_dict()
-                table[key] = bucket
-                earlier = [observation(r) for r in recent.get(key, []) if r[2] >= watch.injected_at]
-                await _settle(key, earlier, now)
-            elif kind == "obs":
-                rows = body["o"]
-                state["watermark"] = max(state["watermark"], max(r[2] for r in rows))
-                _remember(recent, key, rows)
-                if key in table:
-                    wanted = _event_types(table[key])
-                    observations = [observation(r) for r in rows if wanted is None or r[1] in wanted]
-                    # a service's own bucket hears everything it says: silence is told from "not that"
-                    heard = [r[2] for r in rows] if key.startswith("svc:") and _unheard(table[key]) else []
-                    if observations or heard:
-                        await _settle(key, observations, now, heard)
-
-    async def _settle(key: str, observations: list[AuditObservation], now: float,
-                      heard: list[float] | None = None) -> None:
-        bucket = dict(table[key])
-        changed = False
-        for watch_id, data in list(bucket.items()):
-            types = _types_of(data)
-            relevant = observations if types is None else [o for o in observations if o.event_type in types]
-            hearing = bool(heard) and bool(data.get("service")) and data.get("heard_at") is None
-            if observations and not relevant and not hearing:
-                continue  # nothing for this watch: its deadline is checked on the next tick
-            watch = Watch.from_dict(data)
-            touched = False
-            if hearing:
-                for at in heard or []:
-                    touched = watch.hear(watch.service, at) or touched
-            for obs in relevant:
-                touched = watch.observe(obs, grace) or touched
-            verdict = watch.decide(now, state["watermark"], grace)
-            if verdict is not None:
-                await publish(watch, verdict)
-                del bucket[watch_id]
-                changed = True
-            elif touched:
-                bucket[watch_id] = watch.to_dict()
-                changed = True
-        if changed:
-            if bucket:
-                table[key] = bucket
+            now = time.time()
+            if isinstance(body, TickMessage):
+                partition = message.partition
+                keys = [k for k in list(table.keys()) if _partition(partitioner, k, n) == partition]
+                await judge_.on_tick(keys, body.watermark, now)
+            elif isinstance(body, WatchMessage):
+                await judge_.on_watch(message.key.decode(), body.watch, now)
             else:
-                del table[key]
+                await judge_.on_rows(message.key.decode(), body.rows, now)
 
-    @app.timer(interval=settings.worker_tick_interval)
+    @app.timer(interval=settings.worker_tick_interval)  # type: ignore[untyped-decorator]
     async def tick() -> None:
-        body = json.dumps({"t": "tick", "wm": state["watermark"]}).encode()
+        body = inbox_codec.encode(TickMessage(judge_.watermark))
         for partition in range(n):
             await inbox.send(key=b"tick", value=body, partition=partition)
 
     watch_recovery = RecoveryWatch()
 
-    @app.timer(interval=CHECK_INTERVAL_SECONDS)
+    @app.timer(interval=CHECK_INTERVAL_SECONDS)  # type: ignore[untyped-decorator]
     async def recovery_watchdog() -> None:
-        table_recovery = app.tables.recovery
+        table_recovery = _table_recovery(app)
         running = table_recovery.in_recovery
         if not watch_recovery.observe(running, _recovery_progress(app) if running else None, time.monotonic()):
             return
@@ -375,54 +301,22 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
+def _table_recovery(app: faust.App) -> Any:
+    """faust's table recovery (not in its typed interface): ``in_recovery``, ``active_offsets``,
+    ``active_remaining()``; checked against the releases in ``TESTED``."""
+    return app.tables.recovery  # type: ignore[attr-defined]
+
+
 def _recovery_progress(app: faust.App) -> tuple[Any, ...]:
     """What changes whenever table recovery makes progress: the rebalance generation and the changelog
     offsets applied so far."""
-    applied = app.tables.recovery.active_offsets
+    applied = _table_recovery(app).active_offsets
     return (app.consumer_generation_id,
             tuple(sorted((tp.topic, tp.partition, offset) for tp, offset in applied.items() if offset is not None)))
 
 
 AUDIT_BATCH = 5000
 AUDIT_FETCH_WAIT_MS = 50
-RECENT_PER_KEY = 200
-RECENT_KEYS = 10_000
-
-
-def _remember(recent: dict[str, deque[list[Any]]], key: str, rows: list[list[Any]]) -> None:
-    """Keep the latest audit rows per routing key (at most RECENT_PER_KEY each, O(1) per event), in
-    memory: a watch that arrives after its events still sees them (replay keeps only events at or
-    after the injection). After a rebalance the new owner starts empty."""
-    kept = recent.get(key)
-    if kept is None:
-        if len(recent) >= RECENT_KEYS:  # forget the key that has been quiet longest
-            quiet = min(recent, key=lambda k: recent[k][-1][2] if recent[k] else 0.0)
-            del recent[quiet]
-        kept = recent[key] = deque(maxlen=RECENT_PER_KEY)
-    kept.extend(rows)
-
-
-def _unheard(bucket: dict[str, dict[str, Any]]) -> bool:
-    """Does a watch of this bucket still wait to hear anything from its service?"""
-    return any(w.get("service") and w.get("heard_at") is None for w in bucket.values())
-
-
-def _types_of(watch: dict[str, Any]) -> set[str] | None:
-    """The event types a stored watch can use, before building it; None when it takes any type."""
-    if watch["kind"] == "order":
-        return set(watch["sequence"])
-    return {watch["event_type"]} if watch["event_type"] else None
-
-
-def _event_types(bucket: dict[str, dict[str, Any]]) -> set[str] | None:
-    """The event types any watch of a bucket can use; None when one takes any type."""
-    wanted: set[str] = set()
-    for watch in bucket.values():
-        types = _types_of(watch)
-        if types is None:
-            return None
-        wanted |= types
-    return wanted
 
 
 def _partition(partitioner: DefaultPartitioner, key: str, partitions: int) -> int:

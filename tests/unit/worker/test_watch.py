@@ -126,17 +126,17 @@ def test_watches_survive_serialisation() -> None:
 
 
 def test_recent_observations_are_bounded_per_key() -> None:
-    from agent.worker.app import RECENT_PER_KEY, _remember
+    from agent.worker.judge import RECENT_PER_KEY, Judge, Row
 
-    recent: dict = {}
-    _remember(recent, "svc:a", [["a", "up", T0 + i / 1000, "", {}] for i in range(RECENT_PER_KEY + 5)])
-    kept = list(recent["svc:a"])
+    judge = Judge({}, None, GRACE)  # type: ignore[arg-type]
+    judge.remember("svc:a", [Row("a", "up", T0 + i / 1000, "", {}) for i in range(RECENT_PER_KEY + 5)])
+    kept = list(judge.recent["svc:a"])
     assert len(kept) == RECENT_PER_KEY
-    assert kept[-1][2] == T0 + (RECENT_PER_KEY + 4) / 1000, "the newest are kept"
+    assert kept[-1].at == T0 + (RECENT_PER_KEY + 4) / 1000, "the newest are kept"
 
 
 def test_a_bucket_wants_the_event_types_its_watches_can_use() -> None:
-    from agent.worker.app import _event_types
+    from agent.worker.judge import _event_types
 
     ready = watch(kind="appears", event_type="service_ready").to_dict()
     order = watch(kind="order", event_type="", sequence=["a", "b"]).to_dict()
@@ -148,18 +148,18 @@ def test_a_bucket_wants_the_event_types_its_watches_can_use() -> None:
 def test_an_audit_row_takes_the_correlation_id_from_the_header_and_the_time_from_the_record() -> None:
     from agent import codec
     from agent._proto.coordinator.v1 import events_pb2
-    from agent.worker.app import observation, row_from
+    from agent.worker.judge import Row, row_from
 
     event = events_pb2.AuditEvent(id="1", service_name="risk-monitor", event_type="service_ready",
                                   metadata={"region": "eu"})
     out = codec.encode_event(event, key="k", source="/t", correlation_id="cid-1")
     row = row_from(out.value, out.headers, 1_700_000_000_500)
     ce_id = codec.headers_to_dict(out.headers)["ce_id"]
-    assert row == ["risk-monitor", "service_ready", 1_700_000_000.5, "cid-1", {"region": "eu"}, f"/t#{ce_id}"]
-    assert observation(row).correlation_id == "cid-1" and observation(row).event_id == f"/t#{ce_id}"
+    assert row == ("risk-monitor", "service_ready", 1_700_000_000.5, "cid-1", {"region": "eu"}, f"/t#{ce_id}")
+    assert row.observation().correlation_id == "cid-1" and row.observation().event_id == f"/t#{ce_id}"
     bare = row_from(event.SerializeToString(), [], 1_700_000_000_500)  # no CloudEvents headers: the payload's
-    assert bare[5] == "risk-monitor#1"
-    assert observation(bare[:5]).event_id == "", "a row from an older worker still reads"
+    assert bare.identity == "risk-monitor#1"
+    assert Row(*list(bare)[:5]).observation().event_id == "", "a row from an older worker still reads"
 
 
 def test_window_attribution_counts_a_loss_reported_by_any_service_inside_the_window() -> None:

@@ -1,0 +1,260 @@
+"""The judge: watches meet audit rows, verdicts come out. Plain Python; the faust wiring is in
+``agent.worker.app``, which hands every inbox message to a ``Judge``.
+
+- ``Row``: an audit event as it travels from the intake to the judge (typed; a JSON list on the wire).
+- The inbox codec: the three messages of the worker's internal ``{app}-inbox`` topic (a watch, the
+  rows of one routing key, a tick), each one JSON object; ``decode`` returns the typed message.
+- ``Judge``: keeps the watches per routing key in a table (faust's changelogged ``watches`` table
+  in the worker, a dict in tests), remembers recent rows per key so that a watch arriving after
+  its events still sees them, and publishes each verdict through the callable it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from agent import codec
+from agent._proto.coordinator.v1 import events_pb2
+from agent.constants import CORRELATION_HEADER
+from agent.errors import DecodeError
+from agent.vocabulary import ATTRIBUTION_NAMES, EXPECTATION_KIND_NAMES
+from agent.worker.watch import AuditObservation, Verdict, Watch
+
+#: rows kept per routing key for watches that arrive after their events, and how many keys
+RECENT_PER_KEY = 200
+RECENT_KEYS = 10_000
+
+Bucket = dict[str, dict[str, Any]]
+Publish = Callable[[Watch, Verdict], Awaitable[None]]
+
+
+class Row(NamedTuple):
+    """An audit event on its way to the judge; ``identity`` is ``source#id``, "" when it has none."""
+
+    service: str
+    event_type: str
+    at: float
+    correlation_id: str
+    metadata: dict[str, str]
+    identity: str = ""
+
+    def observation(self) -> AuditObservation:
+        return AuditObservation(service=self.service, event_type=self.event_type, timestamp=float(self.at),
+                                correlation_id=self.correlation_id or "", metadata=self.metadata or {},
+                                event_id=self.identity)
+
+
+def row_from(value: bytes | None, headers: Iterable[tuple[str, bytes]] | None,
+             record_timestamp_ms: float | None) -> Row:
+    """The row of one audit record: the correlation id from the payload, else the header; the time
+    from the event, else the record; the identity from the CloudEvents ``ce_source`` and ``ce_id``
+    headers, else the payload's ``service_name`` and ``id``. ``DecodeError`` when it is not one."""
+    meta = codec.headers_to_dict(headers)  # read once: the hot path of the worker
+    event = codec.decode_event(value, headers, events_pb2.AuditEvent, meta)
+    correlation_id = event.correlation_id or meta.get(CORRELATION_HEADER, "")
+    event_id = meta.get("ce_id") or event.id
+    identity = f"{meta.get('ce_source') or event.service_name}#{event_id}" if event_id else ""
+    if event.HasField("timestamp"):
+        at = event.timestamp.ToNanoseconds() / 1e9
+    else:
+        at = (record_timestamp_ms or time.time() * 1000) / 1000.0
+    return Row(event.service_name, event.event_type, at, correlation_id, dict(event.metadata), identity)
+
+
+def watches_from(event: events_pb2.ChaosEvent) -> list[Watch]:
+    """The watches of an INJECTED chaos event: one per expectation it carries."""
+    injected = event.injected_at.ToNanoseconds() / 1e9 or time.time()
+    out = []
+    for expectation in event.expectations:
+        kind = EXPECTATION_KIND_NAMES.get(expectation.kind)
+        if kind is None:
+            continue
+        span = expectation.max_time_to_recover if kind == "time_to_recover" else expectation.within
+        out.append(Watch(
+            execution_id=event.execution_id, correlation_id=event.correlation_id, name=expectation.name, kind=kind,
+            injected_at=injected, deadline=injected + span.ToNanoseconds() / 1e9, target_service=event.service,
+            event_type=expectation.event_type, service=expectation.service, match=dict(expectation.match),
+            attribution=ATTRIBUTION_NAMES[expectation.attribution],
+            min_count=expectation.min_count if kind == "count" else None,
+            max_count=expectation.max_count if kind == "count" else None,
+            sequence=list(expectation.sequence),
+        ))
+    return out
+
+
+def routing_key(watch: Watch) -> str:
+    """Where a watch waits: with its service's events, else with its event type's."""
+    if watch.service:
+        return f"svc:{watch.service}"
+    if watch.attribution == "target-window" and watch.target_service:
+        return f"svc:{watch.target_service}"
+    return f"type:{watch.event_type}"
+
+
+def row_keys(row: Row) -> tuple[str, str]:
+    """The routing keys an audit row goes to: its service's and its event type's."""
+    return "svc:" + row.service, "type:" + row.event_type
+
+
+# -- the inbox codec ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WatchMessage:
+    watch: Watch
+
+
+@dataclass(frozen=True)
+class RowsMessage:
+    rows: list[Row]
+
+
+@dataclass(frozen=True)
+class TickMessage:
+    #: the sender's audit watermark: the latest audit event time it has seen
+    watermark: float
+
+
+InboxMessage = WatchMessage | RowsMessage | TickMessage
+
+
+def encode(message: InboxMessage) -> bytes:
+    if isinstance(message, WatchMessage):
+        return json.dumps({"kind": "watch", "watch": message.watch.to_dict()}).encode()
+    if isinstance(message, RowsMessage):
+        return json.dumps({"kind": "rows", "rows": message.rows}).encode()
+    return json.dumps({"kind": "tick", "watermark": message.watermark}).encode()
+
+
+def decode(value: bytes) -> InboxMessage:
+    """An inbox message; ``DecodeError`` when the bytes are not one."""
+    try:
+        body = json.loads(value)
+        kind = body["kind"]
+        if kind == "watch":
+            return WatchMessage(Watch.from_dict(body["watch"]))
+        if kind == "rows":
+            return RowsMessage([Row(*r) for r in body["rows"]])
+        if kind == "tick":
+            return TickMessage(float(body["watermark"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DecodeError(f"not an inbox message: {exc}", reason="bad-inbox-message") from exc
+    raise DecodeError(f"unknown inbox message kind {kind!r}", reason="bad-inbox-message")
+
+
+# -- the judge ----------------------------------------------------------------------------------------
+class Judge:
+    """Watches by routing key in ``table``; verdicts to ``publish``; ``grace`` waits for late events."""
+
+    def __init__(self, table: MutableMapping[str, Bucket], publish: Publish, grace: float) -> None:
+        self.table = table
+        self.publish = publish
+        self.grace = grace
+        #: the latest audit event time seen (this worker's and the ticks' senders')
+        self.watermark = 0.0
+        #: recent rows per routing key, replayed to a watch that arrives after them
+        self.recent: dict[str, deque[Row]] = {}
+
+    def saw(self, at: float) -> None:
+        if at > self.watermark:
+            self.watermark = at
+
+    async def on_watch(self, key: str, watch: Watch, now: float) -> None:
+        kept = self.recent.get(key, ())
+        for row in kept:  # what its service said before the watch arrived
+            watch.hear(row.service, row.at)
+        bucket = dict(self.table.get(key) or {})
+        bucket[f"{watch.correlation_id}/{watch.name}"] = watch.to_dict()
+        self.table[key] = bucket
+        await self._settle(key, [r.observation() for r in kept if r.at >= watch.injected_at], now)
+
+    async def on_rows(self, key: str, rows: list[Row], now: float) -> None:
+        if not rows:
+            return
+        self.saw(max(r.at for r in rows))
+        self.remember(key, rows)
+        if key not in self.table:
+            return
+        bucket = self.table[key]
+        wanted = _event_types(bucket)
+        observations = [r.observation() for r in rows if wanted is None or r.event_type in wanted]
+        # a service's own bucket hears everything it says: silence is told from "not that"
+        heard = [r.at for r in rows] if key.startswith("svc:") and _unheard(bucket) else []
+        if observations or heard:
+            await self._settle(key, observations, now, heard)
+
+    async def on_tick(self, keys: Iterable[str], watermark: float, now: float) -> None:
+        """Deadlines fire for the watches under ``keys`` (those of the ticked partition)."""
+        self.saw(watermark)
+        for key in list(keys):
+            if key in self.table:
+                await self._settle(key, [], now)
+
+    def remember(self, key: str, rows: list[Row]) -> None:
+        """Keep the latest rows per routing key (at most RECENT_PER_KEY each, O(1) per row), in memory:
+        a watch that arrives after its events still sees them (replay keeps only rows at or after the
+        injection). After a rebalance the new owner starts empty."""
+        kept = self.recent.get(key)
+        if kept is None:
+            if len(self.recent) >= RECENT_KEYS:  # forget the key that has been quiet longest
+                quiet = min(self.recent, key=lambda k: self.recent[k][-1].at if self.recent[k] else 0.0)
+                del self.recent[quiet]
+            kept = self.recent[key] = deque(maxlen=RECENT_PER_KEY)
+        kept.extend(rows)
+
+    async def _settle(self, key: str, observations: list[AuditObservation], now: float,
+                      heard: list[float] | None = None) -> None:
+        bucket = dict(self.table[key])
+        changed = False
+        for watch_id, data in list(bucket.items()):
+            types = _types_of(data)
+            relevant = observations if types is None else [o for o in observations if o.event_type in types]
+            hearing = bool(heard) and bool(data.get("service")) and data.get("heard_at") is None
+            if observations and not relevant and not hearing:
+                continue  # nothing for this watch: its deadline is checked on the next tick
+            watch = Watch.from_dict(data)
+            touched = False
+            if hearing:
+                for at in heard or []:
+                    touched = watch.hear(watch.service, at) or touched
+            for obs in relevant:
+                touched = watch.observe(obs, self.grace) or touched
+            verdict = watch.decide(now, self.watermark, self.grace)
+            if verdict is not None:
+                await self.publish(watch, verdict)
+                del bucket[watch_id]
+                changed = True
+            elif touched:
+                bucket[watch_id] = watch.to_dict()
+                changed = True
+        if changed:
+            if bucket:
+                self.table[key] = bucket
+            else:
+                del self.table[key]
+
+
+def _unheard(bucket: Bucket) -> bool:
+    """Does a watch of this bucket still wait to hear anything from its service?"""
+    return any(w.get("service") and w.get("heard_at") is None for w in bucket.values())
+
+
+def _types_of(watch: dict[str, Any]) -> set[str] | None:
+    """The event types a stored watch can use, before building it; None when it takes any type."""
+    if watch["kind"] == "order":
+        return set(watch["sequence"])
+    return {watch["event_type"]} if watch["event_type"] else None
+
+
+def _event_types(bucket: Bucket) -> set[str] | None:
+    """The event types any watch of a bucket can use; None when one takes any type."""
+    wanted: set[str] = set()
+    for watch in bucket.values():
+        types = _types_of(watch)
+        if types is None:
+            return None
+        wanted |= types
+    return wanted

@@ -1,0 +1,194 @@
+"""The engine's command API on in-memory parts (agent.testing): requests accepted, duplicated,
+rejected; submit, cancel, halt, get, list; reconciliation of a stopped agent's run; a drained
+shutdown. The same commands over gRPC and Kafka are in tests/integration/test_grpc_api.py."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from aiokafka.structs import ConsumerRecord
+
+from agent import codec
+from agent._proto.coordinator.v1 import events_pb2 as S
+from agent.drivers import DriverRegistry
+from agent.engine import Engine
+from agent.errors import NotFound, Rejected, ScenarioError, StateError
+from agent.settings import Settings
+from agent.store import ExecutionRecord
+from agent.testing import MemoryDriver, MemoryPublisher, MemoryStore
+
+
+def scenario(seconds: float = 0.05) -> str:
+    return f"""\
+apiVersion: coordinator/v1
+kind: Scenario
+metadata: {{name: one-step}}
+spec:
+  targets:
+    link: {{driver: toxiproxy, selector: {{proxy: link}}}}
+  steps:
+    - {{name: slow, fault: latency, target: link, duration: {seconds}s, parameters: {{latency: 10ms}}}}
+"""
+
+
+OFFSETS = itertools.count()
+
+
+def record(value: bytes, headers: list[tuple[str, bytes]] | None = None) -> ConsumerRecord:  # type: ignore[type-arg]
+    return ConsumerRecord("requests", 0, next(OFFSETS), int(time.time() * 1000), 0, None, value, None, 0,
+                          len(value), headers or [])
+
+
+def request_record(request: S.ScenarioRequest) -> ConsumerRecord:  # type: ignore[type-arg]
+    out = codec.encode_event(request, key=request.request_id, source="/test")
+    return record(out.value, list(out.headers))
+
+
+class Parts:
+    def __init__(self) -> None:
+        self.store = MemoryStore()
+        self.publisher = MemoryPublisher()
+        self.driver = MemoryDriver()
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[Engine]:
+    settings = Settings(lease_ttl=3, reconcile_interval=1, verdict_grace=0.1)
+    parts = Parts()
+    drivers = DriverRegistry(settings)
+    drivers.use("toxiproxy", parts.driver)
+    async with Engine.open(settings, owner="agent-a/1", store=parts.store,  # type: ignore[arg-type]
+                           publisher=parts.publisher, drivers=drivers) as engine:  # type: ignore[arg-type]
+        await parts.store.renew_leases(engine.owner, [], 3)
+        yield engine
+
+
+def memory(engine: Engine) -> tuple[MemoryStore, MemoryPublisher, MemoryDriver]:
+    driver = engine.drivers.get("toxiproxy")
+    return engine.store, engine.publisher, driver  # type: ignore[return-value]
+
+
+async def until(check: Callable[[], bool], seconds: float = 10.0) -> None:
+    for _ in range(int(seconds / 0.01)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition was not met in time")
+
+
+async def finished(engine: Engine) -> None:
+    await asyncio.gather(*(r.task for r in list(engine.running.values()) if r.task is not None))
+
+
+async def test_a_request_runs_once_even_when_delivered_twice(engine: Engine) -> None:
+    store, publisher, driver = memory(engine)
+    request = S.ScenarioRequest(request_id="r-1", scenario_yaml=scenario())
+    await engine.accept(request_record(request))
+    await engine.accept(request_record(request))
+    await finished(engine)
+    assert [(r.request_id, r.status) for r in publisher.results] == [("r-1", S.EXECUTION_STATUS_PASSED)]
+    assert driver.applied == set() and [k for k, _ in driver.log] == ["inject", "revert"]
+    got = await engine.get(publisher.results[0].execution_id)
+    assert got.status == S.EXECUTION_STATUS_PASSED and got.result.request_id == "r-1"
+    with pytest.raises(StateError, match=r"already ended \(PASSED\)"):
+        await engine.cancel(got.execution_id)
+
+
+async def test_unusable_requests_are_dead_lettered_with_a_rejected_result_naming_why(engine: Engine) -> None:
+    store, publisher, driver = memory(engine)
+    await engine.accept(record(b"\x00not an event"))
+    await engine.accept(request_record(S.ScenarioRequest(request_id="r-2", scenario_name="no-such-scenario")))
+    await engine.accept(request_record(S.ScenarioRequest(request_id="r-3", scenario_yaml="spec: [")))
+    reasons = [r.reason.split(":")[0] for r in publisher.results]
+    assert all(r.status == S.EXECUTION_STATUS_REJECTED for r in publisher.results)
+    assert reasons[1:] == ["unknown-scenario", "invalid-scenario"] and reasons[0]
+    assert [reason for _, reason, _ in publisher.dead_letters] == reasons
+    assert [r.request_id for r in publisher.results][1:] == ["r-2", "r-3"]
+    assert driver.log == []
+
+
+async def test_submit_validates_first_then_returns_the_execution_an_agent_claimed(engine: Engine) -> None:
+    store, publisher, _ = memory(engine)
+    with pytest.raises(Rejected, match="request_id is required"):
+        await engine.submit(S.ScenarioRequest(scenario_yaml=scenario()))
+    with pytest.raises(NotFound):
+        await engine.submit(S.ScenarioRequest(request_id="x", scenario_name="no-such-scenario"))
+    with pytest.raises(ScenarioError) as caught:
+        await engine.submit(S.ScenarioRequest(request_id="y", scenario_yaml=scenario().replace("latency, target",
+                                                                                               "lat, target")))
+    assert any(i.path == "spec.steps[0].fault" for i in caught.value.issues)
+    assert publisher.requests == [], "nothing invalid reaches the requests topic"
+    with pytest.raises(TimeoutError, match="no agent claimed it"):
+        await engine.submit(S.ScenarioRequest(request_id="r-4", scenario_yaml=scenario()), wait=0.3)
+
+    async def ingress() -> None:  # what the serving process does with the requests topic
+        await until(lambda: bool(publisher.requests) and publisher.requests[-1].request_id == "r-5")
+        await engine.accept(request_record(publisher.requests[-1]))
+
+    reader = asyncio.create_task(ingress())
+    submitted = await engine.submit(S.ScenarioRequest(request_id="r-5", scenario_yaml=scenario()), wait=5)
+    await reader
+    assert not submitted.duplicate and (await engine.get(submitted.execution_id)).request_id == "r-5"
+    again = await engine.submit(S.ScenarioRequest(request_id="r-5", scenario_yaml=scenario()))
+    assert again.duplicate and again.execution_id == submitted.execution_id
+    await finished(engine)
+    listed, more = await engine.list(status=S.EXECUTION_STATUS_PASSED)
+    assert [e.execution_id for e in listed] == [submitted.execution_id] and not more
+
+
+async def test_halt_reverts_every_fault_aborts_runs_and_refuses_new_ones_until_resume(engine: Engine) -> None:
+    store, publisher, driver = memory(engine)
+    await engine.accept(request_record(S.ScenarioRequest(request_id="r-6", scenario_yaml=scenario(30))))
+    await until(lambda: bool(driver.applied))
+    outcome = await engine.halt("incident 42")
+    assert outcome.reverted_faults == 1 and outcome.aborted_executions == 1 and driver.applied == set()
+    await engine.on_control(store.control[-1])  # every agent hears the halt
+    await finished(engine)
+    assert publisher.results[-1].status == S.EXECUTION_STATUS_ABORTED
+    assert "halt-all: incident 42" in publisher.results[-1].reason
+    with pytest.raises(StateError, match=r"halted \(incident 42\)"):
+        await engine.submit(S.ScenarioRequest(request_id="r-7", scenario_yaml=scenario()))
+    await engine.resume()
+    await engine.accept(request_record(S.ScenarioRequest(request_id="r-7", scenario_yaml=scenario())))
+    await finished(engine)
+    assert publisher.results[-1].status == S.EXECUTION_STATUS_PASSED
+
+
+async def test_cancel_aborts_a_running_execution_and_unknown_ones_are_not_found(engine: Engine) -> None:
+    store, publisher, driver = memory(engine)
+    with pytest.raises(NotFound, match="unknown execution 'nope'"):
+        await engine.cancel("nope")
+    await engine.accept(request_record(S.ScenarioRequest(request_id="r-8", scenario_yaml=scenario(30))))
+    await until(lambda: bool(driver.applied))
+    (execution_id,) = engine.running
+    await engine.cancel(execution_id, "enough")
+    await engine.on_control(store.control[-1])
+    await finished(engine)
+    assert (publisher.results[-1].status, publisher.results[-1].reason) == (S.EXECUTION_STATUS_ABORTED,
+                                                                           "aborted: enough")
+    assert driver.applied == set()
+
+
+async def test_a_stopped_agents_run_is_finished_once_with_aborted(engine: Engine) -> None:
+    store, publisher, _ = memory(engine)
+    await store.claim_request(ExecutionRecord(execution_id="e-9", request_id="r-9", scenario_name="x",
+                                              status="RUNNING", owner="agent-b/2", started_at=time.time()))
+    await engine.reconcile_once()
+    await engine.reconcile_once()
+    assert [(r.execution_id, r.status) for r in publisher.results] == [("e-9", S.EXECUTION_STATUS_ABORTED)]
+    assert "agent-b/2" in publisher.results[0].reason
+    assert (await store.get_execution("e-9")).result_state == "published"  # type: ignore[union-attr]
+
+
+async def test_closing_drains_running_executions_before_aborting_them(engine: Engine) -> None:
+    _, publisher, _ = memory(engine)
+    await engine.accept(request_record(S.ScenarioRequest(request_id="r-10", scenario_yaml=scenario(0.3))))
+    await engine.accept(request_record(S.ScenarioRequest(request_id="r-11", scenario_yaml=scenario(30))))
+    await engine.aclose(drain=3.0)
+    await engine.aclose()  # idempotent
+    statuses = {r.request_id: r.status for r in publisher.results}
+    assert statuses == {"r-10": S.EXECUTION_STATUS_PASSED, "r-11": S.EXECUTION_STATUS_ABORTED}

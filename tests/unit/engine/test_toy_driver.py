@@ -1,0 +1,157 @@
+"""A driver is one module: this file is the whole of a toy driver (selector, faults with their
+parameters, rollback action, settings group, the driver itself) and its registration; with that
+alone, scenarios can name it, are validated against its models, plan with it, and run through the
+engine on in-memory parts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiokafka.structs import ConsumerRecord
+from pydantic import Field
+
+from agent import codec, drivers
+from agent._proto.coordinator.v1 import events_pb2 as S
+from agent.drivers.base import DriverSpec, FaultDriver, FaultKind, FaultRequest
+from agent.engine import Engine
+from agent.errors import ScenarioError
+from agent.fields import Duration, NoParameters, Strict
+from agent.scenario import load_scenario, plan
+from agent.scenario.schema import scenario_schema
+from agent.settings import Settings
+from agent.testing import MemoryPublisher, MemoryStore
+
+
+# -- the toy driver: lamps that can be dimmed or made to blink -------------------------------------------
+class LampSelector(Strict):
+    lamp: str = Field(pattern=r"^[a-z]+$")
+
+
+class DimParameters(Strict):
+    level: int = Field(ge=0, le=100)
+    fade: Duration = 0.0
+
+
+@dataclass(frozen=True)
+class LampSettings:
+    house: str
+
+
+LAMPS: dict[str, int] = {}  # the "backend": lamp -> brightness
+LOG: list[str] = []
+
+
+class LampDriver(FaultDriver):
+    name = "lamps"
+    settings: LampSettings
+
+    def recipe(self, request: FaultRequest) -> dict[str, Any]:
+        return {"lamp": request.selector["lamp"], "level": LAMPS.get(request.selector["lamp"], 100)}
+
+    async def inject(self, request: FaultRequest) -> dict[str, Any]:
+        lamp = request.selector["lamp"]
+        if request.fault == "dim":
+            LAMPS[lamp] = request.parameters["level"]
+        LOG.append(f"{request.fault} {lamp} in {self.settings.house}")
+        return {"lamp": lamp, "level": LAMPS.get(lamp, 100)}
+
+    async def revert(self, recipe: dict[str, Any]) -> None:
+        LAMPS[recipe["lamp"]] = recipe["level"]
+        LOG.append(f"revert {recipe['lamp']}")
+
+    async def rollback(self, action: str, selector: dict[str, Any]) -> None:
+        LAMPS[selector["lamp"]] = 100
+        LOG.append(f"{action} {selector['lamp']}")
+
+
+SPEC = DriverSpec(
+    name="lamps", selector=LampSelector, factory=LampDriver, rollbacks=("lights-on",),
+    configure=lambda settings: LampSettings(house=settings.instance_id),
+    faults=(FaultKind("dim", DimParameters, True, summary="dim a lamp"),
+            FaultKind("blink", NoParameters, False, summary="blink once")),
+)
+
+
+@pytest.fixture
+def lamps() -> Iterator[None]:
+    drivers.register(SPEC)
+    LAMPS.clear()
+    LOG.clear()
+    try:
+        yield
+    finally:
+        drivers.unregister("lamps")
+
+
+SCENARIO = """\
+apiVersion: coordinator/v1
+kind: Scenario
+metadata: {name: dim-the-hall}
+spec:
+  targets:
+    hall: {driver: lamps, selector: {lamp: hall}}
+  steps:
+    - {name: dim, fault: dim, target: hall, duration: 0.05s, parameters: {level: 10}}
+    - {name: flash, fault: blink, target: hall}
+  rollbacks:
+    strategy: always
+    actions: [{name: back-on, action: lights-on, target: hall}]
+"""
+
+
+def test_a_registered_driver_is_part_of_the_scenario_language(lamps: None) -> None:
+    scenario = load_scenario(SCENARIO, "hall.yaml")
+    steps = plan(scenario)
+    assert [(p.kind, p.name, p.duration) for p in steps] == [("fault", "dim", 0.05), ("fault", "flash", 0.0)]
+    assert [s.fault for s in scenario.fault_steps()] == ["dim", "blink"]
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(SCENARIO.replace("level: 10", "level: 300").replace("lamp: hall", "lamp: Hall")
+                      .replace("lights-on", "lights-off"), "hall.yaml")
+    problems = {i.path: i.message for i in caught.value.issues}
+    assert set(problems) == {"spec.targets.hall.selector.lamp", "spec.steps[0].parameters.level",
+                             "spec.rollbacks.actions[0].action"}, problems
+    assert "lights-on" in problems["spec.rollbacks.actions[0].action"]
+    assert "lamps" in json.dumps(scenario_schema()), "editors learn the new driver from the JSON Schema"
+
+
+def test_without_registration_the_driver_is_unknown_and_named_as_such() -> None:
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(SCENARIO, "hall.yaml")
+    messages = [i.message for i in caught.value.issues]
+    assert any("unknown driver 'lamps'" in m for m in messages), messages
+
+
+def test_fault_names_of_a_new_driver_must_not_clash_with_another_drivers() -> None:
+    with pytest.raises(ValueError, match=r"kill \(supervisor\)"):
+        drivers.register(DriverSpec(name="other", selector=LampSelector, factory=LampDriver,
+                                    faults=(FaultKind("kill", NoParameters, False),)))
+
+
+@pytest.fixture
+async def engine(lamps: None) -> AsyncIterator[Engine]:
+    settings = Settings(instance_id="house-7", lease_ttl=3, reconcile_interval=1, verdict_grace=0.1)
+    async with Engine.open(settings, owner="agent-a/1", store=MemoryStore(),  # type: ignore[arg-type]
+                           publisher=MemoryPublisher()) as engine:  # type: ignore[arg-type]
+        await engine.store.renew_leases(engine.owner, [], 3)
+        yield engine
+
+
+async def test_the_engine_runs_the_new_drivers_faults_with_leases_and_reverts(engine: Engine) -> None:
+    request = S.ScenarioRequest(request_id="r-1", scenario_yaml=SCENARIO)
+    out = codec.encode_event(request, key="r-1", source="/test")
+    await engine.accept(ConsumerRecord("requests", 0, 0, int(time.time() * 1000), 0, None, out.value, None, 0,
+                                       len(out.value), list(out.headers)))
+    await asyncio.gather(*(r.task for r in list(engine.running.values()) if r.task is not None))
+    publisher: MemoryPublisher = engine.publisher  # type: ignore[assignment]
+    assert [r.status for r in publisher.results] == [S.EXECUTION_STATUS_PASSED], publisher.results[0].reason
+    assert LOG == ["dim hall in house-7", "revert hall", "blink hall in house-7", "revert hall", "lights-on hall"]
+    assert LAMPS == {"hall": 100}
+    kinds = [(e.fault, S.ChaosEventType.Name(e.type)) for e in publisher.chaos_events]
+    assert kinds == [("dim", "CHAOS_EVENT_TYPE_INJECTED"), ("dim", "CHAOS_EVENT_TYPE_REVERTED"),
+                     ("blink", "CHAOS_EVENT_TYPE_INJECTED"), ("blink", "CHAOS_EVENT_TYPE_REVERTED")]

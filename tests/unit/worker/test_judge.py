@@ -1,0 +1,109 @@
+"""The judge on a plain dict (the worker gives it faust's changelogged table): watches meet rows in
+either order, repeats count once, ticks fire deadlines; the inbox codec round trip."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.errors import DecodeError
+from agent.worker import judge as inbox
+from agent.worker.judge import Judge, Row, RowsMessage, TickMessage, WatchMessage, routing_key, row_keys
+from agent.worker.watch import Verdict, Watch
+
+T0 = 1_800_000_000.0
+GRACE = 1.0
+
+
+def watch(**overrides: object) -> Watch:
+    fields: dict = {"execution_id": "e1", "correlation_id": "c1", "name": "back", "kind": "appears",
+                    "injected_at": T0, "deadline": T0 + 10, "target_service": "risk-monitor",
+                    "event_type": "service_ready", "service": "risk-monitor", "attribution": "any"}
+    fields.update(overrides)
+    return Watch(**fields)
+
+
+def row(at: float, kind: str = "service_ready", service: str = "risk-monitor", identity: str = "") -> Row:
+    return Row(service, kind, T0 + at, "", {}, identity)
+
+
+class Verdicts(list[tuple[str, Verdict]]):
+    async def __call__(self, watch: Watch, verdict: Verdict) -> None:
+        self.append((watch.name, verdict))
+
+
+@pytest.fixture
+def verdicts() -> Verdicts:
+    return Verdicts()
+
+
+async def test_a_watch_passes_on_its_event_and_leaves_the_table(verdicts: Verdicts) -> None:
+    table: dict = {}
+    judge = Judge(table, verdicts, GRACE)
+    w = watch()
+    key = routing_key(w)
+    await judge.on_watch(key, w, now=T0 + 1)
+    assert list(table[key]) == ["c1/back"] and verdicts == []
+    await judge.on_rows(key, [row(0.5, kind="heartbeat"), row(3.0)], now=T0 + 3)
+    assert [(name, v.status) for name, v in verdicts] == [("back", "PASSED")]
+    assert verdicts[0][1].time_to_recover == 3.0
+    assert table == {}, "a decided watch leaves the table"
+
+
+async def test_events_that_arrive_before_their_watch_are_replayed_to_it(verdicts: Verdicts) -> None:
+    judge = Judge({}, verdicts, GRACE)
+    for key in row_keys(row(2.0)):
+        await judge.on_rows(key, [row(-5.0, kind="service_ready"), row(2.0)], now=T0 + 2)
+    await judge.on_watch("svc:risk-monitor", watch(), now=T0 + 2.5)
+    assert [v.status for _, v in verdicts] == ["PASSED"] and verdicts[0][1].time_to_recover == 2.0, \
+        "the event from before the injection is not recovery"
+
+
+async def test_a_repeated_delivery_counts_once(verdicts: Verdicts) -> None:
+    table: dict = {}
+    judge = Judge(table, verdicts, GRACE)
+    once = watch(name="once", kind="count", max_count=1, min_count=None)
+    await judge.on_watch("svc:risk-monitor", once, now=T0)
+    twice = [row(1.0, identity="/risk#7"), row(1.0, identity="/risk#7")]
+    await judge.on_rows("svc:risk-monitor", twice, now=T0 + 1)
+    await judge.on_tick(list(table), watermark=T0 + 20, now=T0 + 12)
+    assert [(v.status, v.count) for _, v in verdicts] == [("PASSED", 1)]
+
+
+async def test_a_tick_past_the_deadline_decides_and_tells_a_silent_trail_from_a_failure(verdicts: Verdicts) -> None:
+    table: dict = {}
+    judge = Judge(table, verdicts, GRACE)
+    await judge.on_watch("svc:risk-monitor", watch(name="quiet"), now=T0)
+    await judge.on_tick(list(table), watermark=T0 + 5, now=T0 + 10.5)
+    assert verdicts == [], "the grace period is not over"
+    await judge.on_tick(list(table), watermark=T0 + 5, now=T0 + 11.5)
+    assert [(n, v.status) for n, v in verdicts] == [("quiet", "INCONCLUSIVE")]
+    assert "silent" in verdicts[0][1].reason
+
+    await judge.on_watch("svc:risk-monitor", watch(name="down", injected_at=T0 + 20, deadline=T0 + 30), now=T0 + 20)
+    await judge.on_rows("svc:risk-monitor", [row(21.0, kind="heartbeat")], now=T0 + 21)
+    await judge.on_tick(list(table), watermark=T0 + 40, now=T0 + 32)
+    assert [(n, v.status) for n, v in verdicts][1:] == [("down", "FAILED")]
+    assert "did send audit events" in verdicts[1][1].reason and table == {}
+
+
+def test_the_inbox_codec_round_trips_every_message_and_refuses_anything_else() -> None:
+    w = watch()
+    assert inbox.decode(inbox.encode(WatchMessage(w))) == WatchMessage(w)
+    rows = [row(1.0, identity="/x#1"), row(2.0)]
+    assert inbox.decode(inbox.encode(RowsMessage(rows))) == RowsMessage(rows)
+    assert inbox.decode(inbox.encode(TickMessage(T0))) == TickMessage(T0)
+    for bad in (b"{", b'{"kind": "what"}', b'{"kind": "rows", "rows": [[1]]}', b"[]"):
+        with pytest.raises(DecodeError):
+            inbox.decode(bad)
+
+
+def test_the_worker_refuses_faust_or_aiokafka_releases_whose_internals_it_was_not_built_on() -> None:
+    from agent.errors import ConfigError
+    from agent.worker.app import check_versions
+
+    check_versions()  # the installed ones
+    check_versions({"faust": "0.15.9", "aiokafka": "0.14.2"})
+    with pytest.raises(ConfigError, match=r"faust >= 0.15.3, < 0.16 .*found 0.16.0"):
+        check_versions({"faust": "0.16.0", "aiokafka": "0.14.0"})
+    with pytest.raises(ConfigError, match="found 0.13.1"):
+        check_versions({"faust": "0.15.3", "aiokafka": "0.13.1"})
