@@ -63,10 +63,12 @@ def normalise_content_type(content_type: str | None) -> str | None:
     raise DecodeError(f"unsupported content-type '{content_type}'", reason="unsupported-content-type")
 
 
-def encode(message: Message, content_type: str = CONTENT_PROTOBUF) -> bytes:
+def encode(message: Message, content_type: str = CONTENT_PROTOBUF, *, proto_names: bool = False) -> bytes:
+    """Protobuf, or canonical JSON (camelCase; ``proto_names``: the .proto's snake_case names, as the
+    ecosystem's audit adapter writes its events)."""
     kind = normalise_content_type(content_type) or CONTENT_PROTOBUF
     if kind == CONTENT_JSON:
-        text = json_format.MessageToJson(message, indent=None, preserving_proto_field_name=False)
+        text = json_format.MessageToJson(message, indent=None, preserving_proto_field_name=proto_names)
         return text.encode()
     return message.SerializeToString(deterministic=True)
 
@@ -145,10 +147,11 @@ def encode_event(
     correlation_id: str | None = None,
     traceparent: str | None = None,
     event_id: str | None = None,
+    proto_names: bool = False,
 ) -> OutgoingEvent:
     return OutgoingEvent(
         key=key.encode() if key is not None else None,
-        value=encode(message, content_type),
+        value=encode(message, content_type, proto_names=proto_names),
         headers=cloudevent_headers(
             message,
             source=source,

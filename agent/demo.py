@@ -34,7 +34,8 @@ FLAGSHIP = "restart-risk-monitor-during-trading"
 #: the flagship's parameters for the demo: short windows, so the whole demo takes about a minute
 DEMO_PARAMS = {"recoveryDeadline": "15s", "observation": "5s", "reportDeadline": "20s", "lossWindow": "20s"}
 #: audit events worth showing live (the rest is summed up at the end)
-SHOWN = {"service_stopping", "service_started", "service_ready", "order_lost", "risk_alert", "duplicate_fill"}
+SHOWN = {"service_stopping", "service_started", "service_ready", "order_lost", "risk_alert", "duplicate_fill",
+         *vocabulary.PLATFORM_EVENT_TYPES}
 
 
 def run_demo(out: TextIO, *, keep: bool = False, stack_dir: Path | None = None,
@@ -221,7 +222,9 @@ class _Follower:
         at = event.timestamp.ToNanoseconds() / 1e9
         if at < self.injected_at:
             return
-        self.say(f"AUDIT    {event.service_name}: {event.event_type} ({at - self.injected_at:+.3f}s after the fault)")
+        seen_by = f", seen by the agent on {event.metadata['platform']}" if event.metadata.get("platform") else ""
+        self.say(f"AUDIT    {event.service_name}: {event.event_type} ({at - self.injected_at:+.3f}s after the fault"
+                 f"{seen_by})")
 
 
 class _Printer:

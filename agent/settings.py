@@ -132,6 +132,10 @@ class Settings(BaseSettings):
     max_concurrent_executions: int = Field(default=20, ge=1)
     #: on SIGTERM, seconds running executions may take to finish before they are aborted
     shutdown_drain: Seconds = 0.0
+    #: publish process_started / process_exited audit events for what the drivers see their platform
+    #: do (agent.platform), polled this often
+    platform_events: bool = True
+    platform_poll_interval: Seconds = 0.5
     consumer_group: str = "coordinator"
     #: relays the agent runs, as a JSON list: [{"source": "orders.inbound.v1", "topic": "orders.v1"}]
     relays: list[RelaySpec] = Field(default_factory=list)

@@ -15,6 +15,7 @@ from agent._proto.coordinator.v1 import events_pb2 as S
 EXPECTATION_KINDS: dict[str, int] = {
     "appears": S.EXPECTATION_KIND_APPEARS, "absent": S.EXPECTATION_KIND_ABSENT, "count": S.EXPECTATION_KIND_COUNT,
     "order": S.EXPECTATION_KIND_ORDER, "time_to_recover": S.EXPECTATION_KIND_TIME_TO_RECOVER,
+    "stable": S.EXPECTATION_KIND_STABLE,
 }
 EXPECTATION_KIND_NAMES: dict[int, str] = {v: k for k, v in EXPECTATION_KINDS.items()}
 
@@ -24,6 +25,11 @@ ATTRIBUTIONS: dict[str, int] = {
     "any": S.ATTRIBUTION_ANY, "window": S.ATTRIBUTION_WINDOW,
 }
 ATTRIBUTION_NAMES: dict[int, str] = {**{v: k for k, v in ATTRIBUTIONS.items()}, S.ATTRIBUTION_UNSPECIFIED: "any"}
+
+#: audit event types the agent itself publishes about a target's platform (agent.platform)
+PLATFORM_EVENT_TYPES = ("process_started", "process_exited")
+#: what ends a ``stable`` period by default: the process died, stopped or started again
+STABLE_DOWN_DEFAULT = ("process_exited", "service_stopping", "service_started")
 
 #: statuses after which a run changes no more
 TERMINAL = frozenset({"PASSED", "FAILED", "ERROR", "ABORTED", "TIMED_OUT", "REJECTED"})

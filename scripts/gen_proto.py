@@ -57,7 +57,7 @@ def generate(root: str, out: Path, package: str) -> list[Path]:
     if code != 0:
         raise SystemExit(f"protoc failed with exit code {code}")
     written = []
-    for path in sorted(out.rglob("*.py*")):
+    for path in sorted(p for p in out.rglob("*.py*") if p.suffix in {".py", ".pyi"}):
         text = path.read_text()
         path.write_text(re.sub(rf"^from {root}\.(v\d+) import ", rf"from {package}.{root}.\1 import ", text,
                                flags=re.MULTILINE))

@@ -31,6 +31,9 @@ class Knobs:
     audit_duplicate: float = 0.0
     #: stop doing the work (orders, checks, fills, reports) while staying healthy and ready
     stall: bool = False
+    #: audit event types this process sends once more as it stops (SIGTERM): the "last words" of an
+    #: old incarnation, e.g. "risk_report" (comma-separated)
+    last_words: str = ""
 
     @classmethod
     def names(cls) -> list[str]:
@@ -80,6 +83,8 @@ class Knobs:
 
 
 def _convert(name: str, value: Any) -> Any:
+    if name == "last_words":
+        return ",".join(p.strip() for p in str(value).split(",") if p.strip())
     if name in ("never_ready", "stall"):
         if isinstance(value, bool):
             return value

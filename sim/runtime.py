@@ -120,6 +120,7 @@ class Service:
             return
         body = {"id": str(uuid.uuid4()), "service_name": self.name, "event_type": event_type,
                 "timestamp": now_rfc3339(), "status": status, "correlation_id": correlation_id,
+                "instance": str(os.getpid()),
                 "metadata": {k: str(v) for k, v in metadata.items() if v is not None}}
         value = json.dumps(body, separators=(",", ":")).encode()
         headers = [("content-type", b"application/json"), ("ce_specversion", b"1.0"),
@@ -190,6 +191,8 @@ class Service:
         await self.health.enter_graceful_shutdown()
         with contextlib.suppress(Exception):
             await self.redis.delete(REGISTRY_KEY.format(name=self.name))
+        for last in filter(None, self.knobs.last_words.split(",")):
+            await self.audit(last, last_words="true")
         await self.audit("service_stopping")
         for task in self._tasks:
             task.cancel()

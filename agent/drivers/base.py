@@ -16,13 +16,17 @@ that another, crashed, agent applied. Drivers translate their backend's exceptio
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
 from agent.settings import Settings
+
+#: the key of ``inject``'s answer that names the incarnation of the target a fault ended (a pid, a
+#: container's start): it goes into the chaos event, and recovery evidence from it does not count
+ENDED_INSTANCE = "ended_instance"
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,24 @@ class DriverSpec:
 
 
 @dataclass(frozen=True)
+class PlatformEvent:
+    """What a driver saw its platform do to a process, whoever caused it (``agent.platform``)."""
+
+    service: str
+    #: process_started | process_exited
+    event_type: str
+    #: the incarnation it is about (a pid under supervisord)
+    instance: str
+    at: float
+    details: dict[str, str]
+
+    @property
+    def identity(self) -> str:
+        """The same for every agent that sees it: a copy is recognised as one event."""
+        return f"{self.service}/{self.instance}/{self.event_type}"
+
+
+@dataclass(frozen=True)
 class FaultRequest:
     correlation_id: str
     execution_id: str
@@ -87,7 +109,8 @@ class FaultDriver(ABC):
 
     @abstractmethod
     async def inject(self, request: FaultRequest) -> dict[str, Any]:
-        """Apply the fault; return what was observed (shown in the journal)."""
+        """Apply the fault; return what was observed (shown in the journal). A fault that ends the
+        target's process says which incarnation it ended under ``ENDED_INSTANCE``."""
 
     @abstractmethod
     async def revert(self, recipe: dict[str, Any]) -> None:
@@ -98,6 +121,12 @@ class FaultDriver(ABC):
         from agent.errors import ActionError
 
         raise ActionError(f"the {self.name} driver has no rollback action '{action}'")
+
+    def platform_events(self, interval: float) -> AsyncIterator[PlatformEvent] | None:
+        """Processes starting and exiting on this driver's platform, for as long as it is read (polled
+        every ``interval`` seconds); None when the driver cannot see them. Raises when the platform
+        cannot be reached (the caller retries)."""
+        return None
 
     async def aclose(self) -> None:  # noqa: B027 - optional
         pass

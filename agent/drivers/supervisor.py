@@ -16,15 +16,17 @@ XML-RPC is synchronous; calls run in a worker thread. XML parsing is hardened by
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import xmlrpc.client
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from defusedxml.xmlrpc import monkey_patch
 from pydantic import SecretStr
 
-from agent.drivers.base import DriverSpec, FaultDriver, FaultKind, FaultRequest
+from agent.drivers.base import ENDED_INSTANCE, DriverSpec, FaultDriver, FaultKind, FaultRequest, PlatformEvent
 from agent.errors import ActionError, RevertError
 from agent.fields import NoParameters, SelectorName, Strict
 from agent.settings import Settings
@@ -109,8 +111,11 @@ class SupervisorDriver(FaultDriver):
         except OSError as exc:
             raise ActionError(f"supervisord unreachable for {request.fault} of '{program}': {exc}",
                               retryable=True) from exc
-        return {"program": program, "pid_before": before.get("pid"), "state_after": after.get("statename"),
-                "pid_after": after.get("pid")}
+        observed = {"program": program, "pid_before": before.get("pid"), "state_after": after.get("statename"),
+                    "pid_after": after.get("pid")}
+        if request.fault in {"restart", "kill", "stop"} and before.get("pid"):
+            observed[ENDED_INSTANCE] = str(before["pid"])  # the incarnation this fault ends
+        return observed
 
     async def revert(self, recipe: dict[str, Any]) -> None:
         program = recipe["program"]
@@ -139,6 +144,33 @@ class SupervisorDriver(FaultDriver):
             await self._call("startProcess", program, True)
         else:
             await super().rollback(action, selector)
+
+    def platform_events(self, interval: float) -> AsyncIterator[PlatformEvent]:
+        return self._watch(interval)
+
+    async def _watch(self, interval: float) -> AsyncIterator[PlatformEvent]:
+        """Poll every program's pid: a pid that goes away is ``process_exited``, a new pid is
+        ``process_started``. The exit status comes from supervisord's own log ("exited: NAME (exit
+        status 3; not expected)"), read from where it ended at the previous poll: a program that
+        autorestarts has a new process, and no exit status in its process info, by the next poll.
+        The first poll only sets the baseline."""
+        last: dict[str, int] | None = None
+        log = _MainLog(self._call)
+        while True:
+            infos = await self._call("getAllProcessInfo")
+            now = time.time()
+            exits = await log.exits()
+            for info in infos if last is not None else []:
+                name, pid, before = str(info["name"]), int(info.get("pid") or 0), (last or {}).get(str(info["name"]), 0)
+                if before and pid != before:
+                    state = str(info.get("statename", ""))
+                    status = exits.get(name) or (str(info.get("exitstatus", "")) if not pid else "unknown")
+                    yield PlatformEvent(name, "process_exited", str(before), now, {"exit_status": status,
+                                                                                  "state": state})
+                if pid and pid != before:
+                    yield PlatformEvent(name, "process_started", str(pid), now, {"state": str(info.get("statename"))})
+            last = {str(i["name"]): int(i.get("pid") or 0) for i in infos}
+            await asyncio.sleep(interval)
 
     async def state(self, program: str) -> dict[str, Any]:
         return await self._call("getProcessInfo", program)  # type: ignore[no-any-return]
@@ -184,3 +216,51 @@ SPEC = DriverSpec(
         FaultKind("pause", NoParameters, True, summary="SIGSTOP the process; SIGCONT on revert"),
     ),
 )
+
+
+_EXIT_LINE = re.compile(r"(?:exited|stopped): (\S+) \((?:exit status (\d+)|terminated by (\w+))")
+
+
+class _MainLog:
+    """supervisord's main log, read from where the previous read ended (``readLog``): the exit
+    status of each program that exited since. Without a main log, it answers nothing."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+        self._offset: int | None = None
+        self._partial = ""
+        self._usable = True
+
+    async def exits(self) -> dict[str, str]:
+        if not self._usable:
+            return {}
+        try:
+            if self._offset is None:
+                self._offset = await self._size()
+                return {}
+            text = await self._call("readLog", self._offset, 0)
+        except xmlrpc.client.Fault:  # no main log file (syslog, or none)
+            self._usable = False
+            return {}
+        self._offset += len(text.encode())
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        out: dict[str, str] = {}
+        for line in lines:
+            found = _EXIT_LINE.search(line)
+            if found:
+                out[found.group(1)] = found.group(2) or found.group(3)
+        return out
+
+    async def _size(self) -> int:
+        """The log's length in bytes, found without reading it all (it may be large)."""
+        low, high = 0, 1
+        while await self._call("readLog", high, 1):
+            low, high = high, high * 2
+        while high - low > 1:
+            middle = (low + high) // 2
+            if await self._call("readLog", middle, 1):
+                low = middle
+            else:
+                high = middle
+        return high if await self._call("readLog", low, 1) else low

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from agent import failpoints, metrics
 from agent._proto.coordinator.v1 import events_pb2
 from agent.drivers import DriverRegistry, FaultRequest
+from agent.drivers.base import ENDED_INSTANCE
 from agent.engine.publisher import Publisher
 from agent.errors import ActionError, FencedOut, TargetRefused
 from agent.logs import get_logger
@@ -81,6 +82,10 @@ def expectation_message(expectation: Expectation) -> events_pb2.Expectation:
         message.max_count = rule.max if rule.max is not None else -1
     if expectation.kind == "order":
         message.sequence.extend(rule.events)
+    if expectation.kind == "stable":
+        message.stable_for.FromNanoseconds(int(rule.for_ * 1e9))
+        message.since = rule.since
+        message.down.extend(rule.down)
     return message
 
 
@@ -154,6 +159,7 @@ class FaultManager:
         )
         event.parameters.update(step.parameters.model_dump(mode="json", by_alias=True))
         event.injected_at.FromNanoseconds(int(injected_at * 1e9))
+        event.ended_instance = str((observed or {}).get(ENDED_INSTANCE) or "")
         active = ActiveFault(lease=lease, injected_at=injected_at, event=event)
         self.active[correlation_id] = active
         metrics.INJECTIONS.labels(fault=step.fault, outcome="injected").inc()

@@ -84,6 +84,17 @@ class Publisher:
         await self._until_sent(self.settings.topics.chaos_events, event, event.correlation_id,
                                correlation_id=event.correlation_id)
 
+    async def audit(self, event: events_pb2.AuditEvent, *, source: str) -> None:
+        """An audit event the agent publishes about a target's platform, in the audit topic's own form
+        (JSON with the contract's snake_case names, as the ecosystem's services write theirs);
+        ``event.id`` is its CloudEvents id and ``source`` its source, so copies from several agents
+        count once."""
+        assert self._producer is not None, "publisher not started"
+        out = codec.encode_event(event, key=event.service_name, source=source, content_type=codec.CONTENT_JSON,
+                                 correlation_id=event.correlation_id or None, event_id=event.id, proto_names=True)
+        await self._producer.send_and_wait(self.settings.topics.audit_events, out.value, key=out.key,
+                                           headers=out.headers)
+
     async def progress(self, progress: events_pb2.ExecutionProgress) -> None:
         await self._send(self.settings.topics.scenario_results, progress, progress.execution_id, wait=False)
 

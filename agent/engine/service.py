@@ -13,6 +13,8 @@ reason stops the service, which then exits non-zero:
 - heartbeat and reconciler: keep this agent's leases alive; revert anyone's orphaned faults and
   finish the runs of agents that stopped (``Engine.reconcile_once``).
 - policy: the allow-list and concurrency limit, refreshed from the configuration service.
+- platform: process_started / process_exited audit events for what the drivers see their platform
+  do (``agent.platform``).
 - HTTP: health, readiness, metrics; gRPC: the CoordinatorService API over the engine's commands,
   health, reflection (``agent.grpc_api``).
 
@@ -41,6 +43,7 @@ from agent.health import CheckResult
 from agent.http import HttpServer
 from agent.kafkaio import topic_partitions
 from agent.logs import get_logger
+from agent.platform import PlatformWatch
 from agent.registry import SelfRegistration
 from agent.relay import Relay
 from agent.settings import Settings
@@ -127,6 +130,9 @@ class Service:
             *(self._part(f"relay {r.source}", Relay(self.settings, r.source, r.topic).run)
               for r in self.settings.relays),
         ]
+        if self.settings.platform_events:
+            watch = PlatformWatch(engine.drivers, engine.publisher, engine.faults, self.settings.platform_poll_interval)
+            parts.append(self._part("platform", watch.run))
         stopper = asyncio.create_task(stop.wait(), name="stop")
         self.ready.set()
         self.registration.status = "ready"

@@ -199,6 +199,20 @@ class TimeToRecover(Strict):
     max: Duration
 
 
+class Stable(Strict):
+    """The service stays up: once its ``since`` event comes (within ``within`` of the injection), none
+    of its ``down`` events may follow for ``for``."""
+
+    #: how long the service must stay up
+    for_: Duration = Field(alias="for")
+    #: the event that says it is up (from the incarnation the fault started, when events say which)
+    since: str = "service_ready"
+    #: by when ``since`` must come, after the injection
+    within: Duration = 60.0
+    #: events that say it went down: its process exited (a platform event), it stopped, it started again
+    down: list[str] = Field(default_factory=lambda: list(vocabulary.STABLE_DOWN_DEFAULT), min_length=1)
+
+
 Attribution = Literal["correlation-id", "target-window", "window", "any"]
 EXPECTATION_KINDS = tuple(vocabulary.EXPECTATION_KINDS)  # appears, absent, count, order, time_to_recover
 
@@ -215,10 +229,16 @@ class Expectation(Strict):
     count: Count | None = None
     order: Order | None = None
     time_to_recover: TimeToRecover | None = None
+    stable: Stable | None = None
 
     @model_validator(mode="after")
     def _one(self) -> Expectation:
         exactly_one(self, EXPECTATION_KINDS, "an expectation")
+        if self.stable is not None:
+            if not self.event.service or self.event.type:
+                raise ValueError("a stable expectation watches one service: give event.service, and no event.type "
+                                 "(stable.since and stable.down name the events)")
+            return self
         if self.order is None and self.event.type is None and self.event.service is None:
             raise ValueError("an expectation needs event.type, event.service or both "
                              "(only order lists its own event types)")
@@ -234,6 +254,8 @@ class Expectation(Strict):
     def deadline(self) -> float:
         """Seconds after the injection by which the verdict is decided."""
         rule = getattr(self, self.kind)
+        if self.kind == "stable":
+            return float(rule.within + rule.for_)
         return float(rule.max if self.kind == "time_to_recover" else rule.within)
 
 

@@ -42,11 +42,13 @@ class Row(NamedTuple):
     correlation_id: str
     metadata: dict[str, str]
     identity: str = ""
+    #: the emitting incarnation (``AuditEvent.instance``, else metadata ``instance``), "" when unsaid
+    instance: str = ""
 
     def observation(self) -> AuditObservation:
         return AuditObservation(service=self.service, event_type=self.event_type, timestamp=float(self.at),
                                 correlation_id=self.correlation_id or "", metadata=self.metadata or {},
-                                event_id=self.identity)
+                                event_id=self.identity, instance=self.instance)
 
 
 def row_from(value: bytes | None, headers: Iterable[tuple[str, bytes]] | None,
@@ -63,7 +65,8 @@ def row_from(value: bytes | None, headers: Iterable[tuple[str, bytes]] | None,
         at = event.timestamp.ToNanoseconds() / 1e9
     else:
         at = (record_timestamp_ms or time.time() * 1000) / 1000.0
-    return Row(event.service_name, event.event_type, at, correlation_id, dict(event.metadata), identity)
+    instance = event.instance or event.metadata.get("instance", "")
+    return Row(event.service_name, event.event_type, at, correlation_id, dict(event.metadata), identity, instance)
 
 
 def watches_from(event: events_pb2.ChaosEvent) -> list[Watch]:
@@ -75,14 +78,17 @@ def watches_from(event: events_pb2.ChaosEvent) -> list[Watch]:
         if kind is None:
             continue
         span = expectation.max_time_to_recover if kind == "time_to_recover" else expectation.within
+        stable_for = expectation.stable_for.ToNanoseconds() / 1e9 if kind == "stable" else 0.0
         out.append(Watch(
             execution_id=event.execution_id, correlation_id=event.correlation_id, name=expectation.name, kind=kind,
-            injected_at=injected, deadline=injected + span.ToNanoseconds() / 1e9, target_service=event.service,
+            injected_at=injected, deadline=injected + span.ToNanoseconds() / 1e9 + stable_for,
+            target_service=event.service,
             event_type=expectation.event_type, service=expectation.service, match=dict(expectation.match),
             attribution=ATTRIBUTION_NAMES[expectation.attribution],
             min_count=expectation.min_count if kind == "count" else None,
             max_count=expectation.max_count if kind == "count" else None,
-            sequence=list(expectation.sequence),
+            sequence=list(expectation.sequence), ended_instance=event.ended_instance,
+            stable_for=stable_for, since=expectation.since, down=list(expectation.down),
         ))
     return out
 
@@ -165,7 +171,7 @@ class Judge:
     async def on_watch(self, key: str, watch: Watch, now: float) -> None:
         kept = self.recent.get(key, ())
         for row in kept:  # what its service said before the watch arrived
-            watch.hear(row.service, row.at)
+            watch.hear(row.service, row.at, row.instance)
         bucket = dict(self.table.get(key) or {})
         bucket[f"{watch.correlation_id}/{watch.name}"] = watch.to_dict()
         self.table[key] = bucket
@@ -182,7 +188,8 @@ class Judge:
         wanted = _event_types(bucket)
         observations = [r.observation() for r in rows if wanted is None or r.event_type in wanted]
         # a service's own bucket hears everything it says: silence is told from "not that"
-        heard = [r.at for r in rows] if key.startswith("svc:") and _unheard(bucket) else []
+        heard = ([(r.at, r.instance) for r in rows if not r.metadata.get("platform")]
+                 if key.startswith("svc:") and _unheard(bucket) else [])
         if observations or heard:
             await self._settle(key, observations, now, heard)
 
@@ -206,7 +213,7 @@ class Judge:
         kept.extend(rows)
 
     async def _settle(self, key: str, observations: list[AuditObservation], now: float,
-                      heard: list[float] | None = None) -> None:
+                      heard: list[tuple[float, str]] | None = None) -> None:
         bucket = dict(self.table[key])
         changed = False
         for watch_id, data in list(bucket.items()):
@@ -218,8 +225,8 @@ class Judge:
             watch = Watch.from_dict(data)
             touched = False
             if hearing:
-                for at in heard or []:
-                    touched = watch.hear(watch.service, at) or touched
+                for at, instance in heard or []:
+                    touched = watch.hear(watch.service, at, instance) or touched
             for obs in relevant:
                 touched = watch.observe(obs, self.grace) or touched
             verdict = watch.decide(now, self.watermark, self.grace)
@@ -246,6 +253,8 @@ def _types_of(watch: dict[str, Any]) -> set[str] | None:
     """The event types a stored watch can use, before building it; None when it takes any type."""
     if watch["kind"] == "order":
         return set(watch["sequence"])
+    if watch["kind"] == "stable":
+        return {watch["since"], *watch["down"]}
     return {watch["event_type"]} if watch["event_type"] else None
 
 

@@ -56,6 +56,8 @@ class AuditObservation:
     metadata: dict[str, str] = field(default_factory=dict)
     #: "source#id" of the event, "" when it has none (then every delivery counts)
     event_id: str = ""
+    #: the emitting incarnation (a pid under supervisord), "" when the event does not say
+    instance: str = ""
 
 
 @dataclass
@@ -85,6 +87,12 @@ class Watch:
     min_count: int | None = None
     max_count: int | None = None
     sequence: list[str] = field(default_factory=list)
+    #: the incarnation of the target the fault ended (restart, kill, stop), "" when unknown
+    ended_instance: str = ""
+    #: stable: how long ``service`` must stay up after its ``since`` event, and what says it went down
+    stable_for: float = 0.0
+    since: str = ""
+    down: list[str] = field(default_factory=list)
     # what has been seen
     first_seen: float | None = None
     count: int = 0
@@ -97,12 +105,19 @@ class Watch:
     heard_at: float | None = None
     #: the last event from ``service`` before the injection, when the worker saw one
     heard_before: float | None = None
+    #: matching events from the incarnation the fault ended, not counted as recovery; the last one's time
+    old_words: int = 0
+    old_words_at: float | None = None
+    #: stable: when it came up (its ``since`` event), and the first ``down`` event after that
+    up_at: float | None = None
+    down_at: float | None = None
+    down_event: str = ""
 
     # -- feeding ---------------------------------------------------------------------------------
-    def hear(self, service: str, timestamp: float) -> bool:
+    def hear(self, service: str, timestamp: float, instance: str = "") -> bool:
         """Note that ``service`` sent an audit event (any type) at ``timestamp``; True when it changed
-        what this watch knows."""
-        if not self.service or service != self.service:
+        what this watch knows. The incarnation the fault ended does not count as the service heard."""
+        if not self.service or service != self.service or self._ended(service, instance):
             return False
         if timestamp >= self.injected_at:
             if self.heard_at is None or timestamp < self.heard_at:
@@ -114,10 +129,18 @@ class Watch:
         return False
 
     def observe(self, event: AuditObservation, grace: float) -> bool:
-        """Offer one audit event; True when it counted for this watch."""
-        self.hear(event.service, event.timestamp)
+        """Offer one audit event; True when it changed what this watch knows (it counted, or it was
+        noted as the ended incarnation's)."""
+        if not event.metadata.get("platform"):  # the platform speaking is not the service speaking
+            self.hear(event.service, event.timestamp, event.instance)
         if self.decided or not self._attributed(event, grace) or not self._matches(event):
             return False
+        if self.kind == "stable":
+            return self._stability(event)
+        if self._recovery() and self._ended(event.service, event.instance) and event.timestamp >= self.injected_at:
+            self.old_words += 1  # the old process's last words: not evidence that the service recovered
+            self.old_words_at = max(self.old_words_at or 0.0, event.timestamp)
+            return True
         if event.event_id and event.event_id in self.counted_ids:
             return False  # the same event delivered again
         counted = self._count(event)
@@ -142,6 +165,31 @@ class Watch:
             self.late_first = event.timestamp
         return True
 
+    def _stability(self, event: AuditObservation) -> bool:
+        if self._ended(event.service, event.instance) or event.timestamp < self.injected_at:
+            return False  # the old process going down is the fault itself, not instability
+        if event.event_type == self.since and self.up_at is None:
+            if event.timestamp > self.deadline - self.stable_for:
+                self.late_first = event.timestamp if self.late_first is None else min(self.late_first, event.timestamp)
+                return True
+            self.up_at = event.timestamp
+            return True
+        if event.event_type in self.down and self.up_at is not None and event.timestamp >= self.up_at:
+            if event.timestamp <= self.up_at + self.stable_for and (self.down_at is None or
+                                                                    event.timestamp < self.down_at):
+                self.down_at, self.down_event = event.timestamp, _describe(event)
+                return True
+        return False
+
+    def _recovery(self) -> bool:
+        """Does this watch wait for evidence of recovery (something must appear)?"""
+        return self.kind in {"appears", "time_to_recover", "order"} or (
+            self.kind == "count" and bool(self.min_count) and self.max_count is None)
+
+    def _ended(self, service: str, instance: str) -> bool:
+        """Is this event from the incarnation of the target that the fault ended?"""
+        return bool(self.ended_instance) and instance == self.ended_instance and service == self.target_service
+
     def _attributed(self, event: AuditObservation, grace: float) -> bool:
         by_id = bool(event.correlation_id) and event.correlation_id == self.correlation_id
         victim = self.service or self.target_service
@@ -156,6 +204,8 @@ class Watch:
         return by_id or by_window
 
     def _matches(self, event: AuditObservation) -> bool:
+        if self.kind == "stable":
+            return event.service == self.service and (event.event_type == self.since or event.event_type in self.down)
         if self.kind != "order" and self.event_type and event.event_type != self.event_type:
             return False
         if self.kind == "order" and event.event_type not in self.sequence:
@@ -174,6 +224,13 @@ class Watch:
         if early is not None:
             self.decided = True
             return early
+        if self.kind == "stable" and self.up_at is not None and self.down_at is None:
+            until = self.up_at + self.stable_for
+            if now >= until + grace and watermark >= until:
+                self.decided = True
+                return self._verdict(PASSED, f"{self.service} stayed up for {self.stable_for:.3f}s after its "
+                                             f"'{self.since}' at {_ts(self.up_at)}",
+                                     took=self.up_at - self.injected_at, seen=self.up_at)
         if now < self.deadline + grace:
             return None
         self.decided = True
@@ -191,22 +248,35 @@ class Watch:
                                          f"{self.first_seen - self.injected_at:.3f}s after the injection")
         if self.kind == "count" and self.max_count is not None and self.max_count >= 0 and self.count > self.max_count:
             return self._verdict(FAILED, f"'{self._what()}' appeared {self.count} times, more than {self.max_count}")
+        if self.kind == "stable" and self.down_at is not None and self.up_at is not None:
+            return self._verdict(FAILED, f"{self.service} went down {self.down_at - self.up_at:.3f}s after its "
+                                         f"'{self.since}' at {_ts(self.up_at)}: {self.down_event} at "
+                                         f"{_ts(self.down_at)}, within the {self.stable_for:.3f}s it had to stay up",
+                                 took=self.up_at - self.injected_at, seen=self.up_at)
         if self.kind == "order" and len(self.sequence_seen) == len(self.sequence):
             return self._verdict(PASSED, f"{' -> '.join(self.sequence)} in order, the last "
                                          f"{self.sequence_seen[-1] - self.injected_at:.3f}s after the injection")
         return None
 
     def _final(self) -> Verdict:
-        expects_presence = self.kind in {"appears", "time_to_recover", "order"} or (
+        expects_presence = self.kind in {"appears", "time_to_recover", "order", "stable"} or (
             self.kind == "count" and bool(self.min_count))
         if expects_presence and self.service and self.heard_at is None and self.late_first is None:
             before = f"the last one at {_ts(self.heard_before)}" if self.heard_before else "none seen before it"
-            return self._verdict(INCONCLUSIVE, f"no audit event from {self.service} since the injection "
-                                               f"({before}): a silent service cannot show it recovered")
+            return self._with_old_words(self._verdict(
+                INCONCLUSIVE, f"no audit event from {self.service} since the injection ({before}): a silent "
+                              f"service cannot show it recovered"))
         verdict = self._decided_at_deadline()
         if verdict.status == FAILED and expects_presence and self.service and self.heard_at is not None:
             verdict.reason += (f"; {self.service} did send audit events since the injection "
                                f"(the first at {_ts(self.heard_at)})")
+        return self._with_old_words(verdict)
+
+    def _with_old_words(self, verdict: Verdict) -> Verdict:
+        if self.old_words and verdict.status != PASSED:
+            verdict.reason += (f"; {self.old_words} matching event(s) came from the incarnation the fault ended "
+                               f"({self.target_service} {self.ended_instance}, the last at "
+                               f"{_ts(self.old_words_at)}) and do not count as recovery")
         return verdict
 
     def _decided_at_deadline(self) -> Verdict:
@@ -224,6 +294,12 @@ class Watch:
             if self.min_count is not None and self.count < self.min_count:
                 return self._verdict(FAILED, f"'{what}' appeared {self.count} times, fewer than {self.min_count}")
             return self._verdict(PASSED, f"'{what}' appeared {self.count} times")
+        if self.kind == "stable":
+            came = (f"; it came at {_ts(self.late_first)}, too late to stay up {self.stable_for:.3f}s by the deadline"
+                    if self.late_first is not None else "")
+            return self._verdict(FAILED, f"{self.service} never came up: no '{self.since}' from it within "
+                                         f"{self.deadline - self.stable_for - self.injected_at:.3f}s of the "
+                                         f"injection{came}")
         got = len(self.sequence_seen)
         return self._verdict(FAILED, f"the sequence stopped after {got} of {len(self.sequence)}: "
                                      f"{' -> '.join(self.sequence[:got]) or 'nothing'} by the deadline")
@@ -251,9 +327,15 @@ class Watch:
             "count": f"'{self._what()}' between {self.min_count} and "
                      f"{'any' if self.max_count is None or self.max_count < 0 else self.max_count} times {by}",
             "order": f"{' -> '.join(self.sequence)} in order {by}",
+            "stable": f"'{self.since}' from {self.service}, then none of {', '.join(self.down)} for "
+                      f"{self.stable_for:.3f}s",
         }[self.kind]
 
     def _observed(self) -> str:
+        if self.kind == "stable":
+            if self.up_at is None:
+                return "never up"
+            return f"up at {_ts(self.up_at)}" + (f"; {self.down_event} at {_ts(self.down_at)}" if self.down_at else "")
         if self.kind == "order":
             return f"{len(self.sequence_seen)} of {len(self.sequence)} in order"
         seen = self.first_seen if self.first_seen is not None else self.late_first
@@ -265,6 +347,12 @@ class Watch:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Watch:
         return cls(**data)
+
+
+def _describe(event: AuditObservation) -> str:
+    """An event as a verdict names it: its type, and what the platform said about an exit."""
+    status = event.metadata.get("exit_status")
+    return f"{event.event_type} (exit status {status})" if status not in (None, "") else event.event_type
 
 
 def _ts(seconds: float | None) -> str:

@@ -86,6 +86,10 @@ def _restart(sim: Sim, info: SimInfo, name: str, knobs: dict[str, Any] | None = 
     with xmlrpc.client.ServerProxy(info.supervisor_url) as proxy:
         proxy.supervisor.stopProcess(name)
         proxy.supervisor.startProcess(name)
+    _wait_ready(sim, name)
+
+
+def _wait_ready(sim: Sim, name: str) -> None:
     deadline = time.monotonic() + 30
     while sim.status()["processes"][name]["ready"] is not True:
         assert time.monotonic() < deadline, f"{name} not ready again"
@@ -224,3 +228,83 @@ async def test_a_stalled_trading_engine_looks_healthy_but_the_audit_trail_fails_
     finally:
         _restart(sim_, info, "trading-engine")
 
+
+
+async def test_the_last_words_of_the_stopped_risk_monitor_do_not_count_as_reports_resumed(
+    sim: tuple[Sim, SimInfo], running: tuple[AgentProcess, AgentProcess], settings: Settings
+) -> None:
+    """The process being restarted sends one more risk_report as it stops; its successor sends none.
+    Evidence from the incarnation the fault ended must not pass "risk reports resume"."""
+    sim_, info = sim
+    try:
+        _restart(sim_, info, "risk-monitor", {"last_words": "risk_report"})  # the process the fault will end
+        old_pid = str(_processes(info)["risk-monitor"]["pid"])
+        sim_.knobs_file.write_text(json.dumps({"risk-monitor": {"stall": True}}))  # for its successor
+        request = client.build_request(FLAGSHIP, PARAMS)
+        result = await client.run_and_follow(settings, request, timeout=90)
+        assert result is not None, "no result"
+        verdicts = {v.expectation_name: v for v in result.verdicts}
+        assert verdicts["risk-monitor-ready-again"].status == S.VERDICT_STATUS_PASSED
+        resumed = verdicts["risk-reports-resume"]
+        assert resumed.status == S.VERDICT_STATUS_FAILED, resumed.reason
+        assert f"came from the incarnation the fault ended (risk-monitor {old_pid}" in resumed.reason
+        assert result.status == S.EXECUTION_STATUS_FAILED
+        injected = [i for i in result.injections if i.fault == "restart"]
+        assert injected, "the restart is listed"
+    finally:
+        _restart(sim_, info, "risk-monitor")
+
+
+STAYS_UP = """\
+apiVersion: coordinator/v1
+kind: Scenario
+metadata: {name: risk-monitor-stays-up}
+spec:
+  targets:
+    risk-monitor: {driver: supervisor, selector: {program: risk-monitor}}
+  steps:
+    - {name: restart-risk-monitor, fault: restart, target: risk-monitor}
+  expectations:
+    - name: stays-up
+      after: restart-risk-monitor
+      event: {service: risk-monitor}
+      stable: {for: 8s, within: 20s}
+"""
+
+
+def _bring_back(sim: Sim, info: SimInfo, name: str) -> None:
+    """Healthy knobs, and the program running again whatever state a crash loop left it in."""
+    sim.knobs_file.write_text(json.dumps({}))
+    with xmlrpc.client.ServerProxy(info.supervisor_url) as proxy:
+        try:
+            proxy.supervisor.stopProcess(name)
+        except xmlrpc.client.Fault:
+            pass  # not running
+        proxy.supervisor.startProcess(name)
+    _wait_ready(sim, name)
+
+
+async def test_a_service_that_crashes_after_recovering_fails_stable_and_a_steady_one_passes(
+    sim: tuple[Sim, SimInfo], running: tuple[AgentProcess, AgentProcess], settings: Settings, tmp_path: Path
+) -> None:
+    """The crash is seen without the service's help: the agent publishes process_exited for what
+    supervisord shows, and the stable expectation fails on it."""
+    sim_, info = sim
+    scenario = tmp_path / "stays-up.yaml"
+    scenario.write_text(STAYS_UP)
+    try:
+        steady = await client.run_and_follow(settings, client.build_request(str(scenario), {}), timeout=90)
+        assert steady is not None, "no result"
+        [verdict] = steady.verdicts
+        assert (steady.status, verdict.status) == (S.EXECUTION_STATUS_PASSED, S.VERDICT_STATUS_PASSED), verdict.reason
+        assert "stayed up for 8.000s after its 'service_ready'" in verdict.reason
+
+        sim_.knobs_file.write_text(json.dumps({"risk-monitor": {"crash_after": 4}}))  # its next start crashes
+        looping = await client.run_and_follow(settings, client.build_request(str(scenario), {}), timeout=90)
+        assert looping is not None, "no result"
+        [verdict] = looping.verdicts
+        assert (looping.status, verdict.status) == (S.EXECUTION_STATUS_FAILED, S.VERDICT_STATUS_FAILED), \
+            verdict.reason
+        assert "risk-monitor went down" in verdict.reason and "process_exited (exit status 3)" in verdict.reason
+    finally:
+        _bring_back(sim_, info, "risk-monitor")

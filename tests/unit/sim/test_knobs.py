@@ -48,3 +48,12 @@ def test_a_malformed_order_is_refused_with_what_is_wrong() -> None:
     order = order_from_json(json.dumps({"order_id": "o1", "symbol": "X", "side": "sell", "quantity": 2,
                                         "price": 3.5}).encode())
     assert (order.order_id, order.quantity, order.price) == ("o1", 2.0, 3.5)
+
+
+def test_every_knob_has_a_command_line_flag() -> None:
+    from sim.cli import build_parser
+
+    opts = build_parser().parse_args(["run", "risk-monitor", "--grpc-port", "1", "--http-port", "2",
+                                      "--last-words", "risk_report"])
+    assert all(hasattr(opts, name) for name in Knobs.names()), [n for n in Knobs.names() if not hasattr(opts, n)]
+    assert Knobs.load("risk-monitor", {n: getattr(opts, n) for n in Knobs.names()}, env={}).last_words == "risk_report"

@@ -107,3 +107,15 @@ def test_the_worker_refuses_faust_or_aiokafka_releases_whose_internals_it_was_no
         check_versions({"faust": "0.16.0", "aiokafka": "0.14.0"})
     with pytest.raises(ConfigError, match="found 0.13.1"):
         check_versions({"faust": "0.15.3", "aiokafka": "0.13.1"})
+
+
+async def test_the_ended_incarnations_words_heard_before_the_watch_are_kept_with_it(verdicts: Verdicts) -> None:
+    table: dict = {}
+    judge = Judge(table, verdicts, GRACE)
+    last_words = Row("risk-monitor", "service_ready", T0 + 0.1, "", {}, "/rm#1", "4242")
+    await judge.on_rows("svc:risk-monitor", [last_words], now=T0 + 0.1)
+    await judge.on_watch("svc:risk-monitor", watch(ended_instance="4242"), now=T0 + 1)
+    assert table["svc:risk-monitor"]["c1/back"]["old_words"] == 1, "what the watch learnt on arrival is stored"
+    await judge.on_tick(list(table), watermark=T0 + 20, now=T0 + 12)
+    [(_, verdict)] = verdicts
+    assert verdict.status == "INCONCLUSIVE" and "came from the incarnation the fault ended" in verdict.reason

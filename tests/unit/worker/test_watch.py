@@ -155,7 +155,7 @@ def test_an_audit_row_takes_the_correlation_id_from_the_header_and_the_time_from
     out = codec.encode_event(event, key="k", source="/t", correlation_id="cid-1")
     row = row_from(out.value, out.headers, 1_700_000_000_500)
     ce_id = codec.headers_to_dict(out.headers)["ce_id"]
-    assert row == ("risk-monitor", "service_ready", 1_700_000_000.5, "cid-1", {"region": "eu"}, f"/t#{ce_id}")
+    assert row == ("risk-monitor", "service_ready", 1_700_000_000.5, "cid-1", {"region": "eu"}, f"/t#{ce_id}", "")
     assert row.observation().correlation_id == "cid-1" and row.observation().event_id == f"/t#{ce_id}"
     bare = row_from(event.SerializeToString(), [], 1_700_000_000_500)  # no CloudEvents headers: the payload's
     assert bare.identity == "risk-monitor#1"
@@ -235,3 +235,117 @@ def test_an_expectation_of_any_event_from_a_service_passes_on_whatever_it_says()
     assert anything.observe(event(2.0, kind="risk_report"), GRACE)
     verdict = anything.decide(now=T0 + 2.1, watermark=T0 + 2.0, grace=GRACE)
     assert verdict is not None and verdict.status == PASSED and "'event from risk-monitor'" in verdict.reason
+
+
+def old_or_new(at: float, instance: str, kind: str = "risk_report") -> AuditObservation:
+    return AuditObservation(service="risk-monitor", event_type=kind, timestamp=T0 + at, instance=instance)
+
+
+def test_the_last_words_of_the_process_a_fault_ended_are_not_recovery() -> None:
+    w = watch(kind="time_to_recover", event_type="risk_report", ended_instance="4242")
+    assert w.observe(old_or_new(0.086, "4242"), GRACE) and w.old_words == 1 and w.first_seen is None, \
+        "sent by the process being stopped: noted, not counted"
+    assert w.decide(now=T0 + 1, watermark=T0 + 1, grace=GRACE) is None
+    assert w.observe(old_or_new(4.0, "5151"), GRACE)
+    verdict = w.decide(now=T0 + 4.1, watermark=T0 + 4.0, grace=GRACE)
+    assert verdict is not None and verdict.status == PASSED and verdict.time_to_recover == 4.0
+
+
+def test_a_service_that_only_spoke_through_its_old_incarnation_is_silent_and_the_verdict_says_so() -> None:
+    w = watch(kind="time_to_recover", event_type="risk_report", ended_instance="4242")
+    w.observe(old_or_new(0.1, "4242"), GRACE)
+    w.observe(old_or_new(0.2, "4242", kind="service_stopping"), GRACE)
+    verdict = w.decide(now=T0 + 13, watermark=T0 + 13, grace=GRACE)
+    assert verdict is not None and verdict.status == INCONCLUSIVE
+    assert "no audit event from risk-monitor since the injection" in verdict.reason
+    assert "1 matching event(s) came from the incarnation the fault ended (risk-monitor 4242" in verdict.reason
+
+
+def test_events_without_an_instance_and_rules_of_absence_are_unchanged() -> None:
+    anonymous = watch(kind="appears", event_type="risk_report", ended_instance="4242")
+    assert anonymous.observe(old_or_new(0.1, ""), GRACE), "an event that does not say where it came from counts"
+    lost = watch(kind="absent", event_type="order_lost", service="risk-monitor", ended_instance="4242")
+    assert lost.observe(old_or_new(0.1, "4242", kind="order_lost"), GRACE), "what the old process lost is lost"
+    verdict = lost.decide(now=T0 + 0.2, watermark=T0 + 0.2, grace=GRACE)
+    assert verdict is not None and verdict.status == FAILED
+
+
+def test_an_audit_row_reads_the_instance_from_the_payload_or_its_metadata() -> None:
+    from agent._proto.coordinator.v1 import events_pb2
+    from agent.worker.judge import row_from
+
+    field = events_pb2.AuditEvent(id="1", service_name="a", event_type="x", instance="77")
+    meta = events_pb2.AuditEvent(id="2", service_name="a", event_type="x", metadata={"instance": "78"})
+    assert row_from(field.SerializeToString(), [], 1).instance == "77"
+    assert row_from(meta.SerializeToString(), [], 1).instance == "78"
+
+
+def stable(**overrides: object) -> Watch:
+    fields: dict = {"kind": "stable", "event_type": "", "stable_for": 10.0, "since": "service_ready",
+                    "down": ["process_exited", "service_stopping", "service_started"], "deadline": T0 + 60 + 10,
+                    "ended_instance": "4242"}
+    fields.update(overrides)
+    return watch(**fields)
+
+
+def up_or_down(at: float, kind: str, instance: str = "5151", **meta: str) -> AuditObservation:
+    return AuditObservation(service="risk-monitor", event_type=kind, timestamp=T0 + at, instance=instance,
+                            metadata=meta)
+
+
+def test_a_service_that_stays_up_after_it_came_back_passes_once_the_period_is_over() -> None:
+    w = stable()
+    w.observe(up_or_down(0.2, "service_stopping", instance="4242"), GRACE)  # the fault itself
+    w.observe(up_or_down(0.5, "process_exited", instance="4242", platform="supervisor", exit_status="0"), GRACE)
+    assert w.observe(up_or_down(3.0, "service_ready"), GRACE)
+    assert w.decide(now=T0 + 14.5, watermark=T0 + 14.5, grace=GRACE) is None, "the grace period is not over"
+    verdict = w.decide(now=T0 + 15.1, watermark=T0 + 14.5, grace=GRACE)
+    assert verdict is not None and verdict.status == PASSED, verdict
+    assert "stayed up for 10.000s after its 'service_ready'" in verdict.reason and verdict.time_to_recover == 3.0
+
+
+def test_a_crash_after_recovery_fails_stable_at_once_and_names_the_exit() -> None:
+    w = stable()
+    w.observe(up_or_down(3.0, "service_ready"), GRACE)
+    assert w.observe(up_or_down(7.5, "process_exited", platform="supervisor", exit_status="3"), GRACE)
+    verdict = w.decide(now=T0 + 7.6, watermark=T0 + 7.5, grace=GRACE)
+    assert verdict is not None and verdict.status == FAILED
+    assert "went down 4.500s after its 'service_ready'" in verdict.reason
+    assert "process_exited (exit status 3)" in verdict.reason
+
+
+def test_a_service_that_never_comes_up_fails_stable_and_a_silent_one_is_inconclusive() -> None:
+    w = stable()
+    w.observe(up_or_down(5.0, "heartbeat"), GRACE)
+    verdict = w.decide(now=T0 + 80, watermark=T0 + 80, grace=GRACE)
+    assert verdict is not None and verdict.status == FAILED and "never came up" in verdict.reason
+    quiet = stable()
+    quiet.observe(up_or_down(5.0, "process_started", platform="supervisor"), GRACE)
+    verdict = quiet.decide(now=T0 + 80, watermark=T0 + 80, grace=GRACE)
+    assert verdict is not None and verdict.status == INCONCLUSIVE, "the platform speaking is not the service"
+
+
+def test_a_stable_expectation_names_one_service_and_reads_for() -> None:
+    from agent.errors import ScenarioError
+    from agent.scenario import load_scenario
+
+    doc = """\
+apiVersion: coordinator/v1
+kind: Scenario
+metadata: {name: s}
+spec:
+  targets: {rm: {driver: supervisor, selector: {program: risk-monitor}}}
+  steps: [{name: restart-it, fault: restart, target: rm}]
+  expectations:
+    - {name: stays-up, after: restart-it, event: {service: risk-monitor}, stable: {for: 30s, within: 20s}}
+"""
+    scenario = load_scenario(doc, "s.yaml")
+    rule = scenario.spec.expectations[0]
+    assert rule.kind == "stable" and rule.deadline == 50.0 and rule.stable is not None
+    assert rule.stable.for_ == 30.0 and rule.stable.down == ["process_exited", "service_stopping", "service_started"]
+    try:
+        load_scenario(doc.replace("event: {service: risk-monitor}", "event: {type: service_ready}"), "s.yaml")
+    except ScenarioError as exc:
+        assert "a stable expectation watches one service" in str(exc)
+    else:
+        raise AssertionError("a stable expectation without a service was accepted")

@@ -47,6 +47,7 @@ class ExpectationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXPECTATION_KIND_COUNT: _ClassVar[ExpectationKind]
     EXPECTATION_KIND_ORDER: _ClassVar[ExpectationKind]
     EXPECTATION_KIND_TIME_TO_RECOVER: _ClassVar[ExpectationKind]
+    EXPECTATION_KIND_STABLE: _ClassVar[ExpectationKind]
 
 class VerdictStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -86,6 +87,7 @@ EXPECTATION_KIND_ABSENT: ExpectationKind
 EXPECTATION_KIND_COUNT: ExpectationKind
 EXPECTATION_KIND_ORDER: ExpectationKind
 EXPECTATION_KIND_TIME_TO_RECOVER: ExpectationKind
+EXPECTATION_KIND_STABLE: ExpectationKind
 VERDICT_STATUS_UNSPECIFIED: VerdictStatus
 VERDICT_STATUS_PASSED: VerdictStatus
 VERDICT_STATUS_FAILED: VerdictStatus
@@ -131,7 +133,7 @@ class ScenarioRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., scenario_name: _Optional[str] = ..., scenario_yaml: _Optional[str] = ..., parameters: _Optional[_Mapping[str, _struct_pb2.Value]] = ..., requester: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., dry_run: _Optional[bool] = ..., requested_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Expectation(_message.Message):
-    __slots__ = ("name", "kind", "event_type", "service", "within", "min_count", "max_count", "sequence", "max_time_to_recover", "match", "attribution")
+    __slots__ = ("name", "kind", "event_type", "service", "within", "min_count", "max_count", "sequence", "max_time_to_recover", "match", "attribution", "stable_for", "since", "down")
     class MatchEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +152,9 @@ class Expectation(_message.Message):
     MAX_TIME_TO_RECOVER_FIELD_NUMBER: _ClassVar[int]
     MATCH_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    STABLE_FOR_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    DOWN_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: ExpectationKind
     event_type: str
@@ -161,10 +166,13 @@ class Expectation(_message.Message):
     max_time_to_recover: _duration_pb2.Duration
     match: _containers.ScalarMap[str, str]
     attribution: Attribution
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ExpectationKind, str]] = ..., event_type: _Optional[str] = ..., service: _Optional[str] = ..., within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., min_count: _Optional[int] = ..., max_count: _Optional[int] = ..., sequence: _Optional[_Iterable[str]] = ..., max_time_to_recover: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., match: _Optional[_Mapping[str, str]] = ..., attribution: _Optional[_Union[Attribution, str]] = ...) -> None: ...
+    stable_for: _duration_pb2.Duration
+    since: str
+    down: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ExpectationKind, str]] = ..., event_type: _Optional[str] = ..., service: _Optional[str] = ..., within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., min_count: _Optional[int] = ..., max_count: _Optional[int] = ..., sequence: _Optional[_Iterable[str]] = ..., max_time_to_recover: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., match: _Optional[_Mapping[str, str]] = ..., attribution: _Optional[_Union[Attribution, str]] = ..., stable_for: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., since: _Optional[str] = ..., down: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ChaosEvent(_message.Message):
-    __slots__ = ("correlation_id", "type", "execution_id", "scenario_name", "step_name", "target", "service", "driver", "fault", "parameters", "injected_at", "reverted_at", "error", "expectations", "owner")
+    __slots__ = ("correlation_id", "type", "execution_id", "scenario_name", "step_name", "target", "service", "driver", "fault", "parameters", "injected_at", "reverted_at", "error", "expectations", "owner", "ended_instance")
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -180,6 +188,7 @@ class ChaosEvent(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     EXPECTATIONS_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    ENDED_INSTANCE_FIELD_NUMBER: _ClassVar[int]
     correlation_id: str
     type: ChaosEventType
     execution_id: str
@@ -195,10 +204,11 @@ class ChaosEvent(_message.Message):
     error: str
     expectations: _containers.RepeatedCompositeFieldContainer[Expectation]
     owner: str
-    def __init__(self, correlation_id: _Optional[str] = ..., type: _Optional[_Union[ChaosEventType, str]] = ..., execution_id: _Optional[str] = ..., scenario_name: _Optional[str] = ..., step_name: _Optional[str] = ..., target: _Optional[str] = ..., service: _Optional[str] = ..., driver: _Optional[str] = ..., fault: _Optional[str] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., injected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reverted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., expectations: _Optional[_Iterable[_Union[Expectation, _Mapping]]] = ..., owner: _Optional[str] = ...) -> None: ...
+    ended_instance: str
+    def __init__(self, correlation_id: _Optional[str] = ..., type: _Optional[_Union[ChaosEventType, str]] = ..., execution_id: _Optional[str] = ..., scenario_name: _Optional[str] = ..., step_name: _Optional[str] = ..., target: _Optional[str] = ..., service: _Optional[str] = ..., driver: _Optional[str] = ..., fault: _Optional[str] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., injected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reverted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., expectations: _Optional[_Iterable[_Union[Expectation, _Mapping]]] = ..., owner: _Optional[str] = ..., ended_instance: _Optional[str] = ...) -> None: ...
 
 class AuditEvent(_message.Message):
-    __slots__ = ("id", "service_name", "event_type", "timestamp", "correlation_id", "trace_id", "span_id", "duration", "status", "metadata", "tags", "correlated_to", "payload")
+    __slots__ = ("id", "service_name", "event_type", "timestamp", "correlation_id", "trace_id", "span_id", "duration", "status", "metadata", "tags", "correlated_to", "payload", "instance")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -219,6 +229,7 @@ class AuditEvent(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     CORRELATED_TO_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     service_name: str
     event_type: str
@@ -232,7 +243,8 @@ class AuditEvent(_message.Message):
     tags: _containers.RepeatedScalarFieldContainer[str]
     correlated_to: str
     payload: _struct_pb2.Struct
-    def __init__(self, id: _Optional[str] = ..., service_name: _Optional[str] = ..., event_type: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., correlation_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., span_id: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., status: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., tags: _Optional[_Iterable[str]] = ..., correlated_to: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    instance: str
+    def __init__(self, id: _Optional[str] = ..., service_name: _Optional[str] = ..., event_type: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., correlation_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., span_id: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., status: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., tags: _Optional[_Iterable[str]] = ..., correlated_to: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., instance: _Optional[str] = ...) -> None: ...
 
 class ExpectationVerdict(_message.Message):
     __slots__ = ("execution_id", "correlation_id", "expectation_name", "status", "reason", "expected", "observed", "injected_at", "deadline", "first_seen_at", "time_to_recover", "count")
