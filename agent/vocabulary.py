@@ -26,6 +26,10 @@ ATTRIBUTIONS: dict[str, int] = {
 }
 ATTRIBUTION_NAMES: dict[int, str] = {**{v: k for k, v in ATTRIBUTIONS.items()}, S.ATTRIBUTION_UNSPECIFIED: "any"}
 
+#: the expectation name of the worker's verdict on whether the target reacted to an injection at all
+#: (any audit event from its service after it); scenario names cannot start with '@'
+REACTION = "@reaction"
+
 #: audit event types the agent itself publishes about a target's platform (agent.platform)
 PLATFORM_EVENT_TYPES = ("process_started", "process_exited")
 #: what ends a ``stable`` period by default: the process died, stopped or started again

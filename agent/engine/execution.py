@@ -193,12 +193,15 @@ class Execution:
             reasons.append("steady state not met after the steps: " + _why(failed_after))
         if inconclusive:
             reasons.append("no evidence for expectation(s): " + "; ".join(inconclusive))
+        silent = [f"{i.fault} on {i.target} ({i.reaction})" for i in self.injections.values()
+                  if i.reaction and not i.reacted]
+        unnoticed = " | nothing reacted to: " + "; ".join(silent) if silent else ""
         if reasons:
             self.deviated = True
-            return S.EXECUTION_STATUS_FAILED, " | ".join(reasons)
+            return S.EXECUTION_STATUS_FAILED, " | ".join(reasons) + unnoticed
         expectations = len(self.verdicts)
         return S.EXECUTION_STATUS_PASSED, (f"all {expectations} expectation(s) passed and the steady state held"
-                                           if expectations else "the steady state held")
+                                           if expectations else "the steady state held") + unnoticed
 
     # -- steps -----------------------------------------------------------------------------------
     async def _steps(self, steps: list[Any]) -> None:
@@ -340,6 +343,9 @@ class Execution:
                 continue
             injected = injection.injected_at.ToNanoseconds() / 1e9
             waiting[(injection.correlation_id, expectation.name)] = injected + expectation.deadline + grace
+            # the worker also says whether the target reacted at all, by the last expectation's deadline
+            reaction = (injection.correlation_id, vocabulary.REACTION)
+            waiting[reaction] = max(waiting.get(reaction, 0.0), injected + expectation.deadline + grace)
         while waiting:
             remaining = max(waiting.values()) - time.time()
             if remaining <= 0:
@@ -349,13 +355,20 @@ class Execution:
             except TimeoutError:
                 break
             key = (verdict.correlation_id, verdict.expectation_name)
-            if key in waiting:
+            if key in waiting and verdict.expectation_name == vocabulary.REACTION:
+                waiting.pop(key)
+                await self._reaction(verdict.correlation_id, verdict.status == S.VERDICT_STATUS_PASSED,
+                                     verdict.reason)
+            elif key in waiting:
                 waiting.pop(key)
                 self.verdicts[key] = verdict
                 await self._entry("expectations", verdict.expectation_name,
                                   verdict.status == S.VERDICT_STATUS_PASSED, output=verdict.reason,
                                   error="" if verdict.status == S.VERDICT_STATUS_PASSED else verdict.reason)
         for (cid, name), deadline in waiting.items():
+            if name == vocabulary.REACTION:
+                self.injections[cid].reaction = "unknown: no answer from the stream worker"
+                continue
             verdict = events_pb2.ExpectationVerdict(
                 execution_id=self.execution_id, correlation_id=cid, expectation_name=name,
                 status=S.VERDICT_STATUS_INCONCLUSIVE,
@@ -369,6 +382,15 @@ class Execution:
         inconclusive = [f"{v.expectation_name}: {v.reason}" for v in self.verdicts.values()
                         if v.status == S.VERDICT_STATUS_INCONCLUSIVE]
         return failed, inconclusive
+
+    async def _reaction(self, correlation_id: str, reacted: bool, reason: str) -> None:
+        """Whether the target's service sent any audit event of its own after the injection."""
+        injection = self.injections.get(correlation_id)
+        if injection is None:
+            return
+        injection.reacted, injection.reaction = reacted, reason
+        if not reacted:
+            await self._entry("reactions", f"{injection.fault} on {injection.target}", False, error=reason)
 
     # -- clean-up --------------------------------------------------------------------------------
     async def _clean_up(self, status: int, reason: str) -> tuple[int, str]:

@@ -22,7 +22,7 @@ from agent import codec
 from agent._proto.coordinator.v1 import events_pb2
 from agent.constants import CORRELATION_HEADER
 from agent.errors import DecodeError
-from agent.vocabulary import ATTRIBUTION_NAMES, EXPECTATION_KIND_NAMES
+from agent.vocabulary import ATTRIBUTION_NAMES, EXPECTATION_KIND_NAMES, REACTION
 from agent.worker.watch import AuditObservation, Verdict, Watch
 
 #: rows kept per routing key for watches that arrive after their events, and how many keys
@@ -70,7 +70,9 @@ def row_from(value: bytes | None, headers: Iterable[tuple[str, bytes]] | None,
 
 
 def watches_from(event: events_pb2.ChaosEvent) -> list[Watch]:
-    """The watches of an INJECTED chaos event: one per expectation it carries."""
+    """The watches of an INJECTED chaos event: one per expectation it carries, and, when it carries
+    any and names its target's service, one more (``REACTION``) on whether that service sent any
+    audit event of its own after the injection, until the last expectation's deadline."""
     injected = event.injected_at.ToNanoseconds() / 1e9 or time.time()
     out = []
     for expectation in event.expectations:
@@ -90,6 +92,12 @@ def watches_from(event: events_pb2.ChaosEvent) -> list[Watch]:
             sequence=list(expectation.sequence), ended_instance=event.ended_instance,
             stable_for=stable_for, since=expectation.since, down=list(expectation.down),
         ))
+    if out and event.service:
+        out.append(Watch(
+            execution_id=event.execution_id, correlation_id=event.correlation_id, name=REACTION, kind="appears",
+            injected_at=injected, deadline=max(w.deadline for w in out), target_service=event.service,
+            service=event.service, attribution="target-window", ended_instance=event.ended_instance,
+            own_events_only=True))
     return out
 
 

@@ -93,6 +93,8 @@ class Watch:
     stable_for: float = 0.0
     since: str = ""
     down: list[str] = field(default_factory=list)
+    #: only events the service sent itself count (not the platform's about it)
+    own_events_only: bool = False
     # what has been seen
     first_seen: float | None = None
     count: int = 0
@@ -204,6 +206,8 @@ class Watch:
         return by_id or by_window
 
     def _matches(self, event: AuditObservation) -> bool:
+        if self.own_events_only and event.metadata.get("platform"):
+            return False
         if self.kind == "stable":
             return event.service == self.service and (event.event_type == self.since or event.event_type in self.down)
         if self.kind != "order" and self.event_type and event.event_type != self.event_type:

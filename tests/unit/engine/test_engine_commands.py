@@ -192,3 +192,29 @@ async def test_closing_drains_running_executions_before_aborting_them(engine: En
     await engine.aclose()  # idempotent
     statuses = {r.request_id: r.status for r in publisher.results}
     assert statuses == {"r-10": S.EXECUTION_STATUS_PASSED, "r-11": S.EXECUTION_STATUS_ABORTED}
+
+
+async def test_an_injection_its_target_did_not_react_to_is_named_in_the_result(engine: Engine) -> None:
+    _, publisher, _ = memory(engine)
+    with_expectation = scenario(0.05) + """\
+  expectations:
+    - {name: no-loss, after: slow, attribution: window, event: {type: order_lost}, absent: {within: 1s}}
+"""
+    await engine.accept(request_record(S.ScenarioRequest(request_id="r-12", scenario_yaml=with_expectation)))
+    await until(lambda: bool(publisher.chaos_events))
+    injected = publisher.chaos_events[0]
+    for name, status, reason in (("no-loss", S.VERDICT_STATUS_PASSED, "no 'order_lost' until the deadline"),
+                                 ("@reaction", S.VERDICT_STATUS_INCONCLUSIVE,
+                                  "no audit event from link since the injection (none seen before it)")):
+        engine.verdicts.deliver(S.ExpectationVerdict(execution_id=injected.execution_id, status=status,
+                                                     correlation_id=injected.correlation_id,
+                                                     expectation_name=name, reason=reason))
+    await finished(engine)
+    [result] = publisher.results
+    assert result.status == S.EXECUTION_STATUS_PASSED, result.reason
+    assert result.reason.endswith("| nothing reacted to: latency on link (no audit event from link since the "
+                                  "injection (none seen before it))")
+    assert [v.expectation_name for v in result.verdicts] == ["no-loss"], "the reaction is no expectation"
+    [injection] = result.injections
+    assert not injection.reacted and injection.reaction.startswith("no audit event from link")
+    assert any(j.phase == "reactions" and j.name == "latency on link" for j in result.journal)

@@ -119,3 +119,27 @@ async def test_the_ended_incarnations_words_heard_before_the_watch_are_kept_with
     await judge.on_tick(list(table), watermark=T0 + 20, now=T0 + 12)
     [(_, verdict)] = verdicts
     assert verdict.status == "INCONCLUSIVE" and "came from the incarnation the fault ended" in verdict.reason
+
+
+async def test_the_worker_also_says_whether_the_target_reacted_at_all(verdicts: Verdicts) -> None:
+    from agent._proto.coordinator.v1 import events_pb2
+    from agent.worker.judge import watches_from
+
+    event = events_pb2.ChaosEvent(execution_id="e1", correlation_id="c1", service="risk-monitor",
+                                  type=events_pb2.CHAOS_EVENT_TYPE_INJECTED, expectations=[events_pb2.Expectation(
+                                      name="back", kind=events_pb2.EXPECTATION_KIND_APPEARS, event_type="service_ready",
+                                      service="risk-monitor")])
+    event.injected_at.FromSeconds(int(T0))
+    event.expectations[0].within.FromSeconds(10)
+    back, reaction = watches_from(event)
+    assert (reaction.name, reaction.deadline, reaction.service) == ("@reaction", back.deadline, "risk-monitor")
+    table: dict = {}
+    judge = Judge(table, verdicts, GRACE)
+    await judge.on_watch(routing_key(reaction), reaction, now=T0)
+    await judge.on_rows("svc:risk-monitor", [Row("risk-monitor", "process_started", T0 + 1, "", {"platform": "x"})],
+                        now=T0 + 1)
+    assert verdicts == [], "the platform speaking about it is not the service reacting"
+    await judge.on_rows("svc:risk-monitor", [row(2.0, kind="heartbeat")], now=T0 + 2)
+    assert [(n, v.status) for n, v in verdicts] == [("@reaction", "PASSED")]
+    assert watches_from(events_pb2.ChaosEvent(service="x", type=events_pb2.CHAOS_EVENT_TYPE_INJECTED)) == [], \
+        "no expectations: nobody waits for a reaction"

@@ -275,7 +275,7 @@ class ExpectationVerdict(_message.Message):
     def __init__(self, execution_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., expectation_name: _Optional[str] = ..., status: _Optional[_Union[VerdictStatus, str]] = ..., reason: _Optional[str] = ..., expected: _Optional[str] = ..., observed: _Optional[str] = ..., injected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., first_seen_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_to_recover: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class Injection(_message.Message):
-    __slots__ = ("correlation_id", "step_name", "target", "fault", "driver", "injected_at", "reverted_at", "final_state", "error")
+    __slots__ = ("correlation_id", "step_name", "target", "fault", "driver", "injected_at", "reverted_at", "final_state", "error", "reaction", "reacted")
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_NAME_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -285,6 +285,8 @@ class Injection(_message.Message):
     REVERTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINAL_STATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    REACTION_FIELD_NUMBER: _ClassVar[int]
+    REACTED_FIELD_NUMBER: _ClassVar[int]
     correlation_id: str
     step_name: str
     target: str
@@ -294,7 +296,9 @@ class Injection(_message.Message):
     reverted_at: _timestamp_pb2.Timestamp
     final_state: ChaosEventType
     error: str
-    def __init__(self, correlation_id: _Optional[str] = ..., step_name: _Optional[str] = ..., target: _Optional[str] = ..., fault: _Optional[str] = ..., driver: _Optional[str] = ..., injected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reverted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., final_state: _Optional[_Union[ChaosEventType, str]] = ..., error: _Optional[str] = ...) -> None: ...
+    reaction: str
+    reacted: bool
+    def __init__(self, correlation_id: _Optional[str] = ..., step_name: _Optional[str] = ..., target: _Optional[str] = ..., fault: _Optional[str] = ..., driver: _Optional[str] = ..., injected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reverted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., final_state: _Optional[_Union[ChaosEventType, str]] = ..., error: _Optional[str] = ..., reaction: _Optional[str] = ..., reacted: _Optional[bool] = ...) -> None: ...
 
 class JournalEntry(_message.Message):
     __slots__ = ("phase", "name", "status", "started_at", "ended_at", "output", "error")
