@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import time
 from collections import deque
@@ -93,11 +94,11 @@ def watches_from(event: events_pb2.ChaosEvent) -> list[Watch]:
             stable_for=stable_for, since=expectation.since, down=list(expectation.down),
         ))
     if out and event.service:
+        # decided by hearing alone (any event of the service's own): it asks for no event type
         out.append(Watch(
-            execution_id=event.execution_id, correlation_id=event.correlation_id, name=REACTION, kind="appears",
+            execution_id=event.execution_id, correlation_id=event.correlation_id, name=REACTION, kind="reaction",
             injected_at=injected, deadline=max(w.deadline for w in out), target_service=event.service,
-            service=event.service, attribution="target-window", ended_instance=event.ended_instance,
-            own_events_only=True))
+            service=event.service, attribution="target-window", ended_instance=event.ended_instance))
     return out
 
 
@@ -196,7 +197,7 @@ class Judge:
         wanted = _event_types(bucket)
         observations = [r.observation() for r in rows if wanted is None or r.event_type in wanted]
         # a service's own bucket hears everything it says: silence is told from "not that"
-        heard = ([(r.at, r.instance) for r in rows if not r.metadata.get("platform")]
+        heard = (sorted((r.at, r.instance) for r in rows if not r.metadata.get("platform"))
                  if key.startswith("svc:") and _unheard(bucket) else [])
         if observations or heard:
             await self._settle(key, observations, now, heard)
@@ -233,8 +234,7 @@ class Judge:
             watch = Watch.from_dict(data)
             touched = False
             if hearing:
-                for at, instance in heard or []:
-                    touched = watch.hear(watch.service, at, instance) or touched
+                touched = _hear(watch, heard or []) or touched
             for obs in relevant:
                 touched = watch.observe(obs, self.grace) or touched
             verdict = watch.decide(now, self.watermark, self.grace)
@@ -252,6 +252,20 @@ class Judge:
                 del self.table[key]
 
 
+def _hear(watch: Watch, heard: list[tuple[float, str]]) -> bool:
+    """Tell a watch what its service said (``heard``: times and instances, sorted by time). Only the
+    last event before its injection and the first at or after it can change what it knows, so a
+    watch that need not tell incarnations apart looks at just those two."""
+    if watch.ended_instance:
+        changed = False
+        for at, instance in heard:
+            changed = watch.hear(watch.service, at, instance) or changed
+        return changed
+    i = bisect.bisect_left(heard, (watch.injected_at, ""))
+    changed = i < len(heard) and watch.hear(watch.service, heard[i][0])
+    return (i > 0 and watch.hear(watch.service, heard[i - 1][0])) or changed
+
+
 def _unheard(bucket: Bucket) -> bool:
     """Does a watch of this bucket still wait to hear anything from its service?"""
     return any(w.get("service") and w.get("heard_at") is None for w in bucket.values())
@@ -263,6 +277,8 @@ def _types_of(watch: dict[str, Any]) -> set[str] | None:
         return set(watch["sequence"])
     if watch["kind"] == "stable":
         return {watch["since"], *watch["down"]}
+    if watch["kind"] == "reaction":
+        return set()  # decided by hearing its service at all
     return {watch["event_type"]} if watch["event_type"] else None
 
 

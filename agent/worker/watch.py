@@ -76,7 +76,7 @@ class Watch:
     execution_id: str
     correlation_id: str
     name: str
-    kind: str  # appears | absent | count | order | time_to_recover
+    kind: str  # appears | absent | count | order | time_to_recover | stable | reaction (the worker's own)
     injected_at: float
     deadline: float
     target_service: str = ""
@@ -93,8 +93,6 @@ class Watch:
     stable_for: float = 0.0
     since: str = ""
     down: list[str] = field(default_factory=list)
-    #: only events the service sent itself count (not the platform's about it)
-    own_events_only: bool = False
     # what has been seen
     first_seen: float | None = None
     count: int = 0
@@ -185,7 +183,7 @@ class Watch:
 
     def _recovery(self) -> bool:
         """Does this watch wait for evidence of recovery (something must appear)?"""
-        return self.kind in {"appears", "time_to_recover", "order"} or (
+        return self.kind in {"appears", "time_to_recover", "order", "reaction"} or (
             self.kind == "count" and bool(self.min_count) and self.max_count is None)
 
     def _ended(self, service: str, instance: str) -> bool:
@@ -206,8 +204,6 @@ class Watch:
         return by_id or by_window
 
     def _matches(self, event: AuditObservation) -> bool:
-        if self.own_events_only and event.metadata.get("platform"):
-            return False
         if self.kind == "stable":
             return event.service == self.service and (event.event_type == self.since or event.event_type in self.down)
         if self.kind != "order" and self.event_type and event.event_type != self.event_type:
@@ -244,6 +240,9 @@ class Watch:
         return self._final()
 
     def _early(self) -> Verdict | None:
+        if self.kind == "reaction" and self.heard_at is not None:
+            return self._verdict(PASSED, f"{self.service} sent an audit event {self.heard_at - self.injected_at:.3f}s "
+                                         f"after the injection", seen=self.heard_at)
         if self.kind in {"appears", "time_to_recover"} and self.first_seen is not None:
             took = self.first_seen - self.injected_at
             return self._verdict(PASSED, f"'{self._what()}' appeared {took:.3f}s after the injection", took=took)
@@ -263,7 +262,7 @@ class Watch:
         return None
 
     def _final(self) -> Verdict:
-        expects_presence = self.kind in {"appears", "time_to_recover", "order", "stable"} or (
+        expects_presence = self.kind in {"appears", "time_to_recover", "order", "stable", "reaction"} or (
             self.kind == "count" and bool(self.min_count))
         if expects_presence and self.service and self.heard_at is None and self.late_first is None:
             before = f"the last one at {_ts(self.heard_before)}" if self.heard_before else "none seen before it"
@@ -333,9 +332,12 @@ class Watch:
             "order": f"{' -> '.join(self.sequence)} in order {by}",
             "stable": f"'{self.since}' from {self.service}, then none of {', '.join(self.down)} for "
                       f"{self.stable_for:.3f}s",
+            "reaction": f"any audit event from {self.service} {by}",
         }[self.kind]
 
     def _observed(self) -> str:
+        if self.kind == "reaction":
+            return f"the first at {_ts(self.heard_at)}" if self.heard_at is not None else "none"
         if self.kind == "stable":
             if self.up_at is None:
                 return "never up"
