@@ -153,6 +153,9 @@ class Settings(BaseSettings):
     worker_partitions: int = Field(default=6, ge=1)
     #: how long the worker waits, after a deadline, for audit events that arrive late
     worker_grace: Seconds = 2.0
+    #: after a recovery expectation FAILED or was INCONCLUSIVE at its deadline, how long the worker
+    #: still looks for the event, and the engine waits to note it on the result (0: not at all)
+    late_evidence: Seconds = 10.0
     #: how often deadlines are checked when no event arrives
     worker_tick_interval: Seconds = 0.5
     #: how soon a worker that died without leaving is replaced (Kafka group session timeout)

@@ -355,7 +355,9 @@ class Execution:
             except TimeoutError:
                 break
             key = (verdict.correlation_id, verdict.expectation_name)
-            if key in waiting and verdict.expectation_name == vocabulary.REACTION:
+            if verdict.HasField("late_evidence_at"):
+                self._late_evidence(verdict)
+            elif key in waiting and verdict.expectation_name == vocabulary.REACTION:
                 waiting.pop(key)
                 await self._reaction(verdict.correlation_id, verdict.status == S.VERDICT_STATUS_PASSED,
                                      verdict.reason)
@@ -377,11 +379,37 @@ class Execution:
             verdict.deadline.FromNanoseconds(int(deadline * 1e9))
             self.verdicts[(cid, name)] = verdict
             await self._entry("expectations", name, False, error=verdict.reason)
+        await self._await_late_evidence(queue)
         failed = [f"{v.expectation_name}: {v.reason}" for v in self.verdicts.values()
                   if v.status == S.VERDICT_STATUS_FAILED]
         inconclusive = [f"{v.expectation_name}: {v.reason}" for v in self.verdicts.values()
                         if v.status == S.VERDICT_STATUS_INCONCLUSIVE]
         return failed, inconclusive
+
+    async def _await_late_evidence(self, queue: asyncio.Queue[events_pb2.ExpectationVerdict]) -> None:
+        """A recovery expectation that missed its deadline without any sign of the event: wait up to
+        ``late_evidence`` seconds for the worker to report it came late, and note it on the verdict."""
+        kinds = {e.name: e.kind for e in self.scenario.spec.expectations}
+        missed = {key for key, v in self.verdicts.items() if v.status != S.VERDICT_STATUS_PASSED
+                  and kinds.get(key[1]) in {"appears", "time_to_recover"} and not v.HasField("first_seen_at")
+                  and not v.HasField("late_evidence_at")}
+        until = time.time() + self.ctx.settings.late_evidence
+        while missed and time.time() < until:
+            try:
+                verdict = await asyncio.wait_for(queue.get(), until - time.time())
+            except TimeoutError:
+                return
+            if verdict.HasField("late_evidence_at"):
+                missed.discard(self._late_evidence(verdict))
+
+    def _late_evidence(self, late: events_pb2.ExpectationVerdict) -> tuple[str, str]:
+        """Note on a decided verdict the evidence that came after its deadline; the status stands."""
+        key = (late.correlation_id, late.expectation_name)
+        verdict = self.verdicts.get(key)
+        if verdict is not None and not verdict.HasField("late_evidence_at"):
+            verdict.late_evidence_at.CopyFrom(late.late_evidence_at)
+            verdict.reason += f" (late evidence: {late.reason})"
+        return key
 
     async def _reaction(self, correlation_id: str, reacted: bool, reason: str) -> None:
         """Whether the target's service sent any audit event of its own after the injection."""

@@ -177,7 +177,19 @@ def create_app(settings: Settings) -> faust.App:
         log.info("verdict", execution_id=watch.execution_id, correlation_id=watch.correlation_id,
                  expectation=watch.name, status=verdict.status, reason=verdict.reason)
 
-    judge_ = Judge(table, publish, settings.worker_grace)
+    async def publish_late(watch: Watch, at: float) -> None:
+        """The evidence a decided watch missed, as a second message about it (the verdict stands)."""
+        message = events_pb2.ExpectationVerdict(
+            execution_id=watch.execution_id, correlation_id=watch.correlation_id, expectation_name=watch.name,
+            status=verdict_value(watch.late_status), reason=watch.late_message(at))  # type: ignore[arg-type]
+        message.late_evidence_at.FromNanoseconds(int(at * 1e9))
+        message.deadline.FromNanoseconds(int(watch.deadline * 1e9))
+        out = codec.encode_event(message, key=watch.execution_id, source=source,
+                                 content_type=settings.content_type, correlation_id=watch.correlation_id)
+        await verdicts.send(key=out.key, value=out.value, headers=out.headers)
+        log.info("late evidence", execution_id=watch.execution_id, expectation=watch.name, reason=message.reason)
+
+    judge_ = Judge(table, publish, settings.worker_grace, settings.late_evidence, publish_late)
 
     @app.agent(chaos_topic)
     async def route_chaos(stream: faust.StreamT[Any]) -> None:

@@ -32,6 +32,8 @@ RECENT_KEYS = 10_000
 
 Bucket = dict[str, dict[str, Any]]
 Publish = Callable[[Watch, Verdict], Awaitable[None]]
+#: a late match for a watch decided without it: the watch and the event's time
+PublishLate = Callable[[Watch, float], Awaitable[None]]
 
 
 class Row(NamedTuple):
@@ -164,10 +166,14 @@ def decode(value: bytes) -> InboxMessage:
 class Judge:
     """Watches by routing key in ``table``; verdicts to ``publish``; ``grace`` waits for late events."""
 
-    def __init__(self, table: MutableMapping[str, Bucket], publish: Publish, grace: float) -> None:
+    def __init__(self, table: MutableMapping[str, Bucket], publish: Publish, grace: float, late: float = 0.0,
+                 publish_late: PublishLate | None = None) -> None:
         self.table = table
         self.publish = publish
         self.grace = grace
+        #: how long a watch that missed its deadline stays to report a late match (``publish_late``)
+        self.late = late if publish_late is not None else 0.0
+        self.publish_late = publish_late
         #: the latest audit event time seen (this worker's and the ticks' senders')
         self.watermark = 0.0
         #: recent rows per routing key, replayed to a watch that arrives after them
@@ -226,6 +232,9 @@ class Judge:
         bucket = dict(self.table[key])
         changed = False
         for watch_id, data in list(bucket.items()):
+            if data.get("late_until"):
+                changed = await self._late(bucket, watch_id, data, observations, now) or changed
+                continue
             types = _types_of(data)
             relevant = observations if types is None else [o for o in observations if o.event_type in types]
             hearing = bool(heard) and bool(data.get("service")) and data.get("heard_at") is None
@@ -240,7 +249,10 @@ class Judge:
             verdict = watch.decide(now, self.watermark, self.grace)
             if verdict is not None:
                 await self.publish(watch, verdict)
-                del bucket[watch_id]
+                if self.late and watch.keep_for_late_evidence(verdict, now + self.late):
+                    bucket[watch_id] = watch.to_dict()
+                else:
+                    del bucket[watch_id]
                 changed = True
             elif touched:
                 bucket[watch_id] = watch.to_dict()
@@ -250,6 +262,26 @@ class Judge:
                 self.table[key] = bucket
             else:
                 del self.table[key]
+
+
+    async def _late(self, bucket: Bucket, watch_id: str, data: dict[str, Any], observations: list[AuditObservation],
+                    now: float) -> bool:
+        """A watch kept after missing its deadline: report the first late match, or leave when its
+        late-evidence period is over. True when it left the bucket."""
+        if now > data["late_until"]:
+            del bucket[watch_id]
+            return True
+        types = _types_of(data)
+        for obs in observations:
+            if types is not None and obs.event_type not in types:
+                continue
+            watch = Watch.from_dict(data)
+            if watch.late_evidence(obs):
+                assert self.publish_late is not None
+                await self.publish_late(watch, obs.timestamp)
+                del bucket[watch_id]
+                return True
+        return False
 
 
 def _hear(watch: Watch, heard: list[tuple[float, str]]) -> bool:

@@ -112,6 +112,9 @@ class Watch:
     up_at: float | None = None
     down_at: float | None = None
     down_event: str = ""
+    #: decided FAILED or INCONCLUSIVE at the deadline: until when a late match is still reported
+    late_until: float = 0.0
+    late_status: str = ""
 
     # -- feeding ---------------------------------------------------------------------------------
     def hear(self, service: str, timestamp: float, instance: str = "") -> bool:
@@ -163,6 +166,29 @@ class Watch:
                 self.first_seen = event.timestamp
         elif self.late_first is None or event.timestamp < self.late_first:
             self.late_first = event.timestamp
+        return True
+
+    def late_evidence(self, event: AuditObservation) -> bool:
+        """Is this, for a watch that missed its deadline, the evidence that came too late? (Matching,
+        after the deadline and its grace, tied to the injection by id or by the target's service.)"""
+        if not self.late_until or event.timestamp <= self.deadline or not self._matches(event):
+            return False
+        if self._ended(event.service, event.instance) or event.metadata.get("platform"):
+            return False
+        by_id = bool(event.correlation_id) and event.correlation_id == self.correlation_id
+        victim = self.service or self.target_service
+        return by_id or (self.attribution != "correlation-id" and (not victim or event.service == victim))
+
+    def late_message(self, at: float) -> str:
+        return (f"'{self._what()}' came at {_ts(at)}, {at - self.deadline:.3f}s after the deadline "
+                f"{_ts(self.deadline)}")
+
+    def keep_for_late_evidence(self, verdict: Verdict, until: float) -> bool:
+        """After ``verdict``: should this watch stay, to report late evidence until ``until``? Only
+        recovery rules decided at their deadline without the event do."""
+        if verdict.status == PASSED or self.kind not in {"appears", "time_to_recover"} or self.late_first:
+            return False
+        self.late_until, self.late_status = until, verdict.status
         return True
 
     def _stability(self, event: AuditObservation) -> bool:

@@ -57,7 +57,7 @@ class Parts:
 
 @pytest.fixture
 async def engine() -> AsyncIterator[Engine]:
-    settings = Settings(lease_ttl=3, reconcile_interval=1, verdict_grace=0.1)
+    settings = Settings(lease_ttl=3, reconcile_interval=1, verdict_grace=0.1, late_evidence=5)
     parts = Parts()
     drivers = DriverRegistry(settings)
     drivers.use("toxiproxy", parts.driver)
@@ -218,3 +218,31 @@ async def test_an_injection_its_target_did_not_react_to_is_named_in_the_result(e
     [injection] = result.injections
     assert not injection.reacted and injection.reaction.startswith("no audit event from link")
     assert any(j.phase == "reactions" and j.name == "latency on link" for j in result.journal)
+
+
+async def test_late_evidence_is_noted_on_the_verdict_it_came_too_late_for(engine: Engine) -> None:
+    _, publisher, _ = memory(engine)
+    with_expectation = scenario(0.05) + """\
+  expectations:
+    - {name: back, after: slow, event: {type: service_ready, service: link}, appears: {within: 0.2s}}
+"""
+    await engine.accept(request_record(S.ScenarioRequest(request_id="r-13", scenario_yaml=with_expectation)))
+    await until(lambda: bool(publisher.chaos_events))
+    injected = publisher.chaos_events[0]
+
+    def verdict(reason: str, **fields: object) -> S.ExpectationVerdict:
+        return S.ExpectationVerdict(execution_id=injected.execution_id, correlation_id=injected.correlation_id,
+                                    expectation_name="back", status=S.VERDICT_STATUS_FAILED, reason=reason, **fields)
+
+    engine.verdicts.deliver(verdict("no 'service_ready from link' by the deadline"))
+    late = verdict("'service_ready from link' came at T, 3.000s after the deadline")
+    late.late_evidence_at.FromSeconds(1_800_000_000)
+    await asyncio.sleep(0.5)  # the run is waiting for late evidence now
+    engine.verdicts.deliver(late)
+    await finished(engine)
+    [result] = publisher.results
+    [noted] = result.verdicts
+    assert result.status == S.EXECUTION_STATUS_FAILED and noted.status == S.VERDICT_STATUS_FAILED
+    assert noted.reason == ("no 'service_ready from link' by the deadline (late evidence: 'service_ready from "
+                            "link' came at T, 3.000s after the deadline)")
+    assert noted.late_evidence_at.seconds == 1_800_000_000

@@ -143,3 +143,39 @@ async def test_the_worker_also_says_whether_the_target_reacted_at_all(verdicts: 
     assert [(n, v.status) for n, v in verdicts] == [("@reaction", "PASSED")]
     assert watches_from(events_pb2.ChaosEvent(service="x", type=events_pb2.CHAOS_EVENT_TYPE_INJECTED)) == [], \
         "no expectations: nobody waits for a reaction"
+
+
+async def test_a_recovery_that_came_after_the_deadline_is_reported_late_and_the_verdict_stands(
+    verdicts: Verdicts
+) -> None:
+    table: dict = {}
+    late: list[tuple[str, float]] = []
+
+    async def publish_late(w: Watch, at: float) -> None:
+        late.append((w.late_message(at), at))
+
+    judge = Judge(table, verdicts, GRACE, late=30.0, publish_late=publish_late)
+    await judge.on_watch("svc:risk-monitor", watch(), now=T0)
+    await judge.on_rows("svc:risk-monitor", [row(1.0, kind="heartbeat")], now=T0 + 1)
+    await judge.on_tick(list(table), watermark=T0 + 12, now=T0 + 11.5)
+    assert [(n, v.status) for n, v in verdicts] == [("back", "FAILED")]
+    assert table["svc:risk-monitor"]["c1/back"]["late_until"] == T0 + 41.5, "kept to report late evidence"
+    await judge.on_rows("svc:risk-monitor", [row(14.0)], now=T0 + 14)
+    assert len(verdicts) == 1, "the verdict stands"
+    [(message, at)] = late
+    assert at == T0 + 14.0 and "4.000s after the deadline" in message and table == {}
+
+
+async def test_a_watch_kept_for_late_evidence_leaves_when_the_period_is_over(verdicts: Verdicts) -> None:
+    table: dict = {}
+    late: list[float] = []
+
+    async def publish_late(w: Watch, at: float) -> None:
+        late.append(at)
+
+    judge = Judge(table, verdicts, GRACE, late=5.0, publish_late=publish_late)
+    await judge.on_watch("svc:risk-monitor", watch(), now=T0)
+    await judge.on_rows("svc:risk-monitor", [row(1.0, kind="heartbeat")], now=T0 + 1)
+    await judge.on_tick(list(table), watermark=T0 + 12, now=T0 + 11.5)
+    await judge.on_tick(list(table), watermark=T0 + 17, now=T0 + 17)
+    assert table == {} and late == []

@@ -247,7 +247,7 @@ class AuditEvent(_message.Message):
     def __init__(self, id: _Optional[str] = ..., service_name: _Optional[str] = ..., event_type: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., correlation_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., span_id: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., status: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., tags: _Optional[_Iterable[str]] = ..., correlated_to: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., instance: _Optional[str] = ...) -> None: ...
 
 class ExpectationVerdict(_message.Message):
-    __slots__ = ("execution_id", "correlation_id", "expectation_name", "status", "reason", "expected", "observed", "injected_at", "deadline", "first_seen_at", "time_to_recover", "count")
+    __slots__ = ("execution_id", "correlation_id", "expectation_name", "status", "reason", "expected", "observed", "injected_at", "deadline", "first_seen_at", "time_to_recover", "count", "late_evidence_at")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     EXPECTATION_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -260,6 +260,7 @@ class ExpectationVerdict(_message.Message):
     FIRST_SEEN_AT_FIELD_NUMBER: _ClassVar[int]
     TIME_TO_RECOVER_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    LATE_EVIDENCE_AT_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     correlation_id: str
     expectation_name: str
@@ -272,7 +273,8 @@ class ExpectationVerdict(_message.Message):
     first_seen_at: _timestamp_pb2.Timestamp
     time_to_recover: _duration_pb2.Duration
     count: int
-    def __init__(self, execution_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., expectation_name: _Optional[str] = ..., status: _Optional[_Union[VerdictStatus, str]] = ..., reason: _Optional[str] = ..., expected: _Optional[str] = ..., observed: _Optional[str] = ..., injected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., first_seen_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_to_recover: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., count: _Optional[int] = ...) -> None: ...
+    late_evidence_at: _timestamp_pb2.Timestamp
+    def __init__(self, execution_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., expectation_name: _Optional[str] = ..., status: _Optional[_Union[VerdictStatus, str]] = ..., reason: _Optional[str] = ..., expected: _Optional[str] = ..., observed: _Optional[str] = ..., injected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., first_seen_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_to_recover: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., count: _Optional[int] = ..., late_evidence_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Injection(_message.Message):
     __slots__ = ("correlation_id", "step_name", "target", "fault", "driver", "injected_at", "reverted_at", "final_state", "error", "reaction", "reacted")
