@@ -98,6 +98,7 @@ class Execution:
     _active: dict[str, ActiveFault] = field(default_factory=dict)
     _background: list[asyncio.Task[None]] = field(default_factory=list)
     _continuous_failures: list[str] = field(default_factory=list)
+    _unanswered: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def owner(self) -> str:
@@ -371,6 +372,7 @@ class Execution:
             if name == vocabulary.REACTION:
                 self.injections[cid].reaction = "unknown: no answer from the stream worker"
                 continue
+            self._unanswered.add((cid, name))  # no worker answered: none will report late evidence either
             verdict = events_pb2.ExpectationVerdict(
                 execution_id=self.execution_id, correlation_id=cid, expectation_name=name,
                 status=S.VERDICT_STATUS_INCONCLUSIVE,
@@ -392,7 +394,7 @@ class Execution:
         kinds = {e.name: e.kind for e in self.scenario.spec.expectations}
         missed = {key for key, v in self.verdicts.items() if v.status != S.VERDICT_STATUS_PASSED
                   and kinds.get(key[1]) in {"appears", "time_to_recover"} and not v.HasField("first_seen_at")
-                  and not v.HasField("late_evidence_at")}
+                  and not v.HasField("late_evidence_at") and key not in self._unanswered}
         until = time.time() + self.ctx.settings.late_evidence
         while missed and time.time() < until:
             try:
