@@ -292,9 +292,9 @@ class Watch:
             self.kind == "count" and bool(self.min_count))
         if expects_presence and self.service and self.heard_at is None and self.late_first is None:
             before = f"the last one at {_ts(self.heard_before)}" if self.heard_before else "none seen before it"
+            why = "" if self.kind == "reaction" else ": a silent service cannot show it recovered"
             return self._with_old_words(self._verdict(
-                INCONCLUSIVE, f"no audit event from {self.service} since the injection ({before}): a silent "
-                              f"service cannot show it recovered"))
+                INCONCLUSIVE, f"no audit event from {self.service} since the injection ({before}){why}"))
         verdict = self._decided_at_deadline()
         if verdict.status == FAILED and expects_presence and self.service and self.heard_at is not None:
             verdict.reason += (f"; {self.service} did send audit events since the injection "

@@ -308,3 +308,35 @@ async def test_a_service_that_crashes_after_recovering_fails_stable_and_a_steady
         assert "risk-monitor went down" in verdict.reason and "process_exited (exit status 3)" in verdict.reason
     finally:
         _bring_back(sim_, info, "risk-monitor")
+
+
+NOBODY_REACTS = """\
+apiVersion: coordinator/v1
+kind: Scenario
+metadata: {name: a-link-nobody-notices}
+spec:
+  targets:
+    link: {driver: toxiproxy, service: quiet-link, selector: {proxy: PROXY}}
+  steps:
+    - {name: slow-link, fault: latency, target: link, duration: 1s, parameters: {latency: 5ms}}
+  expectations:
+    - {name: orders-still-filled, after: slow-link, attribution: window,
+       event: {type: order_filled, service: trading-engine}, appears: {within: 5s}}
+"""
+
+
+async def test_an_injection_its_target_never_reacted_to_is_named_on_a_passed_result(
+    sim: tuple[Sim, SimInfo], running: tuple[AgentProcess, AgentProcess], settings: Settings, tmp_path: Path
+) -> None:
+    """5 ms on the engine's link to the exchange: orders are still filled, and the link's service sends
+    no audit event at all: the run passes, and its result says that nothing reacted to the fault."""
+    _, info = sim
+    scenario = tmp_path / "quiet.yaml"
+    scenario.write_text(NOBODY_REACTS.replace("PROXY", info.proxy["name"]))
+    result = await client.run_and_follow(settings, client.build_request(str(scenario), {}), timeout=90)
+    assert result is not None, "no result"
+    assert result.status == S.EXECUTION_STATUS_PASSED, result.reason
+    assert result.reason.endswith("| nothing reacted to: latency on link (no audit event from quiet-link since the "
+                                  "injection (none seen before it))"), result.reason
+    [injection] = result.injections
+    assert not injection.reacted and injection.reaction.startswith("no audit event from quiet-link")

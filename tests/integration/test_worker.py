@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from agent import codec, topics
+from agent import codec, topics, vocabulary
 from agent._proto.coordinator.v1 import events_pb2
 from agent.settings import Settings
 from tests.helpers.agent import AgentProcess
@@ -83,12 +85,29 @@ async def audit(settings: Settings, service: str, event_type: str, *, at: float 
                   headers=out.headers)
 
 
-async def verdicts(settings: Settings, cid: str, count: int = 1, timeout: float = 60
+def verdict_of(record: Any) -> events_pb2.ExpectationVerdict:
+    return codec.decode_event(record.value, record.headers, events_pb2.ExpectationVerdict)
+
+
+async def verdicts(settings: Settings, cid: str, count: int = 1, timeout: float = 60, *, name: str = ""
                    ) -> list[events_pb2.ExpectationVerdict]:
-    found = await wait_for(settings.kafka_bootstrap_servers, settings.topics.verdicts,
-                           lambda r: codec.headers_to_dict(r.headers).get("correlation-id") == cid, timeout=timeout,
+    """The verdicts on the expectations of injection ``cid`` (or on ``name``: e.g. the worker's own
+    ``@reaction``), in order."""
+    def wanted(record: Any) -> bool:
+        if codec.headers_to_dict(record.headers).get("correlation-id") != cid:
+            return False
+        verdict = verdict_of(record)
+        return verdict.expectation_name == name if name else verdict.expectation_name != vocabulary.REACTION
+
+    found = await wait_for(settings.kafka_bootstrap_servers, settings.topics.verdicts, wanted, timeout=timeout,
                            count=count)
-    return [codec.decode_event(r.value, r.headers, events_pb2.ExpectationVerdict) for r in found]
+    return [verdict_of(r) for r in found]
+
+
+async def published(settings: Settings) -> Counter[tuple[str, str]]:
+    """How many times each (correlation id, expectation) was published."""
+    return Counter((v.correlation_id, v.expectation_name) for v in map(
+        verdict_of, await read_all(settings.kafka_bootstrap_servers, settings.topics.verdicts)))
 
 
 async def test_a_recovery_event_within_the_deadline_passes(worker: AgentProcess, settings: Settings) -> None:
@@ -221,8 +240,8 @@ async def test_a_restarted_worker_still_gives_one_correct_verdict(
     assert verdict.status == S.VERDICT_STATUS_PASSED
     await audit(settings, "risk-monitor", "heartbeat")  # let more events flow; no second verdict may appear
     await asyncio.sleep(2)
-    assert len([r for r in await read_all(settings.kafka_bootstrap_servers, settings.topics.verdicts)
-                if codec.headers_to_dict(r.headers).get("correlation-id") == cid]) == 1
+    counts = await published(settings)
+    assert {n: c for (i, n), c in counts.items() if i == cid} == {"after-restart": 1, vocabulary.REACTION: 1}
 
 
 async def test_a_silent_audit_trail_gives_inconclusive(stack_env: dict[str, str], tmp_path: Path) -> None:
@@ -338,9 +357,9 @@ async def test_two_workers_split_the_work_and_a_killed_one_is_replaced_without_l
             assert verdict.status == S.VERDICT_STATUS_PASSED
         await audit(settings, "svc-0", "heartbeat")
         await asyncio.sleep(2)
-        published = [codec.headers_to_dict(r.headers).get("correlation-id")
-                     for r in await read_all(settings.kafka_bootstrap_servers, settings.topics.verdicts)]
-        assert all(published.count(cid) == 1 for cid in ids), "no verdict lost or repeated"
+        counts = await published(settings)
+        assert all(counts[(cid, name)] == 1 for cid in ids for name in ("up", vocabulary.REACTION)), \
+            "no verdict lost or repeated"
     finally:
         if noise is not None:
             noise.cancel()
