@@ -204,8 +204,13 @@ class _Follower:
         verdict = codec.decode_event(record.value, record.headers, S.ExpectationVerdict)
         if verdict.execution_id != self.execution_id:
             return
+        if verdict.expectation_name == vocabulary.REACTION:  # not an expectation: did the target react at all
+            self.say(f"REACTED  {verdict.reason}" if verdict.status == S.VERDICT_STATUS_PASSED
+                     else f"SILENT   {verdict.reason}")
+            return
         status = vocabulary.verdict_name(verdict.status)
-        self.say(f"VERDICT  {verdict.expectation_name}: {status} - {verdict.reason}")
+        late = " (late evidence)" if verdict.HasField("late_evidence_at") else ""
+        self.say(f"VERDICT  {verdict.expectation_name}: {status}{late} - {verdict.reason}")
 
     def _audit(self, record: ConsumerRecord) -> None:
         if not self.execution_id:

@@ -185,8 +185,9 @@ class Judge:
 
     async def on_watch(self, key: str, watch: Watch, now: float) -> None:
         kept = self.recent.get(key, ())
-        for row in kept:  # what its service said before the watch arrived
-            watch.hear(row.service, row.at, row.instance)
+        for row in kept:  # what its service said before the watch arrived (the platform's words aside)
+            if not row.metadata.get("platform"):
+                watch.hear(row.service, row.at, row.instance)
         bucket = dict(self.table.get(key) or {})
         bucket[f"{watch.correlation_id}/{watch.name}"] = watch.to_dict()
         self.table[key] = bucket

@@ -340,3 +340,43 @@ async def test_an_injection_its_target_never_reacted_to_is_named_on_a_passed_res
                                   "injection (none seen before it))"), result.reason
     [injection] = result.injections
     assert not injection.reacted and injection.reaction.startswith("no audit event from quiet-link")
+
+
+LATE = """\
+apiVersion: coordinator/v1
+kind: Scenario
+metadata: {name: risk-monitor-back-too-late}
+spec:
+  targets:
+    risk-monitor: {driver: supervisor, selector: {program: risk-monitor}}
+  steps:
+    - {name: restart-risk-monitor, fault: restart, target: risk-monitor}
+  expectations:
+    - name: back-quickly
+      after: restart-risk-monitor
+      attribution: target-window
+      event: {type: service_ready, service: risk-monitor}
+      appears: {within: 2s}
+"""
+
+
+async def test_a_recovery_after_the_deadline_and_its_grace_is_noted_on_the_failed_verdict(
+    sim: tuple[Sim, SimInfo], running: tuple[AgentProcess, AgentProcess], settings: Settings, tmp_path: Path
+) -> None:
+    """The restarted risk monitor is ready 6 s after it starts: past the 2 s deadline and the worker's
+    grace. The verdict stays FAILED and says when the event came (late evidence)."""
+    sim_, info = sim
+    scenario = tmp_path / "late.yaml"
+    scenario.write_text(LATE)
+    sim_.knobs_file.write_text(json.dumps({"risk-monitor": {"start_delay": 6}}))  # for its next start
+    try:
+        result = await client.run_and_follow(settings, client.build_request(str(scenario), {}), timeout=90)
+        assert result is not None, "no result"
+        [verdict] = result.verdicts
+        assert (result.status, verdict.status) == (S.EXECUTION_STATUS_FAILED, S.VERDICT_STATUS_FAILED), verdict.reason
+        assert verdict.reason.startswith("no 'service_ready from risk-monitor' by the deadline")
+        assert "(late evidence: 'service_ready from risk-monitor' came at " in verdict.reason
+        late = verdict.late_evidence_at.ToNanoseconds() / 1e9
+        assert late > verdict.deadline.ToNanoseconds() / 1e9 + 2, "after the deadline and the grace"
+    finally:
+        _restart(sim_, info, "risk-monitor")

@@ -179,3 +179,17 @@ async def test_a_watch_kept_for_late_evidence_leaves_when_the_period_is_over(ver
     await judge.on_tick(list(table), watermark=T0 + 12, now=T0 + 11.5)
     await judge.on_tick(list(table), watermark=T0 + 17, now=T0 + 17)
     assert table == {} and late == []
+
+
+async def test_platform_events_heard_before_the_watch_do_not_count_as_the_service_reacting(
+    verdicts: Verdicts
+) -> None:
+    table: dict = {}
+    judge = Judge(table, verdicts, GRACE)
+    started = Row("risk-monitor", "process_started", T0 + 0.3, "", {"platform": "supervisor"}, "p#1", "5151")
+    await judge.on_rows("svc:risk-monitor", [started], now=T0 + 0.3)
+    await judge.on_watch("svc:risk-monitor", watch(name="@reaction", kind="reaction", event_type=""), now=T0 + 1)
+    assert verdicts == [], "the platform's event is not the service's"
+    await judge.on_rows("svc:risk-monitor", [row(0.5, kind="service_started")], now=T0 + 1.1)
+    assert [(n, v.status) for n, v in verdicts] == [("@reaction", "PASSED")]
+    assert "0.500s after the injection" in verdicts[0][1].reason
