@@ -255,21 +255,24 @@ async def test_the_last_words_of_the_stopped_risk_monitor_do_not_count_as_report
         _restart(sim_, info, "risk-monitor")
 
 
-STAYS_UP = """\
+def restart_risk_monitor(name: str, expectation: str) -> str:
+    """A scenario that restarts the risk monitor once, with one expectation (YAML, after the step)."""
+    return f"""\
 apiVersion: coordinator/v1
 kind: Scenario
-metadata: {name: risk-monitor-stays-up}
+metadata: {{name: {name}}}
 spec:
   targets:
-    risk-monitor: {driver: supervisor, selector: {program: risk-monitor}}
+    risk-monitor: {{driver: supervisor, selector: {{program: risk-monitor}}}}
   steps:
-    - {name: restart-risk-monitor, fault: restart, target: risk-monitor}
+    - {{name: restart-risk-monitor, fault: restart, target: risk-monitor}}
   expectations:
-    - name: stays-up
-      after: restart-risk-monitor
-      event: {service: risk-monitor}
-      stable: {for: 8s, within: 20s}
+    - {{after: restart-risk-monitor, {expectation}}}
 """
+
+
+STAYS_UP = restart_risk_monitor("risk-monitor-stays-up",
+                                "name: stays-up, event: {service: risk-monitor}, stable: {for: 8s, within: 20s}")
 
 
 def _bring_back(sim: Sim, info: SimInfo, name: str) -> None:
@@ -342,22 +345,9 @@ async def test_an_injection_its_target_never_reacted_to_is_named_on_a_passed_res
     assert not injection.reacted and injection.reaction.startswith("no audit event from quiet-link")
 
 
-LATE = """\
-apiVersion: coordinator/v1
-kind: Scenario
-metadata: {name: risk-monitor-back-too-late}
-spec:
-  targets:
-    risk-monitor: {driver: supervisor, selector: {program: risk-monitor}}
-  steps:
-    - {name: restart-risk-monitor, fault: restart, target: risk-monitor}
-  expectations:
-    - name: back-quickly
-      after: restart-risk-monitor
-      attribution: target-window
-      event: {type: service_ready, service: risk-monitor}
-      appears: {within: 2s}
-"""
+LATE = restart_risk_monitor("risk-monitor-back-too-late",
+                            "name: back-quickly, attribution: target-window, "
+                            "event: {type: service_ready, service: risk-monitor}, appears: {within: 2s}")
 
 
 async def test_a_recovery_after_the_deadline_and_its_grace_is_noted_on_the_failed_verdict(
