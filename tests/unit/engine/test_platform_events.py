@@ -119,6 +119,9 @@ async def test_a_platform_that_cannot_be_reached_is_retried_without_failing() ->
 
     watch = PlatformWatch(None, Sent(), Faults([]), 0.0)  # type: ignore[arg-type]
     follower = asyncio.create_task(watch._follow("supervisor", Away(SupervisorSettings(url=None))))  # type: ignore[arg-type]
-    await asyncio.sleep(1.5)
+    for _ in range(100):  # the first retry comes after 1 s of back-off
+        if Away.calls >= 2:
+            break
+        await asyncio.sleep(0.05)
     assert not follower.done() and Away.calls >= 2, "retried, and still following"
     follower.cancel()
