@@ -273,10 +273,10 @@ class Judge:
             del bucket[watch_id]
             return True
         types = _types_of(data)
-        for obs in observations:
-            if types is not None and obs.event_type not in types:
-                continue
-            watch = Watch.from_dict(data)
+        relevant = [o for o in observations if types is None or o.event_type in types]
+        watch = Watch.from_dict(data) if relevant else None
+        for obs in relevant:
+            assert watch is not None
             if watch.late_evidence(obs):
                 assert self.publish_late is not None
                 await self.publish_late(watch, obs.timestamp)
