@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     knobs.add_argument("--audit-duplicate", type=float, help="fraction of audit events sent twice")
     knobs.add_argument("--stall", action="store_const", const=True, help="stop working while staying healthy")
     knobs.add_argument("--last-words", help="audit event types sent once more while stopping (comma-separated)")
+    knobs.add_argument("--no-instance", action="store_const", const=True,
+                       help="audit events do not say which process sent them")
     options = run.add_argument_group("service options")
     options.add_argument("--exchange-address", help="trading engine: the exchange's host:port (e.g. a proxy)")
     options.add_argument("--order-timeout", type=float, default=10.0, help="trading engine: seconds before order_lost")

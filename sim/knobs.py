@@ -34,6 +34,8 @@ class Knobs:
     #: audit event types this process sends once more as it stops (SIGTERM): the "last words" of an
     #: old incarnation, e.g. "risk_report" (comma-separated)
     last_words: str = ""
+    #: audit events leave out the emitting instance (pid): the agent cannot tell incarnations apart
+    no_instance: bool = False
 
     @classmethod
     def names(cls) -> list[str]:
@@ -85,7 +87,7 @@ class Knobs:
 def _convert(name: str, value: Any) -> Any:
     if name == "last_words":
         return ",".join(p.strip() for p in str(value).split(",") if p.strip())
-    if name in ("never_ready", "stall"):
+    if name in ("never_ready", "stall", "no_instance"):
         if isinstance(value, bool):
             return value
         text = str(value).strip().lower()

@@ -120,7 +120,7 @@ class Service:
             return
         body = {"id": str(uuid.uuid4()), "service_name": self.name, "event_type": event_type,
                 "timestamp": now_rfc3339(), "status": status, "correlation_id": correlation_id,
-                "instance": str(os.getpid()),
+                "instance": "" if self.knobs.no_instance else str(os.getpid()),
                 "metadata": {k: str(v) for k, v in metadata.items() if v is not None}}
         value = json.dumps(body, separators=(",", ":")).encode()
         headers = [("content-type", b"application/json"), ("ce_specversion", b"1.0"),

@@ -69,7 +69,7 @@ class StuckLease:
 def expectation_message(expectation: Expectation) -> events_pb2.Expectation:
     message = events_pb2.Expectation(
         name=expectation.name, event_type=expectation.event.type or "", service=expectation.event.service or "",
-        match=expectation.event.match)
+        match=expectation.event.match, only_after=expectation.only_after or "")
     message.kind = EXPECTATION_KINDS[expectation.kind]  # type: ignore[assignment]
     message.attribution = ATTRIBUTIONS[expectation.attribution]  # type: ignore[assignment]
     rule = getattr(expectation, expectation.kind)

@@ -57,11 +57,16 @@ def cross_references(data: Any, allowed_targets: list[str] | None = None) -> lis
                                                 "needs selector.source (the topic to relay from)"))
 
     expectations = spec.get("expectations")
+    listed = [e for e in expectations if isinstance(e, dict)] if isinstance(expectations, list) else []
     for i, expectation in enumerate(expectations if isinstance(expectations, list) else []):
         after = expectation.get("after") if isinstance(expectation, dict) else None
         if isinstance(after, str) and after not in fault_steps:
             hint = _hint(after, tuple(fault_steps)) if fault_steps else "; the scenario has no fault step"
             found.append((("spec", "expectations", i, "after"), f"'{after}' is not a fault step{hint}"))
+        if isinstance(expectation, dict) and isinstance(expectation.get("onlyAfter"), str):
+            problem = _only_after(expectation, listed)
+            if problem:
+                found.append((("spec", "expectations", i, "onlyAfter"), problem))
 
     probes = (spec.get("steadyState") or {}).get("probes") if isinstance(spec.get("steadyState"), dict) else None
     for i, probe in enumerate(probes if isinstance(probes, list) else []):
@@ -100,6 +105,32 @@ def cross_references(data: Any, allowed_targets: list[str] | None = None) -> lis
             if refused:
                 found.append((("spec", "targets", name), f"{refused} ({', '.join(allowed_targets)})"))
     return found
+
+
+def _only_after(expectation: dict[str, Any], expectations: list[dict[str, Any]]) -> str | None:
+    """Why ``onlyAfter`` cannot name what it names, or None: it must be another expectation of the
+    same fault step that waits for one event (appears, timeToRecover) of a given type from the same
+    service, so that the worker watching this one sees that event too."""
+    name = expectation["onlyAfter"]
+    by_name = {e.get("name"): e for e in expectations if isinstance(e.get("name"), str)}
+    gate = by_name.get(name)
+    if gate is None:
+        return f"'{name}' is not an expectation of this scenario{_hint(name, tuple(n for n in by_name if n))}"
+    if gate is expectation:
+        return "an expectation cannot wait for itself"
+    if gate.get("after") != expectation.get("after"):
+        return (f"'{name}' follows '{gate.get('after')}', this expectation '{expectation.get('after')}': "
+                "both must follow the same fault step")
+    if not any(k in gate for k in ("appears", "timeToRecover")):
+        return f"'{name}' must wait for an event (appears or timeToRecover) for its event to open this one"
+    event: dict[str, Any] = gate["event"] if isinstance(gate.get("event"), dict) else {}
+    mine: dict[str, Any] = expectation["event"] if isinstance(expectation.get("event"), dict) else {}
+    if not event.get("type"):
+        return f"'{name}' names no event.type: there is no one event to wait for"
+    if event.get("service") != mine.get("service"):
+        return (f"'{name}' watches service '{event.get('service')}', this expectation '{mine.get('service')}': "
+                "both must name the same event.service")
+    return None
 
 
 def target_allowed(service: str, patterns: list[str]) -> bool:

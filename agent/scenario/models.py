@@ -230,10 +230,17 @@ class Expectation(Strict):
     order: Order | None = None
     time_to_recover: TimeToRecover | None = None
     stable: Stable | None = None
+    #: count only what comes after the event of this other expectation (same step, same service):
+    #: "risk reports resume" only after "ready again" (see docs/correlation.md)
+    only_after: StepName | None = None
 
     @model_validator(mode="after")
     def _one(self) -> Expectation:
         exactly_one(self, EXPECTATION_KINDS, "an expectation")
+        if self.only_after is not None and self.stable is not None:
+            raise ValueError("a stable expectation opens with its own 'since' event: it takes no onlyAfter")
+        if self.only_after is not None and not self.event.service:
+            raise ValueError("onlyAfter needs event.service: the event it waits for comes from that service")
         if self.stable is not None:
             if not self.event.service or self.event.type:
                 raise ValueError("a stable expectation watches one service: give event.service, and no event.type "

@@ -77,6 +77,7 @@ def watches_from(event: events_pb2.ChaosEvent) -> list[Watch]:
     any and names its target's service, one more (``REACTION``) on whether that service sent any
     audit event of its own after the injection, until the last expectation's deadline."""
     injected = event.injected_at.ToNanoseconds() / 1e9 or time.time()
+    named = {e.name: e for e in event.expectations}
     out = []
     for expectation in event.expectations:
         kind = EXPECTATION_KIND_NAMES.get(expectation.kind)
@@ -94,6 +95,7 @@ def watches_from(event: events_pb2.ChaosEvent) -> list[Watch]:
             max_count=expectation.max_count if kind == "count" else None,
             sequence=list(expectation.sequence), ended_instance=event.ended_instance,
             stable_for=stable_for, since=expectation.since, down=list(expectation.down),
+            **_gate(expectation, named),
         ))
     if out and event.service:
         # decided by hearing alone (any event of the service's own): it asks for no event type
@@ -102,6 +104,15 @@ def watches_from(event: events_pb2.ChaosEvent) -> list[Watch]:
             injected_at=injected, deadline=max(w.deadline for w in out), target_service=event.service,
             service=event.service, attribution="target-window", ended_instance=event.ended_instance))
     return out
+
+
+def _gate(expectation: events_pb2.Expectation, named: dict[str, events_pb2.Expectation]) -> dict[str, Any]:
+    """The onlyAfter fields of a watch: the named expectation's event (the scenario's validation made
+    sure it is one of the same injection, from the same service, with a type)."""
+    gate = named.get(expectation.only_after) if expectation.only_after else None
+    if gate is None:
+        return {}
+    return {"gate": gate.name, "gate_type": gate.event_type, "gate_match": dict(gate.match)}
 
 
 def routing_key(watch: Watch) -> str:
@@ -306,13 +317,14 @@ def _unheard(bucket: Bucket) -> bool:
 
 def _types_of(watch: dict[str, Any]) -> set[str] | None:
     """The event types a stored watch can use, before building it; None when it takes any type."""
+    gate = {watch["gate_type"]} if watch.get("gate_type") else set()
     if watch["kind"] == "order":
-        return set(watch["sequence"])
+        return set(watch["sequence"]) | gate
     if watch["kind"] == "stable":
         return {watch["since"], *watch["down"]}
     if watch["kind"] == "reaction":
         return set()  # decided by hearing its service at all
-    return {watch["event_type"]} if watch["event_type"] else None
+    return {watch["event_type"]} | gate if watch["event_type"] else None
 
 
 def _event_types(bucket: Bucket) -> set[str] | None:

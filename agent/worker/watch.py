@@ -30,6 +30,14 @@ identity (its CloudEvents ``source`` and ``id``: see ``agent.worker.app.row_from
 watch, whatever the expectation kind: each watch keeps the identities it has counted (the last
 ``MAX_COUNTED_IDS``) and ignores repeats. Events without an id are counted as they come.
 
+Sequencing (``onlyAfter``): a watch may count only what comes after the event another expectation
+of the same injection waits for (its type and match, from the same service): "risk reports resume"
+only after "ready again", so that a report the stopping process sent is not taken for recovery when
+events carry no incarnation. Matching events before that event are held (the last ``MAX_HELD``),
+counted if an earlier gate event turns up, and named in a verdict that does not pass. When the gate
+event never came, an expectation of presence FAILS (nothing came after it) and one of absence is
+INCONCLUSIVE (there was nothing after it to judge).
+
 Silent targets: a watch that names a service notes whether that service sent any audit event at
 all since the injection (``hear``). An expectation of presence (appears, time to recover, a count
 with a minimum, order) that is not met is INCONCLUSIVE when the service was silent ("no audit event
@@ -45,6 +53,8 @@ from typing import Any
 PASSED, FAILED, INCONCLUSIVE = "PASSED", "FAILED", "INCONCLUSIVE"
 #: identities a watch remembers; a repeat of one older than that would count again
 MAX_COUNTED_IDS = 1000
+#: onlyAfter: matching events kept while waiting for the gate's event
+MAX_HELD = 100
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,11 @@ class Watch:
     stable_for: float = 0.0
     since: str = ""
     down: list[str] = field(default_factory=list)
+    #: onlyAfter: the expectation whose event opens this one (its name, event type and metadata
+    #: match, from ``service``); until that event, matching events are held, not counted
+    gate: str = ""
+    gate_type: str = ""
+    gate_match: dict[str, str] = field(default_factory=dict)
     # what has been seen
     first_seen: float | None = None
     count: int = 0
@@ -115,6 +130,11 @@ class Watch:
     #: decided FAILED or INCONCLUSIVE at the deadline: until when a late match is still reported
     late_until: float = 0.0
     late_status: str = ""
+    #: onlyAfter: when the gate's event came (None: not yet); matching events before it (the latest
+    #: MAX_HELD, to count when an earlier gate event turns up) and how many there were in all
+    gate_at: float | None = None
+    held: list[dict[str, Any]] = field(default_factory=list)
+    held_count: int = 0
 
     # -- feeding ---------------------------------------------------------------------------------
     def hear(self, service: str, timestamp: float, instance: str = "") -> bool:
@@ -136,14 +156,22 @@ class Watch:
         noted as the ended incarnation's)."""
         if not event.metadata.get("platform"):  # the platform speaking is not the service speaking
             self.hear(event.service, event.timestamp, event.instance)
-        if self.decided or not self._attributed(event, grace) or not self._matches(event):
+        if self.decided:
             return False
+        opened = self._open(event)
+        if not self._attributed(event, grace) or not self._matches(event):
+            return opened
         if self.kind == "stable":
             return self._stability(event)
         if self._recovery() and self._ended(event.service, event.instance) and event.timestamp >= self.injected_at:
             self.old_words += 1  # the old process's last words: not evidence that the service recovered
             self.old_words_at = max(self.old_words_at or 0.0, event.timestamp)
             return True
+        if self.gate and (self.gate_at is None or event.timestamp < self.gate_at):
+            return self._hold(event) or opened
+        return self._take(event) or opened
+
+    def _take(self, event: AuditObservation) -> bool:
         if event.event_id and event.event_id in self.counted_ids:
             return False  # the same event delivered again
         counted = self._count(event)
@@ -151,6 +179,35 @@ class Watch:
             self.counted_ids.append(event.event_id)
             del self.counted_ids[:-MAX_COUNTED_IDS]
         return counted
+
+    def _open(self, event: AuditObservation) -> bool:
+        """onlyAfter: is this the gate's event (the earliest so far)? Then events held before it that
+        come at or after it count now."""
+        if (not self.gate or event.service != self.service or event.event_type != self.gate_type
+                or event.metadata.get("platform") or self._ended(event.service, event.instance)
+                or event.timestamp < self.injected_at
+                or not all(event.metadata.get(k) == v for k, v in self.gate_match.items())):
+            return False
+        if self.gate_at is not None and event.timestamp >= self.gate_at:
+            return False
+        self.gate_at = event.timestamp
+        now_open = [h for h in self.held if h["timestamp"] >= event.timestamp]
+        self.held = [h for h in self.held if h["timestamp"] < event.timestamp]
+        self.held_count -= len(now_open)
+        for held in sorted(now_open, key=lambda h: h["timestamp"]):
+            self._take(AuditObservation(**held))
+        return True
+
+    def _hold(self, event: AuditObservation) -> bool:
+        """onlyAfter: a matching event before the gate's: kept (bounded), not counted."""
+        if event.event_id and any(h["event_id"] == event.event_id for h in self.held):
+            return False
+        self.held.append(asdict(event))
+        self.held_count += 1
+        if len(self.held) > MAX_HELD:
+            self.held.sort(key=lambda h: h["timestamp"])
+            del self.held[:-MAX_HELD]
+        return True
 
     def _count(self, event: AuditObservation) -> bool:
         in_time = event.timestamp <= self.deadline
@@ -295,6 +352,12 @@ class Watch:
             why = "" if self.kind == "reaction" else ": a silent service cannot show it recovered"
             return self._with_old_words(self._verdict(
                 INCONCLUSIVE, f"no audit event from {self.service} since the injection ({before}){why}"))
+        if self.gate and self.gate_at is None:
+            # nothing came after the gate: a presence expectation is not met, an absence has nothing to judge
+            status = FAILED if expects_presence else INCONCLUSIVE
+            return self._with_old_words(self._verdict(
+                status, f"no '{self._what()}' after '{self.gate}', which never came: no '{self.gate_type} from "
+                        f"{self.service}' since the injection"))
         verdict = self._decided_at_deadline()
         if verdict.status == FAILED and expects_presence and self.service and self.heard_at is not None:
             verdict.reason += (f"; {self.service} did send audit events since the injection "
@@ -302,6 +365,11 @@ class Watch:
         return self._with_old_words(verdict)
 
     def _with_old_words(self, verdict: Verdict) -> Verdict:
+        if self.held_count and verdict.status != PASSED:
+            last = max(h["timestamp"] for h in self.held) if self.held else None
+            when = f"{self.gate_type} at {_ts(self.gate_at)}" if self.gate_at is not None else "which never came"
+            verdict.reason += (f"; {self.held_count} matching event(s) came before '{self.gate}' ({when}), "
+                               f"the last at {_ts(last)}, and do not count")
         if self.old_words and verdict.status != PASSED:
             verdict.reason += (f"; {self.old_words} matching event(s) came from the incarnation the fault ended "
                                f"({self.target_service} {self.ended_instance}, the last at "

@@ -257,6 +257,52 @@ async def test_the_last_words_of_the_stopped_risk_monitor_do_not_count_as_report
         _restart(sim_, info, "risk-monitor")
 
 
+ANONYMOUS = """\
+apiVersion: coordinator/v1
+kind: Scenario
+metadata: {name: risk-reports-after-ready}
+spec:
+  targets:
+    risk-monitor: {driver: supervisor, selector: {program: risk-monitor}}
+  steps:
+    - {name: restart-risk-monitor, fault: restart, target: risk-monitor}
+  expectations:
+    - {name: ready-again, after: restart-risk-monitor, attribution: target-window,
+       event: {type: service_ready, service: risk-monitor}, appears: {within: 25s}}
+    - {name: reports-by-time-alone, after: restart-risk-monitor, attribution: target-window,
+       event: {type: risk_report, service: risk-monitor}, appears: {within: 25s}}
+    - {name: reports-resume, after: restart-risk-monitor, attribution: target-window, onlyAfter: ready-again,
+       event: {type: risk_report, service: risk-monitor}, appears: {within: 25s}}
+"""
+
+
+async def test_last_words_without_an_instance_do_not_count_after_the_named_recovery_event(
+    sim: tuple[Sim, SimInfo], running: tuple[AgentProcess, AgentProcess], settings: Settings, tmp_path: Path
+) -> None:
+    """The sim's events say no instance, so the agent cannot tell the old process from the new. The
+    stopping risk monitor sends one more risk_report; its successor is ready but reports nothing.
+    By time alone that report passes "reports resume" (the wrong verdict this guards against);
+    with ``onlyAfter: ready-again`` it is held and the expectation FAILS, naming it."""
+    sim_, info = sim
+    scenario = tmp_path / "anonymous.yaml"
+    scenario.write_text(ANONYMOUS)
+    try:
+        _restart(sim_, info, "risk-monitor", {"last_words": "risk_report", "no_instance": True})
+        sim_.knobs_file.write_text(json.dumps({"risk-monitor": {"stall": True, "no_instance": True}}))
+        result = await client.run_and_follow(settings, client.build_request(str(scenario), {}), timeout=120)
+        assert result is not None, "no result"
+        verdicts = {v.expectation_name: v for v in result.verdicts}
+        assert verdicts["ready-again"].status == S.VERDICT_STATUS_PASSED, verdicts["ready-again"].reason
+        assert verdicts["reports-by-time-alone"].status == S.VERDICT_STATUS_PASSED, \
+            "without an instance or a sequence, the old process's report counts"
+        resumed = verdicts["reports-resume"]
+        assert resumed.status == S.VERDICT_STATUS_FAILED, resumed.reason
+        assert "matching event(s) came before 'ready-again' (service_ready at " in resumed.reason, resumed.reason
+        assert result.status == S.EXECUTION_STATUS_FAILED
+    finally:
+        _restart(sim_, info, "risk-monitor")
+
+
 def restart_risk_monitor(name: str, expectation: str) -> str:
     """A scenario that restarts the risk monitor once, with one expectation (YAML, after the step)."""
     return f"""\

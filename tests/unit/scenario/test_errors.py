@@ -161,3 +161,49 @@ def test_an_expectation_may_name_only_a_service_but_not_nothing() -> None:
     with pytest.raises(ScenarioError) as caught:
         load_scenario(ANY_EVENT.format(event="{}"), "nothing.yaml")
     assert "an expectation needs event.type, event.service or both" in str(caught.value)
+
+
+ONLY_AFTER = """\
+apiVersion: coordinator/v1
+kind: Scenario
+metadata: {name: only-after}
+spec:
+  targets:
+    risk: {driver: supervisor, selector: {program: risk-monitor}}
+  steps:
+    - {name: restart-risk, fault: restart, target: risk}
+    - {name: restart-again, fault: restart, target: risk}
+  expectations:
+    - {name: ready, after: restart-risk, event: {type: service_ready, service: risk-monitor}, appears: {within: 9s}}
+    - {name: lost, after: restart-risk, event: {type: order_lost}, absent: {within: 9s}}
+    - {name: later, after: restart-again, event: {type: service_ready, service: risk-monitor}, appears: {within: 9s}}
+    - {name: any, after: restart-risk, event: {service: risk-monitor}, appears: {within: 9s}}
+    - {name: reports, after: restart-risk, onlyAfter: %s, event: {type: risk_report, service: %s},
+       appears: {within: 9s}}
+"""
+
+
+@pytest.mark.parametrize(("gate", "service", "fragment"), [
+    ("reddy", "risk-monitor", "'reddy' is not an expectation of this scenario; did you mean 'ready'?"),
+    ("reports", "risk-monitor", "an expectation cannot wait for itself"),
+    ("later", "risk-monitor", "'later' follows 'restart-again', this expectation 'restart-risk'"),
+    ("lost", "risk-monitor", "'lost' must wait for an event (appears or timeToRecover)"),
+    ("any", "risk-monitor", "'any' names no event.type"),
+    ("ready", "trading-engine", "'ready' watches service 'risk-monitor', this expectation 'trading-engine'"),
+])
+def test_only_after_must_name_one_event_of_the_same_injection_and_service(gate: str, service: str,
+                                                                          fragment: str) -> None:
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(ONLY_AFTER % (gate, service), "gate.yaml")
+    [issue] = caught.value.issues
+    assert (issue.file, issue.path) == ("gate.yaml", "spec.expectations[4].onlyAfter") and fragment in issue.message
+    assert issue.line == 15
+
+
+def test_only_after_reaches_the_chaos_event() -> None:
+    from agent.engine.faults import expectation_message
+
+    scenario = load_scenario(ONLY_AFTER % ("ready", "risk-monitor"), "gate.yaml")
+    reports = scenario.spec.expectations[4]
+    assert reports.only_after == "ready" and expectation_message(reports).only_after == "ready"
+    assert expectation_message(scenario.spec.expectations[0]).only_after == ""

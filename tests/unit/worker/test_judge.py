@@ -193,3 +193,30 @@ async def test_platform_events_heard_before_the_watch_do_not_count_as_the_servic
     await judge.on_rows("svc:risk-monitor", [row(0.5, kind="service_started")], now=T0 + 1.1)
     assert [(n, v.status) for n, v in verdicts] == [("@reaction", "PASSED")]
     assert "0.500s after the injection" in verdicts[0][1].reason
+
+
+async def test_only_after_reaches_the_watch_from_the_chaos_event_and_its_bucket_hears_the_gate(
+        verdicts: Verdicts) -> None:
+    from agent._proto.coordinator.v1 import events_pb2
+    from agent.worker.judge import watches_from
+
+    kind = events_pb2.EXPECTATION_KIND_APPEARS
+    event = events_pb2.ChaosEvent(
+        execution_id="e1", correlation_id="c1", service="risk-monitor", type=events_pb2.CHAOS_EVENT_TYPE_INJECTED,
+        expectations=[events_pb2.Expectation(name="ready", kind=kind, event_type="service_ready",
+                                             service="risk-monitor", match={"phase": "warm"}),
+                      events_pb2.Expectation(name="reports", kind=kind, event_type="risk_report",
+                                             service="risk-monitor", only_after="ready")])
+    event.injected_at.FromSeconds(int(T0))
+    for e in event.expectations:
+        e.within.FromSeconds(10)
+    _, reports, _ = watches_from(event)
+    assert (reports.gate, reports.gate_type, reports.gate_match) == ("ready", "service_ready", {"phase": "warm"})
+    judge = Judge({}, verdicts, GRACE)
+    await judge.on_watch(routing_key(reports), reports, now=T0)
+    await judge.on_rows("svc:risk-monitor", [row(0.1, kind="risk_report")], now=T0 + 0.1)
+    await judge.on_rows("svc:risk-monitor", [Row("risk-monitor", "service_ready", T0 + 2, "", {"phase": "warm"})],
+                        now=T0 + 2)
+    assert verdicts == [], "the report before ready is held"
+    await judge.on_rows("svc:risk-monitor", [row(3.0, kind="risk_report")], now=T0 + 3)
+    assert [(n, v.status, v.time_to_recover) for n, v in verdicts] == [("reports", "PASSED", 3.0)]

@@ -349,3 +349,84 @@ spec:
         assert "a stable expectation watches one service" in str(exc)
     else:
         raise AssertionError("a stable expectation without a service was accepted")
+
+
+def gated(**overrides: object) -> Watch:
+    """"risk reports resume", counted only after the risk monitor's service_ready."""
+    fields: dict = {"kind": "appears", "event_type": "risk_report", "gate": "ready-again",
+                    "gate_type": "service_ready"}
+    fields.update(overrides)
+    return watch(**fields)
+
+
+def test_only_after_holds_what_comes_before_the_named_event_and_counts_what_follows() -> None:
+    w = gated()
+    assert w.observe(event(0.086, kind="risk_report"), GRACE), "the stopping process's report: held"
+    assert w.first_seen is None and w.held_count == 1
+    assert w.decide(now=T0 + 1, watermark=T0 + 1, grace=GRACE) is None
+    assert w.observe(event(3.0), GRACE) and w.gate_at == T0 + 3.0, "service_ready opens it"
+    assert w.first_seen is None, "the held report is older than the gate: still not counted"
+    w.observe(event(4.0, kind="risk_report"), GRACE)
+    verdict = w.decide(now=T0 + 4.1, watermark=T0 + 4.0, grace=GRACE)
+    assert verdict is not None and verdict.status == PASSED and verdict.time_to_recover == 4.0
+
+
+def test_only_after_fails_naming_the_held_events_when_nothing_came_after_the_gate() -> None:
+    w = gated()
+    w.observe(event(0.086, kind="risk_report"), GRACE)
+    w.observe(event(3.0), GRACE)
+    verdict = w.decide(now=T0 + 13, watermark=T0 + 13, grace=GRACE)
+    assert verdict is not None and verdict.status == FAILED
+    assert "1 matching event(s) came before 'ready-again' (service_ready at " in verdict.reason
+    assert "and do not count" in verdict.reason
+
+
+def test_only_after_counts_held_events_when_an_earlier_gate_event_arrives_late() -> None:
+    w = gated()
+    assert w.observe(event(5.0, kind="risk_report"), GRACE) and w.first_seen is None
+    w.observe(event(4.0), GRACE)  # delivered after the report, stamped before it
+    verdict = w.decide(now=T0 + 5.1, watermark=T0 + 5.0, grace=GRACE)
+    assert verdict is not None and verdict.status == PASSED and verdict.first_seen_at == T0 + 5.0
+    assert w.held_count == 0
+
+
+def test_only_after_whose_event_never_came_fails_presence_and_leaves_absence_inconclusive() -> None:
+    for kind, status in (("appears", FAILED), ("absent", INCONCLUSIVE)):
+        w = gated(kind=kind)
+        w.observe(event(1.0, kind="risk_report"), GRACE)
+        verdict = w.decide(now=T0 + 13, watermark=T0 + 13, grace=GRACE)
+        assert verdict is not None and verdict.status == status, kind
+        assert verdict.reason.startswith("no 'risk_report from risk-monitor' after 'ready-again', which never came: "
+                                         "no 'service_ready from risk-monitor' since the injection"), verdict.reason
+        assert "1 matching event(s) came before 'ready-again' (which never came)" in verdict.reason
+
+
+def test_only_after_ignores_a_gate_event_from_the_ended_incarnation_the_platform_or_another_match() -> None:
+    w = gated(ended_instance="4242", gate_match={"phase": "warm"})
+    assert not w.observe(AuditObservation("risk-monitor", "service_ready", T0 + 1, metadata={"phase": "warm"},
+                                          instance="4242"), GRACE)
+    assert not w.observe(event(1.5, phase="cold"), GRACE)
+    assert not w.observe(event(1.6, phase="warm", platform="supervisor"), GRACE)
+    assert not w.observe(event(-1.0, phase="warm"), GRACE), "before the injection"
+    assert w.gate_at is None
+    assert w.observe(event(2.0, phase="warm"), GRACE) and w.gate_at == T0 + 2.0
+
+
+def test_a_held_event_delivered_twice_is_held_once_and_the_hold_is_bounded() -> None:
+    from agent.worker.watch import MAX_HELD
+    w = gated()
+    once = AuditObservation("risk-monitor", "risk_report", T0 + 0.5, event_id="/sim/risk-monitor#1")
+    assert w.observe(once, GRACE) and not w.observe(once, GRACE) and w.held_count == 1
+    for i in range(MAX_HELD + 20):
+        w.observe(event(1.0 + i / 1000, kind="risk_report"), GRACE)
+    assert len(w.held) == MAX_HELD and w.held_count == MAX_HELD + 21
+    assert Watch.from_dict(w.to_dict()) == w, "held events survive the table's JSON"
+
+
+def test_only_after_still_names_the_ended_incarnations_words_as_such() -> None:
+    w = gated(ended_instance="4242")
+    assert w.observe(old_or_new(0.1, "4242"), GRACE) and w.old_words == 1 and w.held_count == 0
+    w.observe(old_or_new(2.0, "5151", kind="service_ready"), GRACE)
+    verdict = w.decide(now=T0 + 13, watermark=T0 + 13, grace=GRACE)
+    assert verdict is not None and verdict.status == FAILED
+    assert "came from the incarnation the fault ended (risk-monitor 4242" in verdict.reason
