@@ -71,13 +71,20 @@ def devstack_install() -> None:
         click.echo(f"{name:<10} {where}")
 
 
+#: the stack's parts (``agent.devstack.stack.COMPONENTS``, without importing it for every command)
+_PARTS = ("kafka", "redis", "toxiproxy", "docker")
+
+
 @devstack.command("up")
 @_DIR
-@click.option("--only", multiple=True, type=click.Choice(["kafka", "redis", "toxiproxy"]))
+@click.option("--only", multiple=True, type=click.Choice(_PARTS))
 def devstack_up(directory: Path | None, only: tuple[str, ...]) -> None:
-    """Start the stack (or the parts not running) and wait until each part answers."""
+    """Start the stack (or the parts not running) and wait until each part answers. The container
+    engine (docker) is left out when DOCKER_HOST names one already."""
+    from agent.devstack.stack import COMPONENTS
+
     stack = _stack(directory)
-    timings = stack.up(only or ("kafka", "redis", "toxiproxy"))
+    timings = stack.up(only or COMPONENTS)
     _print_status(stack, timings)
     click.echo(f"\nuse it:  eval \"$(coordinator devstack env --dir {stack.dir})\"")
 
@@ -85,7 +92,7 @@ def devstack_up(directory: Path | None, only: tuple[str, ...]) -> None:
 @devstack.command("down")
 @_DIR
 def devstack_down(directory: Path | None) -> None:
-    """Stop every process of the stack."""
+    """Stop every process of the stack, and remove every container its engine made."""
     stack = _stack(directory)
     stack.down()
     click.echo(f"stack in {stack.dir} stopped")
@@ -93,7 +100,7 @@ def devstack_down(directory: Path | None) -> None:
 
 @devstack.command("start")
 @_DIR
-@click.argument("part", type=click.Choice(["kafka", "redis", "toxiproxy"]))
+@click.argument("part", type=click.Choice(_PARTS))
 def devstack_start(directory: Path | None, part: str) -> None:
     """Start one part."""
     stack = _stack(directory)
@@ -103,7 +110,7 @@ def devstack_start(directory: Path | None, part: str) -> None:
 
 @devstack.command("stop")
 @_DIR
-@click.argument("part", type=click.Choice(["kafka", "redis", "toxiproxy"]))
+@click.argument("part", type=click.Choice(_PARTS))
 def devstack_stop(directory: Path | None, part: str) -> None:
     """Stop one part (the others keep running)."""
     _stack(directory).stop(part)

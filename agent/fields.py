@@ -6,7 +6,7 @@ package that builds its models from them."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 from pydantic.alias_generators import to_camel
@@ -55,6 +55,8 @@ class Strict(BaseModel):
 
 
 #: a supervisord program or group name, a Toxiproxy proxy name (both refuse ':' and spaces)
+#: the signals a process fault may send (the names supervisord and the Docker API both take)
+Signal = Literal["SIGKILL", "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2"]
 SELECTOR_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 SelectorName = Annotated[str, Field(pattern=SELECTOR_NAME_PATTERN)]
 #: a Kafka topic name, as the broker allows it (but not starting with '.')

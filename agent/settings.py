@@ -85,6 +85,15 @@ class Settings(BaseSettings):
     toxiproxy_url: str = "http://127.0.0.1:8474"
     #: supervisord's XML-RPC endpoint (credentials, if any, in the URL: they are never logged)
     supervisor_url: SecretStr = SecretStr("http://127.0.0.1:9001/RPC2")
+    #: the Docker Engine API (``unix:///var/run/docker.sock``, ``tcp://host:2376``); empty: ``DOCKER_HOST``,
+    #: else the default socket when there is one. Containers are targets only when it is reachable.
+    docker_url: str = ""
+    #: TLS to a tcp Docker endpoint: the CA that signed the engine's certificate, and a client
+    #: certificate and key when the engine asks for one (paths); verification is on unless turned off
+    docker_tls_ca: str = ""
+    docker_tls_cert: str = ""
+    docker_tls_key: str = ""
+    docker_tls_verify: bool = True
     topics: TopicNames = TopicNames()
     #: replication factor used by ``topics apply``; capped at the broker count
     topic_replication_factor: int = Field(default=3, ge=1)

@@ -4,6 +4,7 @@
 - ``redis-server``: Debian's package via apt-get (as root), else a message saying what to install.
 - Toxiproxy server: ``go install`` of the pinned Go module.
 - Java and Maven themselves: Debian's packages via apt-get when missing and root.
+- podman (with runc) and a static busybox, for the stack's container engine: Debian's packages.
 
 The cache lives in ``$COORDINATOR_CACHE_DIR`` or ``~/.cache/coordinator``.
 """
@@ -136,6 +137,30 @@ def _go_binary(name: str, module: str, command: str, version: str) -> str:
     return str(target)
 
 
+def ensure_podman() -> str:
+    """podman, which serves the Docker Engine API for the stack's container part, with the runc
+    runtime it needs here (Debian's packages)."""
+    _which_or_apt("runc", "runc")
+    return _which_or_apt("podman", "podman")
+
+
+def ensure_busybox() -> str:
+    """A static busybox: the one binary of the stack's container image."""
+    found = Path("/bin/busybox")
+    if found.exists() and _static(found):
+        return str(found)
+    _apt("busybox-static")  # replaces a dynamically linked busybox
+    if not (found.exists() and _static(found)):
+        raise MissingDependencyError("installed 'busybox-static' but /bin/busybox is not a static binary")
+    return str(found)
+
+
+def _static(binary: Path) -> bool:
+    """No program interpreter (the dynamic loader) named in the ELF header's first page."""
+    with open(binary, "rb") as file:
+        return b"ld-linux" not in file.read(4096)
+
+
 def ensure_kcat() -> str:
     """kcat, the external Kafka client the tests and the README use to publish requests by hand."""
     return _which_or_apt("kcat", "kcat")
@@ -149,6 +174,8 @@ def ensure_all() -> dict[str, str]:
         "toxiproxy": ensure_toxiproxy(),
         "kcat": ensure_kcat(),
         "grpcurl": ensure_grpcurl(),
+        "podman": ensure_podman(),
+        "busybox": ensure_busybox(),
     }
 
 
@@ -156,12 +183,18 @@ def _which_or_apt(command: str, package: str) -> str:
     found = shutil.which(command)
     if found:
         return found
+    _apt(package)
+    found = shutil.which(command)
+    if not found:
+        raise MissingDependencyError(f"installed '{package}' but '{command}' is still not on PATH")
+    return found
+
+
+def _apt(package: str) -> None:
     apt = shutil.which("apt-get")
     if os.geteuid() != 0 or not apt:
         raise MissingDependencyError(
-            f"'{command}' is not installed; install the package '{package}' "
-            f"(Debian/Ubuntu: sudo apt-get install {package})"
-        )
+            f"the package '{package}' is needed and not installed (Debian/Ubuntu: sudo apt-get install {package})")
     env = {"DEBIAN_FRONTEND": "noninteractive"}
     install = [apt, "install", "-y", "-q", "--no-install-recommends", package]
     try:
@@ -169,7 +202,3 @@ def _which_or_apt(command: str, package: str) -> str:
     except Exception:  # noqa: BLE001 - a stale package list is the usual cause: refresh once
         procs.run([apt, "update", "-q"], what="apt-get update", env=env)
         procs.run(install, what=f"apt-get install {package}", env=env)
-    found = shutil.which(command)
-    if not found:
-        raise MissingDependencyError(f"installed '{package}' but '{command}' is still not on PATH")
-    return found

@@ -1,4 +1,6 @@
-"""A local stack: Kafka (KRaft, single node), Redis and Toxiproxy as child processes on loopback.
+"""A local stack: Kafka (KRaft, single node), Redis, Toxiproxy and a container engine (podman
+serving the Docker Engine API on a unix socket: ``agent.devstack.engine``) as child processes on
+loopback.
 
 All state of one stack lives in one directory (``state.json``, configs, data, ``logs/``), so two
 stacks on one machine never collide: each has its own directory and its own free ports, chosen once
@@ -17,6 +19,7 @@ import concurrent.futures
 import fcntl
 import json
 import os
+import shutil
 import time
 import urllib.request
 from collections.abc import Coroutine, Iterator
@@ -25,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.devstack import install, procs
+from agent.devstack import engine, install, procs
 from agent.errors import DevstackError
 
-COMPONENTS = ("kafka", "redis", "toxiproxy")
+COMPONENTS = ("kafka", "redis", "toxiproxy", "docker")
 _PORTS = ("kafka", "kafka_controller", "redis", "toxiproxy")
 
 _SERVER_PROPERTIES = """\
@@ -102,8 +105,11 @@ class Stack:
 
     # -- public --------------------------------------------------------------------------------
     def up(self, components: tuple[str, ...] = COMPONENTS, *, timeout: float = 120.0) -> dict[str, float]:
-        """Start the parts not running and wait for them; returns seconds each took to be ready."""
+        """Start the parts not running and wait for them; returns seconds each took to be ready. The
+        container engine is left out when a Docker engine is configured already (``DOCKER_HOST``)."""
         _check_names(components)
+        if os.environ.get("DOCKER_HOST") and components == COMPONENTS:
+            components = tuple(c for c in components if c != "docker")
         with self._locked() as state:
             self._allocate(state)
             started: dict[str, float] = {}
@@ -121,8 +127,11 @@ class Stack:
 
     def down(self) -> None:
         with self._locked() as state:
+            if self._alive(state, "docker"):  # its containers outlive the engine: remove them first
+                engine.remove_all(engine.socket_path(self.dir / "docker"))
             for name in reversed(COMPONENTS):
                 self._stop(state, name)
+            shutil.rmtree(engine.run_dir(self.dir / "docker"), ignore_errors=True)
             self._save(state)
 
     def start(self, name: str, *, timeout: float = 120.0) -> dict[str, float]:
@@ -161,6 +170,8 @@ class Stack:
             "COORDINATOR_TOXIPROXY_URL": f"http://127.0.0.1:{state.ports['toxiproxy']}",
             "COORDINATOR_TOPIC_REPLICATION_FACTOR": "1",
             "COORDINATOR_DEVSTACK_DIR": str(self.dir),
+            **({"COORDINATOR_DOCKER_URL": f"unix://{engine.socket_path(self.dir / 'docker')}"}
+               if "docker" in state.pids else {}),
         }
 
     # -- state ---------------------------------------------------------------------------------
@@ -207,12 +218,15 @@ class Stack:
             # redis retitles itself to "redis-server 127.0.0.1:PORT" once it runs
             "redis": (f"127.0.0.1:{state.ports.get('redis')}", f"--port {state.ports.get('redis')} "),
             "toxiproxy": (f"-port {state.ports.get('toxiproxy')}",),
+            "docker": (f"unix://{engine.socket_path(self.dir / 'docker')}",),
         }[name]
 
     def _alive(self, state: StackState, name: str) -> bool:
         return procs.alive(state.pids.get(name), self._marker(state, name))
 
     def _address(self, state: StackState, name: str) -> str:
+        if name == "docker":
+            return f"unix://{engine.socket_path(self.dir / 'docker')}"
         port = state.ports.get(name)
         scheme = {"kafka": "", "redis": "redis://", "toxiproxy": "http://"}[name]
         return f"{scheme}127.0.0.1:{port}" if port else "-"
@@ -264,6 +278,13 @@ class Stack:
         return procs.start([binary, "-host", "127.0.0.1", "-port", str(state.ports["toxiproxy"])],
                            log_path=self._log("toxiproxy"))
 
+    def _start_docker(self, state: StackState) -> int:
+        home = self.dir / "docker"
+        argv, env = engine.command(home)
+        engine.socket_path(home).parent.mkdir(parents=True, exist_ok=True)
+        engine.socket_path(home).unlink(missing_ok=True)  # left by an engine that was killed
+        return procs.start(argv, log_path=self._log("docker"), env=env)
+
     def _busy_port_check(self, state: StackState, names: tuple[str, ...]) -> None:
         for name in names:
             if procs.port_in_use(state.ports[name]):
@@ -272,7 +293,8 @@ class Stack:
                     f"stop it or remove '{self.dir}' to choose new ports")
 
     def _wait_ready(self, state: StackState, name: str, deadline: float) -> None:
-        check = {"kafka": self._kafka_ready, "redis": self._redis_ready, "toxiproxy": self._toxiproxy_ready}[name]
+        check = {"kafka": self._kafka_ready, "redis": self._redis_ready, "toxiproxy": self._toxiproxy_ready,
+                 "docker": self._docker_ready}[name]
         while True:
             # the pid was just started here: no command-line marker needed (and redis rewrites its
             # command line as it starts, which a marker check can catch half written)
@@ -314,6 +336,14 @@ class Stack:
                 return bool(response.status == 200)
         except OSError:
             return False
+
+
+    def _docker_ready(self, state: StackState) -> bool:
+        sock = engine.socket_path(self.dir / "docker")
+        if not engine.ready(sock):
+            return False
+        engine.ensure_base_image(sock)
+        return True
 
 
 def new_cluster_id() -> str:

@@ -16,7 +16,7 @@ from agent.errors import NotFound
 from agent.settings import Settings
 
 #: the driver modules that ship with the agent, in the order their names are listed
-BUILTIN = ("agent.drivers.supervisor", "agent.drivers.toxiproxy", "agent.drivers.kafka")
+BUILTIN = ("agent.drivers.supervisor", "agent.drivers.docker", "agent.drivers.toxiproxy", "agent.drivers.kafka")
 
 _specs: dict[str, DriverSpec] = {}
 _generation = 0
@@ -38,16 +38,33 @@ def generation() -> int:
 
 
 def register(spec: DriverSpec) -> None:
-    """Add a driver (or replace one of the same name); its faults must not clash with another's."""
+    """Add a driver (or replace one of the same name). A fault name may be shared by several drivers
+    (``restart`` of a program, of a container) when they agree on what it is: lasting or not, relaying
+    or not, and the same type for every parameter both declare."""
     global _generation
     known = specs()
-    taken = {f.name: s.name for s in known.values() if s.name != spec.name for f in s.faults}
-    clashes = [f.name for f in spec.faults if f.name in taken]
-    if clashes:
-        raise ValueError(f"driver '{spec.name}': fault names already taken: "
-                         + ", ".join(f"{n} ({taken[n]})" for n in clashes))
+    problems = [problem for other in known.values() if other.name != spec.name
+                for mine in spec.faults for theirs in other.faults if mine.name == theirs.name
+                for problem in [_clash(mine, theirs)] if problem]
+    if problems:
+        raise ValueError(f"driver '{spec.name}': " + "; ".join(problems))
     known[spec.name] = spec
     _generation += 1
+
+
+def _clash(mine: FaultKind, theirs: FaultKind) -> str | None:
+    if (mine.lasting, mine.relay) != (theirs.lasting, theirs.relay):
+        return f"fault '{mine.name}' of driver '{theirs.driver}' is {_shape(theirs)}, this one {_shape(mine)}"
+    ours, other = mine.parameters.model_fields, theirs.parameters.model_fields
+    for name in sorted(set(ours) & set(other)):
+        if ours[name].annotation != other[name].annotation:
+            return (f"fault '{mine.name}': parameter '{name}' has another type in driver '{theirs.driver}' "
+                    f"({other[name].annotation} there, {ours[name].annotation} here)")
+    return None
+
+
+def _shape(kind: FaultKind) -> str:
+    return ("lasting" if kind.lasting else "instantaneous") + (", relaying" if kind.relay else "")
 
 
 def unregister(name: str) -> None:
@@ -57,8 +74,24 @@ def unregister(name: str) -> None:
 
 
 def faults() -> dict[str, FaultKind]:
-    """Every fault of every driver, by name."""
-    return {f.name: f for spec in specs().values() for f in spec.faults}
+    """Every fault name, with the kind of the first driver that declares it (drivers that share a
+    name agree on whether it lasts; their parameters may differ: see ``fault``)."""
+    out: dict[str, FaultKind] = {}
+    for spec in specs().values():
+        for kind in spec.faults:
+            out.setdefault(kind.name, kind)
+    return out
+
+
+def fault(driver: str, name: str) -> FaultKind | None:
+    """The fault ``name`` as driver ``driver`` declares it (its own parameters), or None."""
+    spec = specs().get(driver)
+    return next((f for f in spec.faults if f.name == name), None) if spec else None
+
+
+def drivers_of(name: str) -> list[str]:
+    """The drivers that declare fault ``name``."""
+    return [spec.name for spec in specs().values() if any(f.name == name for f in spec.faults)]
 
 
 class DriverRegistry:
@@ -86,5 +119,5 @@ class DriverRegistry:
         self._drivers.clear()
 
 
-__all__ = ["BUILTIN", "DriverRegistry", "DriverSpec", "FaultDriver", "FaultKind", "FaultRequest", "faults",
-           "register", "specs", "unregister"]
+__all__ = ["BUILTIN", "DriverRegistry", "DriverSpec", "FaultDriver", "FaultKind", "FaultRequest", "drivers_of",
+           "fault", "faults", "register", "specs", "unregister"]

@@ -27,6 +27,9 @@ from agent.settings import Settings
 #: the key of ``inject``'s answer that names the incarnation of the target a fault ended (a pid, a
 #: container's start): it goes into the chaos event, and recovery evidence from it does not count
 ENDED_INSTANCE = "ended_instance"
+#: the key of ``inject``'s answer that lists what the fault acted on, when a selector chose among
+#: several (the containers picked): named in the chaos event, the result and the journal
+TOUCHED = "touched"
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,12 @@ class FaultDriver(ABC):
     def __init__(self, settings: Any) -> None:
         #: the driver's settings group (``DriverSpec.configure``)
         self.settings = settings
+
+    async def resolve(self, request: FaultRequest) -> FaultRequest:
+        """Fix what the fault will act on, before its lease is written: a selector that matches
+        several targets chooses among them here (into ``request.selector``), so that the recipe, the
+        allow-list and the events name exactly that. Default: the request as it is."""
+        return request
 
     @abstractmethod
     def recipe(self, request: FaultRequest) -> dict[str, Any]:

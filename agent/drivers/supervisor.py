@@ -21,14 +21,14 @@ import time
 import xmlrpc.client
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from defusedxml.xmlrpc import monkey_patch
 from pydantic import SecretStr
 
 from agent.drivers.base import ENDED_INSTANCE, DriverSpec, FaultDriver, FaultKind, FaultRequest, PlatformEvent
 from agent.errors import ActionError, RevertError
-from agent.fields import NoParameters, SelectorName, Strict
+from agent.fields import NoParameters, SelectorName, Signal, Strict
 from agent.settings import Settings
 
 monkey_patch()
@@ -37,8 +37,6 @@ monkey_patch()
 _BAD_NAME, _NOT_RUNNING, _ALREADY_STARTED, _SPAWN_ERROR = 10, 70, 60, 50
 _STOPPED_STATES = {"STOPPED", "EXITED", "FATAL", "BACKOFF"}
 
-
-Signal = Literal["SIGKILL", "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2"]
 
 
 class SupervisorSelector(Strict):

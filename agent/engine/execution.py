@@ -253,8 +253,9 @@ class Execution:
             await self._entry("steps", step.name, False, started=t0, error=str(exc))
             raise StepFailed(f"step '{step.name}': {exc}") from exc
         cid = self._record(step, active)
+        touched = f" ({', '.join(active.event.touched)})" if active.event.touched else ""
         await self._entry("steps", step.name, True, started=t0,
-                          output=f"{step.fault} on {step.target}, correlation id {cid}")
+                          output=f"{step.fault} on {step.target}{touched}, correlation id {cid}")
         if step.duration:
             if step.background:
                 self._background.append(asyncio.create_task(self._hold(cid, step.duration)))
@@ -277,7 +278,7 @@ class Execution:
         self._active[cid] = active
         injection = events_pb2.Injection(correlation_id=cid, step_name=step.name, target=step.target,
                                          fault=step.fault, driver=active.lease.driver,
-                                         final_state=S.CHAOS_EVENT_TYPE_INJECTED)
+                                         final_state=S.CHAOS_EVENT_TYPE_INJECTED, touched=active.event.touched)
         injection.injected_at.FromNanoseconds(int(active.injected_at * 1e9))
         self.injections[cid] = injection
         return cid

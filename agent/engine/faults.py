@@ -24,10 +24,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from agent import failpoints, metrics
+from pydantic import BaseModel
+
+from agent import drivers, failpoints, metrics
 from agent._proto.coordinator.v1 import events_pb2
 from agent.drivers import DriverRegistry, FaultRequest
-from agent.drivers.base import ENDED_INSTANCE
+from agent.drivers.base import ENDED_INSTANCE, TOUCHED
 from agent.engine.publisher import Publisher
 from agent.errors import ActionError, FencedOut, TargetRefused
 from agent.logs import get_logger
@@ -89,6 +91,15 @@ def expectation_message(expectation: Expectation) -> events_pb2.Expectation:
     return message
 
 
+def driver_parameters(driver: str, step: FaultStep) -> BaseModel:
+    """A step's parameters in its target driver's own model (a fault several drivers share is
+    validated against all their parameters: each driver gets only its own, with its defaults)."""
+    own = drivers.fault(driver, step.fault)
+    if own is None or isinstance(step.parameters, own.parameters):
+        return step.parameters
+    return own.parameters.model_validate(step.parameters.model_dump(exclude_unset=True))
+
+
 class FaultManager:
     #: the first pause between two revert attempts (doubling, at most 5 s)
     revert_backoff = 0.5
@@ -116,13 +127,23 @@ class FaultManager:
         if refused:
             raise TargetRefused(refused)
         correlation_id = str(uuid.uuid4())
-        parameters = step.parameters.model_dump(mode="python")
+        parameters = driver_parameters(target.driver, step)
         request = FaultRequest(
             correlation_id=correlation_id, execution_id=execution_id, fault=step.fault, target_name=step.target,
-            service=service, selector=target.selector.model_dump(mode="python"), parameters=parameters,
-            duration=step.duration,
+            service=service, selector=target.selector.model_dump(mode="python"),
+            parameters=parameters.model_dump(mode="python"), duration=step.duration,
         )
         driver = self.drivers.get(target.driver)
+        try:  # what a selector matching several targets picks: the lease and the allow-list see that
+            request = await asyncio.wait_for(driver.resolve(request), step.timeout)
+        except TimeoutError as exc:
+            raise ActionError(f"{step.fault} on '{step.target}' failed: choosing its targets took over "
+                              f"{step.timeout}s") from exc
+        except ActionError as exc:
+            raise ActionError(f"{step.fault} on '{step.target}' failed: {exc}") from exc
+        refused = self.policy.current.refused(service, target.driver, request.selector)
+        if refused:
+            raise TargetRefused(refused)
         now = time.time()
         lease = Lease(
             correlation_id=correlation_id, execution_id=execution_id, driver=target.driver, target=step.target,
@@ -157,9 +178,10 @@ class FaultManager:
             driver=target.driver, fault=step.fault, owner=self.owner,
             expectations=[expectation_message(e) for e in scenario.spec.expectations if e.after == step.name],
         )
-        event.parameters.update(step.parameters.model_dump(mode="json", by_alias=True))
+        event.parameters.update(parameters.model_dump(mode="json", by_alias=True))
         event.injected_at.FromNanoseconds(int(injected_at * 1e9))
         event.ended_instance = str((observed or {}).get(ENDED_INSTANCE) or "")
+        event.touched.extend(str(t) for t in (observed or {}).get(TOUCHED) or [])
         active = ActiveFault(lease=lease, injected_at=injected_at, event=event)
         self.active[correlation_id] = active
         metrics.INJECTIONS.labels(fault=step.fault, outcome="injected").inc()

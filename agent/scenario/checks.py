@@ -47,9 +47,12 @@ def cross_references(data: Any, allowed_targets: list[str] | None = None) -> lis
         kind = FAULTS.get(step.get("fault"))  # type: ignore[arg-type]
         spec_target = targets[target] if isinstance(targets[target], dict) else {}
         driver = spec_target.get("driver")
-        if kind and driver and kind.driver != driver:
-            found.append(((*path, "fault"), f"fault '{kind.name}' needs a {kind.driver} target; "
+        able = drivers.drivers_of(kind.name) if kind else []
+        if kind and isinstance(driver, str) and driver in drivers.specs() and driver not in able:
+            found.append(((*path, "fault"), f"fault '{kind.name}' needs a {' or '.join(able)} target; "
                                             f"target '{target}' uses driver '{driver}'"))
+        elif kind and isinstance(driver, str) and len(able) > 1:
+            found += _parameters_for(driver, kind.name, step.get("parameters"), (*path, "parameters"))
         if kind and kind.relay and driver == "kafka":
             selector = spec_target.get("selector")
             if isinstance(selector, dict) and not selector.get("source"):
@@ -107,6 +110,22 @@ def cross_references(data: Any, allowed_targets: list[str] | None = None) -> lis
     return found
 
 
+def _parameters_for(driver: str, fault: str, given: Any, path: Path) -> list[Found]:
+    """A fault several drivers share: do its parameters fit the target's driver? (Their types were
+    checked against every driver's parameters; here, which ones this driver takes.)"""
+    own = drivers.fault(driver, fault)
+    if own is None or not isinstance(given, dict):
+        return []
+    fields = own.parameters.model_fields
+    names = {info.alias or name: name for name, info in fields.items()}
+    found: list[Found] = [((*path, key), f"the {driver} driver's '{fault}' takes no parameter '{key}'"
+                           + (f" (it takes: {', '.join(names)})" if names else ""))
+                          for key in given if key not in names]
+    found += [((*path, alias), f"the {driver} driver's '{fault}' needs parameter '{alias}'")
+              for alias, name in names.items() if fields[name].is_required() and alias not in given]
+    return found
+
+
 def _only_after(expectation: dict[str, Any], expectations: list[dict[str, Any]]) -> str | None:
     """Why ``onlyAfter`` cannot name what it names, or None: it must be another expectation of the
     same fault step that waits for one event (appears, timeToRecover) of a given type from the same
@@ -139,7 +158,8 @@ def target_allowed(service: str, patterns: list[str]) -> bool:
 
 
 def touched(driver: str, selector: dict[str, Any]) -> list[str]:
-    """What a driver acts on for ``selector``: a supervisord program, a Toxiproxy proxy, Kafka topics."""
+    """What a driver acts on for ``selector``: a supervisord program, containers, a Toxiproxy proxy,
+    Kafka topics."""
     if driver == "supervisor":
         program = str(selector.get("program", ""))
         return [f"{selector['group']}:{program}" if selector.get("group") else program]
@@ -147,6 +167,11 @@ def touched(driver: str, selector: dict[str, Any]) -> list[str]:
         return [str(selector.get("proxy", ""))]
     if driver == "kafka":
         return [str(t) for t in (selector.get("topic"), selector.get("source")) if t]
+    if driver == "docker":  # the containers chosen (at injection), else the one named
+        chosen = selector.get("chosen")
+        if chosen:
+            return [str(c["name"]) for c in chosen]
+        return [str(selector["name"])] if selector.get("name") else []
     return []
 
 
@@ -169,7 +194,7 @@ def refused_by_allow_list(service: str, driver: str, selector: dict[str, Any], p
 
 
 def _qualified(pattern: str) -> bool:
-    return pattern.partition(":")[0] in {"supervisor", "toxiproxy", "kafka"} and ":" in pattern
+    return pattern.partition(":")[0] in {"supervisor", "docker", "toxiproxy", "kafka"} and ":" in pattern
 
 
 def _steps(steps: Any, path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:

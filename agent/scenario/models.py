@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from types import GenericAlias
-from typing import Annotated, Any, ForwardRef, Literal, Union
+from typing import Annotated, Any, ForwardRef, Literal, Optional, Union
 
 from pydantic import Discriminator, Field, Tag, create_model, field_validator, model_validator
 
@@ -378,14 +378,18 @@ def build(specs: dict[str, drivers.DriverSpec]) -> type[Scenario]:
         driver = value.get("driver") if isinstance(value, dict) else getattr(value, "driver", None)
         return f"@driver={driver}" if driver in names else "@bad-target"
 
-    faults = {f.name: f for spec in specs.values() for f in spec.faults}
+    faults: dict[str, list[drivers.FaultKind]] = {}
+    for declared in specs.values():
+        for kind in declared.faults:
+            faults.setdefault(kind.name, []).append(kind)
     fault_steps: list[tuple[Any, str]] = []
-    for name, kind in faults.items():
-        required = any(f.is_required() for f in kind.parameters.model_fields.values())
-        default: Any = ... if required else Field(default_factory=kind.parameters)
+    for name, kinds in faults.items():
+        parameters = kinds[0].parameters if len(kinds) == 1 else _shared_parameters(name, kinds)
+        required = any(f.is_required() for f in parameters.model_fields.values())
+        default: Any = ... if required else Field(default_factory=parameters)
         fault_steps.append((create_model(
             f"FaultStep_{name.replace('-', '_')}", __base__=FaultStep, __module__=__name__,
-            fault=(_literal(name), ...), parameters=(kind.parameters, default)), f"@fault={name}"))
+            fault=(_literal(name), ...), parameters=(parameters, default)), f"@fault={name}"))
 
     def step_tag(value: Any) -> str:
         if not isinstance(value, dict):
@@ -421,6 +425,26 @@ def build(specs: dict[str, drivers.DriverSpec]) -> type[Scenario]:
         steps=(_of(list, step), Field(min_length=1)),
         rollbacks=(rollbacks, Field(default_factory=rollbacks)))
     return create_model("Scenario", __base__=Scenario, __module__=__name__, spec=(spec, ...))
+
+
+def _shared_parameters(name: str, kinds: list[drivers.FaultKind]) -> type[Strict]:
+    """The parameters of a fault several drivers declare: every parameter any of them takes, optional
+    unless all require it. Whether the target's driver takes each one is checked against that
+    driver's own model (``agent.scenario.checks``), and the engine hands the driver its own model."""
+    fields: dict[str, Any] = {}
+    for kind in kinds:
+        for field_name, info in kind.parameters.model_fields.items():
+            if field_name in fields:
+                continue
+            everywhere = all(field_name in k.parameters.model_fields and
+                             k.parameters.model_fields[field_name].is_required() for k in kinds)
+            if everywhere or not info.is_required():
+                fields[field_name] = (info.annotation, info)
+            else:  # required by one driver only: that driver's own model says so
+                fields[field_name] = (Optional[info.annotation], Field(None, alias=info.alias))  # noqa: UP045
+    model: type[Strict] = create_model(f"{name.title().replace('-', '')}Parameters", __base__=Strict,
+                                       __module__=__name__, **fields)
+    return model
 
 
 _built: tuple[int, type[Scenario]] | None = None

@@ -97,7 +97,8 @@ class Watch:
     min_count: int | None = None
     max_count: int | None = None
     sequence: list[str] = field(default_factory=list)
-    #: the incarnation of the target the fault ended (restart, kill, stop), "" when unknown
+    #: the incarnation(s) of the target the fault ended (restart, kill, stop), comma-separated when it
+    #: touched several containers; "" when unknown
     ended_instance: str = ""
     #: stable: how long ``service`` must stay up after its ``since`` event, and what says it went down
     stable_for: float = 0.0
@@ -271,7 +272,8 @@ class Watch:
 
     def _ended(self, service: str, instance: str) -> bool:
         """Is this event from the incarnation of the target that the fault ended?"""
-        return bool(self.ended_instance) and instance == self.ended_instance and service == self.target_service
+        return (bool(self.ended_instance) and bool(instance) and service == self.target_service
+                and instance in self.ended_instance.split(","))
 
     def _attributed(self, event: AuditObservation, grace: float) -> bool:
         by_id = bool(event.correlation_id) and event.correlation_id == self.correlation_id

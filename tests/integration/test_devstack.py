@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.devstack import Stack
+from agent.devstack import Stack, engine
 from agent.devstack.procs import alive
 
 
@@ -30,10 +30,12 @@ def test_a_second_stack_does_not_collide_and_down_leaves_nothing_running(stack: 
     assert {n: p["address"] for n, p in parts.items()}.keys() == mine.keys()
     assert not set(mine.values()) & {p["address"] for p in parts.values()}
     pids = [p["pid"] for p in parts.values()]
+    container = _container(other / "docker")  # made by a test or a user through the engine's API
 
     down = _cli("devstack", "down", "--dir", str(other))
     assert down.returncode == 0, down.stderr
     assert not any(alive(pid) for pid in pids)
+    assert not alive(container), "down removes every container its engine made"
     assert stack.is_up(), "stopping one stack must not touch another"
 
     after = _cli("devstack", "status", "--dir", str(other))
@@ -53,3 +55,16 @@ def test_an_unknown_part_is_a_usage_error() -> None:
     out = _cli("devstack", "stop", "zookeeper")
     assert out.returncode == 4
     assert "zookeeper" in out.stderr
+
+
+def _container(home: Path) -> int:
+    """Start a container on the stack's engine (Docker API over its socket); its process id."""
+    sock = engine.socket_path(home)
+    status, made = engine.call(sock, "POST", "/containers/create", {"name": "left-running"}, body=json.dumps({
+        "Image": engine.BASE_IMAGE, "Cmd": ["/bin/sleep", "3600"], "HostConfig": {"NetworkMode": "host"}}).encode())
+    assert status == 201, made
+    status, _ = engine.call(sock, "POST", f"/containers/{made['Id']}/start")
+    assert status == 204
+    status, info = engine.call(sock, "GET", f"/containers/{made['Id']}/json")
+    assert info["State"]["Running"], info["State"]
+    return int(info["State"]["Pid"])

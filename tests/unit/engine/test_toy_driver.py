@@ -127,10 +127,22 @@ def test_without_registration_the_driver_is_unknown_and_named_as_such() -> None:
     assert any("unknown driver 'lamps'" in m for m in messages), messages
 
 
-def test_fault_names_of_a_new_driver_must_not_clash_with_another_drivers() -> None:
-    with pytest.raises(ValueError, match=r"kill \(supervisor\)"):
+def test_a_fault_name_two_drivers_share_must_mean_the_same_kind_of_fault() -> None:
+    class Timed(Strict):
+        signal: int = 9
+
+    with pytest.raises(ValueError, match=r"fault 'kill' of driver 'supervisor' is instantaneous, this one lasting"):
         drivers.register(DriverSpec(name="other", selector=LampSelector, factory=LampDriver,
-                                    faults=(FaultKind("kill", NoParameters, False),)))
+                                    faults=(FaultKind("kill", NoParameters, True),)))
+    with pytest.raises(ValueError, match=r"fault 'kill': parameter 'signal' has another type in driver"):
+        drivers.register(DriverSpec(name="other", selector=LampSelector, factory=LampDriver,
+                                    faults=(FaultKind("kill", Timed, False),)))
+    assert "other" not in drivers.specs()
+    for spec in drivers.specs().values():  # the built-in drivers share restart, kill, stop and pause
+        for other in drivers.specs().values():
+            for mine in spec.faults:
+                for theirs in other.faults:
+                    assert spec is other or mine.name != theirs.name or drivers._clash(mine, theirs) is None
 
 
 @pytest.fixture
