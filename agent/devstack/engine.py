@@ -160,4 +160,5 @@ def python_binds(checkout: Path | None = None) -> list[str]:
     host's system directories, the interpreter's prefix and the checkout (with its virtualenv)."""
     root = checkout or Path(__file__).resolve().parents[2]
     paths = {"/usr", "/lib", "/lib64", "/etc/ssl", "/etc/alternatives", sys.base_prefix, str(root)}
-    return [f"{p}:{p}:ro" for p in sorted(paths) if os.path.exists(p) and not os.path.islink(p)]
+    # a symlinked directory (/lib64 -> usr/lib64 on merged-/usr systems) is mounted from its target
+    return [f"{os.path.realpath(p)}:{p}:ro" for p in sorted(paths) if os.path.exists(p)]
