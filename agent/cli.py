@@ -300,9 +300,12 @@ def schema() -> None:
 @click.option("--attach", is_flag=True,
               help="start nothing: run the flagship against the agent, worker and sim already running "
                    "(COORDINATOR_* settings; e.g. in docker compose)")
+@click.option("--scenario", default=None,
+              help="with --attach: the scenario to run instead of the flagship (it takes the flagship's parameters; "
+                   "docker compose runs restart-risk-monitor-container)")
 @_DIR
 @click.pass_context
-def demo(ctx: click.Context, keep: bool, attach: bool, directory: Path | None) -> None:
+def demo(ctx: click.Context, keep: bool, attach: bool, scenario: str | None, directory: Path | None) -> None:
     """The flagship demo: local stack, trading sim, agent and worker up; restart the risk monitor
     during trading; show faults, recovery and verdicts live; print the verdict; tear down.
 
@@ -310,7 +313,10 @@ def demo(ctx: click.Context, keep: bool, attach: bool, directory: Path | None) -
     from agent.demo import attach_demo, run_demo
 
     if attach:
-        ctx.exit(attach_demo(sys.stdout, get_settings()))
+        ctx.exit(attach_demo(sys.stdout, get_settings(), scenario=scenario) if scenario else
+                 attach_demo(sys.stdout, get_settings()))
+    if scenario:
+        raise click.UsageError("--scenario goes with --attach (the local demo runs the flagship on its own sim)")
     ctx.exit(run_demo(sys.stdout, keep=keep, stack_dir=directory))
 
 

@@ -92,14 +92,16 @@ def run_demo(out: TextIO, *, keep: bool = False, stack_dir: Path | None = None,
             say("everything stopped; nothing left running")
 
 
-def attach_demo(out: TextIO, settings: Settings, params: dict[str, str] | None = None) -> int:
-    """The flagship with the live display, against a system already running (docker compose: the
+def attach_demo(out: TextIO, settings: Settings, params: dict[str, str] | None = None,
+                scenario: str = FLAGSHIP) -> int:
+    """The flagship (or ``scenario``, which takes the same parameters: the container flavour in
+    docker compose) with the live display, against a system already running (docker compose: the
     agent, the worker and the sim are services there)."""
     say = _Printer(out)
     say(f"attached: Kafka {settings.kafka_bootstrap_servers}")
     try:
         before = asyncio.run(_registered_loadgen_status(settings))
-        status = asyncio.run(_run_flagship(settings, say, params or DEMO_PARAMS))
+        status = asyncio.run(_run_flagship(settings, say, params or DEMO_PARAMS, scenario))
     except (LookupError, OSError) as exc:
         say(f"the demo could not run: {exc}")
         return 3
@@ -122,8 +124,8 @@ async def _registered_loadgen_status(settings: Settings) -> dict[str, Any] | Non
     return await asyncio.to_thread(_loadgen_status, int(entry["http_port"]), entry.get("host", "127.0.0.1"))
 
 
-async def _run_flagship(settings: Settings, say: _Printer, params: dict[str, str]) -> int:
-    request = client.build_request(FLAGSHIP, params, labels={"source": "demo"})
+async def _run_flagship(settings: Settings, say: _Printer, params: dict[str, str], scenario: str = FLAGSHIP) -> int:
+    request = client.build_request(scenario, params, labels={"source": "demo"})
     watched = [settings.topics.scenario_results, settings.topics.chaos_events, settings.topics.verdicts,
                settings.topics.audit_events]
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
@@ -134,7 +136,7 @@ async def _run_flagship(settings: Settings, say: _Printer, params: dict[str, str
         await consumer.seek_to_end(*partitions)
         for tp in partitions:
             await consumer.position(tp)
-        say(f"running '{FLAGSHIP}' ({', '.join(f'{k}={v}' for k, v in params.items())})")
+        say(f"running '{scenario}' ({', '.join(f'{k}={v}' for k, v in params.items())})")
         say.start()
         await client.submit(settings, request)
         follow = _Follower(settings, request.request_id, say)

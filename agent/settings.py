@@ -172,6 +172,8 @@ class Settings(BaseSettings):
     #: where faust keeps its local files (tables are in memory; faust still wants a directory);
     #: default: a directory under the system's temporary directory, per app id
     worker_data_dir: str | None = None
+    #: a file the worker touches on every tick: a container healthcheck reads its age (empty: none)
+    worker_alive_file: str = ""
 
     devstack_dir: str | None = Field(
         default=None, description="a running devstack to use (tests reuse it instead of starting one)"

@@ -11,6 +11,7 @@ The cache lives in ``$COORDINATOR_CACHE_DIR`` or ``~/.cache/coordinator``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -159,6 +160,23 @@ def _static(binary: Path) -> bool:
     """No program interpreter (the dynamic loader) named in the ELF header's first page."""
     with open(binary, "rb") as file:
         return b"ld-linux" not in file.read(4096)
+
+
+def ensure_composecheck() -> str:
+    """``composecheck`` (tools/composecheck): docker-compose.yml read as compose reads it, built with
+    the Go toolchain from the pinned compose-go module (no Docker needed)."""
+    source = Path(__file__).resolve().parents[2] / "tools" / "composecheck"
+    digest = hashlib.sha256(b"".join((source / f).read_bytes() for f in ("go.mod", "go.sum", "main.go")))
+    target = cache_dir() / "bin" / f"composecheck-{digest.hexdigest()[:12]}"
+    if target.exists():
+        return str(target)
+    go = shutil.which("go")
+    if not go:
+        raise MissingDependencyError("composecheck needs a Go toolchain (https://go.dev/doc/install)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    procs.run([go, "build", "-o", str(target), "."], what="go build tools/composecheck", cwd=source,
+              env={"CGO_ENABLED": "0"})
+    return str(target)
 
 
 def ensure_kcat() -> str:

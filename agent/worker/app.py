@@ -291,6 +291,8 @@ def create_app(settings: Settings) -> faust.App:
         body = inbox_codec.encode(TickMessage(judge_.watermark))
         for partition in range(n):
             await inbox.send(key=b"tick", value=body, partition=partition)
+        if settings.worker_alive_file:  # alive and ticking: what a container healthcheck reads
+            await asyncio.to_thread(Path(settings.worker_alive_file).touch)
 
     watch_recovery = RecoveryWatch()
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -47,10 +49,12 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def env(stack_env: dict[str, str]) -> dict[str, str]:
+def env(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     base = engine_env(stack_env, "http://127.0.0.1:9/RPC2")  # no supervisord: the target is a container
+    alive = tmp_path_factory.mktemp("alive") / "worker.alive"  # what the compose healthcheck reads
     return {**base, "COORDINATOR_WORKER_APP_ID": f"{base['COORDINATOR_REDIS_KEY_PREFIX']}-worker",
-            "COORDINATOR_WORKER_TICK_INTERVAL": "0.2", "COORDINATOR_VERDICT_GRACE": "8"}
+            "COORDINATOR_WORKER_TICK_INTERVAL": "0.2", "COORDINATOR_VERDICT_GRACE": "8",
+            "COORDINATOR_WORKER_ALIVE_FILE": str(alive)}
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +160,8 @@ async def test_a_restarted_container_that_comes_back_and_reports_passes(
     [injection] = result.injections
     assert (injection.driver, list(injection.touched)) == ("docker", [f"{risk_monitor.project}-risk-monitor-1"])
     assert injection.reacted, injection.reaction
+    touched = await asyncio.to_thread(os.path.getmtime, running[0].env["COORDINATOR_WORKER_ALIVE_FILE"])
+    assert time.time() - touched < 5, "the worker touches its alive file as it ticks"
 
 
 async def test_a_restarted_container_that_never_becomes_ready_fails_with_the_reason(

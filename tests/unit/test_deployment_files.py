@@ -1,7 +1,9 @@
-"""docker-compose.yml and the Dockerfile stay valid for users (no Docker engine runs here)."""
+"""docker-compose.yml and the Dockerfile stay valid for users: their structure here, and the compose
+file as compose itself reads it when a compose binary is there (``test_compose_config``)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -42,26 +44,103 @@ def test_agent_image_is_built_here_runs_as_non_root_and_checks_readiness() -> No
         assert (ROOT / copied).exists(), f"Dockerfile copies missing path '{copied}'"
 
 
-def test_compose_runs_the_demo_in_one_command_against_the_sim_agent_and_worker() -> None:
+def test_compose_runs_the_demo_in_one_command_against_the_containers_of_the_sim() -> None:
     services = _compose()["services"]
     demo = services["demo"]
-    assert demo["command"] == ["demo", "--attach"]
+    assert demo["command"] == ["demo", "--attach", "--scenario", "restart-risk-monitor-container"]
     assert {name: rule["condition"] for name, rule in demo["depends_on"].items()} == {
-        "agent": "service_healthy", "worker": "service_started", "sim": "service_healthy"}
-    assert services["agent"]["environment"]["COORDINATOR_SUPERVISOR_URL"] == "http://sim:9001/RPC2"
+        "agent": "service_healthy", "worker": "service_healthy", "load-generator": "service_healthy"}
     assert services["worker"]["command"][0] == "worker"
+    assert "test" in services["worker"]["healthcheck"], "the worker has a healthcheck of its own"
+    assert services["worker"]["environment"]["COORDINATOR_WORKER_ALIVE_FILE"] in \
+        services["worker"]["healthcheck"]["test"][-1]
+
+
+def test_each_sim_service_is_its_own_compose_service_without_supervisord() -> None:
+    from sim.cli import build_parser
+    from sim.launch import PROGRAMS
+
+    services = _compose()["services"]
+    for name in PROGRAMS:
+        service = services[name]
+        parsed = build_parser().parse_args(service["command"])
+        assert (parsed.command, parsed.service, parsed.advertise_host) == ("run", name, name), name
+        assert service["entrypoint"] == ["sim"] and service["restart"] == "unless-stopped"
+        assert str(parsed.http_port) in service["healthcheck"]["test"][-1], f"{name} checks its own ready port"
+    assert "supervisor" not in (ROOT / "docker-compose.yml").read_text().lower()
+
+
+def test_the_agent_reaches_docker_only_through_a_proxy_limited_to_containers() -> None:
+    services = _compose()["services"]
+    mounts = {name: [v for v in s.get("volumes", []) if "docker.sock" in v] for name, s in services.items()}
+    assert {name: v for name, v in mounts.items() if v} == {
+        "docker-proxy": ["/var/run/docker.sock:/var/run/docker.sock:ro"]}
+    proxy = services["docker-proxy"]["environment"]
+    assert (proxy["CONTAINERS"], proxy["POST"]) == (1, 1)
+    assert all(proxy[refused] == 0 for refused in ("IMAGES", "EXEC", "VOLUMES", "NETWORKS", "BUILD", "SWARM"))
+    assert services["agent"]["environment"]["COORDINATOR_DOCKER_URL"] == "tcp://docker-proxy:2375"
+
+
+def test_kafka_answers_the_compose_network_and_the_host_on_their_own_listeners() -> None:
+    compose = _compose()
+    kafka = compose["services"]["kafka"]["environment"]
+    advertised = dict(item.split("://") for item in kafka["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    assert advertised == {"INTERNAL": "kafka:19092", "EXTERNAL": "localhost:9092"}
+    assert "127.0.0.1:9092:9092" in compose["services"]["kafka"]["ports"]
+    for name, service in compose["services"].items():
+        env = service.get("environment") or {}
+        for key in ("COORDINATOR_KAFKA_BOOTSTRAP_SERVERS", "SIM_KAFKA_BOOTSTRAP"):
+            assert env.get(key) in (None, "kafka:19092"), (name, key)
+
+
+def test_the_container_scenario_targets_compose_services_that_exist_and_the_allow_list_admits() -> None:
+    from agent.scenario import load_scenario_file
+    from agent.scenario.checks import refused_by_allow_list
+
+    compose = _compose()
+    allowed = json.loads(compose["services"]["agent"]["environment"]["COORDINATOR_ALLOWED_TARGETS"])
+    scenario = load_scenario_file(ROOT / "scenarios" / "restart-risk-monitor-container.yaml",
+                                  allowed_targets=allowed)
+    for name, target in scenario.spec.targets.items():
+        selector = target.selector.model_dump(mode="python")
+        assert selector["compose"]["project"] == compose["name"]
+        assert selector["compose"]["service"] in compose["services"], name
+        chosen = {**selector, "chosen": [{"id": "x", "name": f"{compose['name']}-{selector['compose']['service']}-1"}]}
+        assert refused_by_allow_list(target.service or name, "docker", chosen, allowed) is None
+    proxy = json.loads((ROOT / "deploy" / "toxiproxy.json").read_text())
+    assert [p["name"] for p in proxy] == ["engine-to-exchange"]
+    engine = compose["services"]["trading-engine"]["command"]
+    assert engine[engine.index("--exchange-address") + 1] == "toxiproxy:" + proxy[0]["listen"].rpartition(":")[2]
 
 
 def test_compose_commands_are_accepted_by_the_real_command_lines() -> None:
     from click.testing import CliRunner
 
     from agent.cli import cli
-    from sim.cli import build_parser
 
     services = _compose()["services"]
-    sim = build_parser().parse_args(services["sim"]["command"])
-    assert (sim.command, sim.foreground, sim.advertise_host, sim.base_port) == ("up", True, "sim", 9001)
-    assert build_parser().parse_args(services["sim"]["healthcheck"]["test"][2:]).check
     for name in ("agent", "worker", "demo", "topics"):
         result = CliRunner().invoke(cli, [*services[name]["command"], "--help"])
         assert result.exit_code == 0, (name, result.output)
+
+
+def test_compose_config_reads_the_file_as_compose_does_with_every_service_and_the_demo() -> None:
+    """compose-go, the loader of `docker compose config`: the compose schema, merges and references."""
+    import subprocess
+
+    from agent.devstack.install import ensure_composecheck
+
+    checker = ensure_composecheck()
+    done = subprocess.run([checker, "-profile", "demo", str(ROOT / "docker-compose.yml")], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    project = json.loads(done.stdout)
+    assert project["name"] == "chaos-coordinator"
+    assert set(project["services"]) == set(_compose()["services"])
+    risk = project["services"]["risk-monitor"]
+    assert risk["restart"] == "unless-stopped" and risk["entrypoint"] == ["sim"], "the x-sim defaults were merged"
+    broken = ROOT / "docker-compose.yml"
+    bad = subprocess.run([checker, "/dev/stdin"], input=broken.read_text().replace("restart: unless-stopped",
+                                                                                  "restrat: unless-stopped"),
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert bad.returncode == 1 and "restrat" in bad.stderr, "a misspelt key is refused, not ignored"

@@ -54,7 +54,7 @@ def test_every_example_in_the_docs_validates(line: int, example: str) -> None:
 def test_docs_have_an_example_per_feature() -> None:
     names = {load_scenario(example).name for _, example in _doc_examples()}
     assert {"example-steps", "example-probes", "example-expectations", "example-rollbacks",
-            "example-parameters"} <= names
+            "example-parameters", "example-containers"} <= names
 
 
 def test_duplicate_names_in_the_catalog_are_reported_with_both_files(tmp_path: Path) -> None:
