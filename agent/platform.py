@@ -1,7 +1,8 @@
 """Platform audit events: what the drivers see their platform do to the targets' processes.
 
 A service cannot report its own crash. The agent watches the platforms its drivers talk to (under
-supervisord: every program's pid, polled every ``COORDINATOR_PLATFORM_POLL_INTERVAL``) and publishes
+supervisord: every program's pid, polled every ``COORDINATOR_PLATFORM_POLL_INTERVAL``; a Docker
+engine: its ``start`` and ``die`` container events, as they come) and publishes
 what it sees on the audit topic, as audit events of the agent's own making:
 
 - ``process_exited``: a process went away; metadata ``exit_status`` and ``state`` as supervisord
@@ -86,6 +87,7 @@ class PlatformWatch:
         for correlation_id, active in self.faults.active.items():
             lease = active.lease
             program = str(lease.recipe.get("program", "")).rpartition(":")[2]
-            if lease.driver == driver and service in {program, lease.service}:
+            containers = {str(c.get("name")) for c in lease.recipe.get("containers") or []}
+            if lease.driver == driver and service in {program, lease.service, *containers}:
                 return correlation_id
         return ""

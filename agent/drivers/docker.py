@@ -20,7 +20,9 @@ lease, the chaos event and the journal name exactly the containers touched, the 
 applied to them, and any agent can revert them after a crash: the recipe lists their ids.
 
 A fault that ends a container's process (restart, kill, stop) names the incarnation it ended: the
-container's main process id on the host (``State.Pid``), one per container touched.
+container's main process id on the host (``State.Pid``), one per container touched. The engine's own
+``start`` and ``die`` events become the agent's platform audit events (``process_started``,
+``process_exited`` with the exit code), whoever caused them.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import os
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -42,7 +44,7 @@ import aiohttp
 from aiodocker.exceptions import DockerError
 from pydantic import Field, model_validator
 
-from agent.drivers.base import ENDED_INSTANCE, TOUCHED, DriverSpec, FaultDriver, FaultKind, FaultRequest
+from agent.drivers.base import ENDED_INSTANCE, TOUCHED, DriverSpec, FaultDriver, FaultKind, FaultRequest, PlatformEvent
 from agent.errors import ActionError, RevertError
 from agent.fields import Duration, NoParameters, SelectorName, Signal, Strict
 from agent.settings import Settings
@@ -190,8 +192,11 @@ class DockerDriver(FaultDriver):
                 return None
             raise
 
-    async def matching(self, selector: dict[str, Any], running: bool) -> list[dict[str, str]]:
-        """Every container the selector matches (id and name), only the running ones if asked."""
+    async def matching(self, selector: dict[str, Any], running: bool, every: bool = False) -> list[dict[str, str]]:
+        """Every container the selector matches (id and name), only the running ones if asked;
+        ``every``: an empty selector matches every container."""
+        if not every and not (selector.get("name") or labels_of(selector)):
+            return []  # a selector that names nothing matches nothing
         filters: dict[str, list[str]] = {}
         labels = labels_of(selector)
         if labels:
@@ -299,6 +304,61 @@ class DockerDriver(FaultDriver):
             await asyncio.gather(*(self._bring_back(c, True) for c in containers))
         else:
             await super().rollback(action, selector)
+
+    def platform_events(self, interval: float) -> AsyncIterator[PlatformEvent] | None:
+        if engine_url(self.settings) is None:
+            return None  # no engine here: nothing to watch (faults on containers would say so)
+        return self._watch()
+
+
+    async def _watch(self) -> AsyncIterator[PlatformEvent]:
+        """The engine's own container events (``start``, ``die``), as they happen: a container's
+        process that exits is ``process_exited`` (its exit code), a new one ``process_started``. The
+        service is the compose service when the container has one, else the container's name; the
+        instance its main process id on the host, read when it starts (and for those running when
+        the watch begins), as the faults name the incarnations they end. (The stream is filtered
+        here: podman's Docker API does not apply an ``event`` filter.)"""
+        docker = self._docker()
+        known: dict[str, tuple[str, str]] = {}  # container id -> (service, pid)
+        subscriber = docker.events.subscribe(filters=json.dumps({"type": ["container"]}))  # type: ignore[no-untyped-call]
+        try:
+            for container in await self.matching({}, running=True, every=True):
+                await self._know(container["id"], known)
+            while True:
+                event = await subscriber.get()
+                if event is None:
+                    raise ActionError("the Docker engine's event stream ended")
+                seen = await self._platform_event(event, known)
+                if seen is not None:
+                    yield seen
+        finally:
+            await docker.events.stop()  # type: ignore[no-untyped-call]
+
+    async def _know(self, container_id: str, known: dict[str, tuple[str, str]]) -> tuple[str, str]:
+        """A container's service (its compose service, else its name) and main process id."""
+        info = await self._inspect(container_id) or {}
+        labels = (info.get("Config") or {}).get("Labels") or {}
+        name = str(info.get("Name") or container_id[:12]).lstrip("/")
+        known[container_id] = (str(labels.get(COMPOSE_SERVICE) or name),
+                               str((info.get("State") or {}).get("Pid") or ""))
+        return known[container_id]
+
+    async def _platform_event(self, event: dict[str, Any], known: dict[str, tuple[str, str]]) -> PlatformEvent | None:
+        action = str(event.get("Action") or event.get("status") or "")
+        if str(event.get("Type") or "container") != "container" or action not in {"start", "die"}:
+            return None
+        actor = event.get("Actor") or {}
+        container_id = str(actor.get("ID") or event.get("id") or "")
+        attributes: dict[str, str] = {str(k): str(v) for k, v in (actor.get("Attributes") or {}).items()}
+        nanos = event.get("timeNano")
+        at = int(nanos) / 1e9 if nanos else time.time()
+        details = {"container": attributes.get("name") or container_id[:12]}
+        if action == "start":
+            service, pid = await self._know(container_id, known)
+            return PlatformEvent(service, "process_started", pid, at, {**details, "state": "running"})
+        service, pid = known.pop(container_id, (attributes.get(COMPOSE_SERVICE) or details["container"], ""))
+        return PlatformEvent(service, "process_exited", pid or "unknown", at,
+                             {**details, "exit_status": attributes.get("exitCode", "unknown"), "state": "exited"})
 
     async def aclose(self) -> None:
         if self._client is not None:

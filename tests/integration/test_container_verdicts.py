@@ -175,3 +175,32 @@ async def test_a_restarted_container_that_never_becomes_ready_fails_with_the_rea
     assert ready.reason.startswith("no 'service_ready from risk-monitor' by the deadline"), ready.reason
     assert "risk-monitor did send audit events since the injection" in ready.reason, "it restarted, not silent"
     assert verdicts["reports-resume"].status == S.VERDICT_STATUS_FAILED
+
+
+STAYS_UP = """\
+apiVersion: coordinator/v1
+kind: Scenario
+metadata: {{name: the-risk-monitor-container-stays-up}}
+spec:
+  targets:
+    risk: {{driver: docker, service: risk-monitor,
+           selector: {{compose: {{project: {project}, service: risk-monitor}}}}}}
+  steps:
+    - {{name: restart-risk, fault: restart, target: risk, parameters: {{timeout: 5s}}}}
+  expectations:
+    - {{name: stays-up, after: restart-risk, event: {{service: risk-monitor}}, stable: {{for: 15s, within: 30s}}}}
+"""
+
+
+async def test_a_container_that_crashes_after_coming_back_fails_stable_through_the_engines_events(
+        running: tuple[AgentProcess, AgentProcess], settings: Settings, risk_monitor: RiskMonitor) -> None:
+    """The crash is seen without the service's help: the engine's ``die`` event becomes the agent's
+    process_exited platform event, and the stable expectation fails on it."""
+    risk_monitor.knobs.write_text(json.dumps({"risk-monitor": {"crash_after": 8}}))  # read at its next start
+    scenario = risk_monitor.dir / "stays-up.yaml"
+    scenario.write_text(STAYS_UP.format(project=risk_monitor.project))
+    result = await client.run_and_follow(settings, client.build_request(str(scenario), {}), timeout=150)
+    assert result is not None, "no result\n" + await risk_monitor.logs()
+    [verdict] = result.verdicts
+    assert (result.status, verdict.status) == (S.EXECUTION_STATUS_FAILED, S.VERDICT_STATUS_FAILED), verdict.reason
+    assert "risk-monitor went down" in verdict.reason and "process_exited (exit status 3)" in verdict.reason

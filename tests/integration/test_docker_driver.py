@@ -263,3 +263,36 @@ async def test_the_allow_list_applies_to_the_containers_a_selector_chose(
     assert f"docker '{name}' is not in the agent's allow-list" in result.reason, result.reason
     state = await project.state(name)
     assert state["Running"] and not state["Paused"], "nothing was touched"
+
+
+async def test_the_engines_start_and_die_events_are_the_platform_events_of_a_compose_service(
+        driver: DockerDriver, project: Project) -> None:
+    [name] = await project.service("quotes")
+    before = await project.state(name)
+    events = driver.platform_events(0.5)
+    assert events is not None
+    seen: list = []
+
+    async def read() -> None:
+        async for event in events:
+            if event.details.get("container") == name:
+                seen.append(event)
+
+    reading = asyncio.create_task(read())
+    try:
+        await asyncio.sleep(1.0)  # subscribed
+        _, recipe, _ = await apply(driver, request("kill", project, "quotes"))
+        await driver.revert(recipe)
+        after = await project.state(name)
+        await _wait(lambda: _ready(len(seen) >= 2), "an exit and a start, from the engine's own events", 30)
+    finally:
+        reading.cancel()
+    exited, started = seen[:2]
+    assert (exited.service, exited.event_type, exited.instance) == ("quotes", "process_exited", str(before["Pid"]))
+    assert exited.details["exit_status"] == "137"
+    assert (started.service, started.event_type, started.instance) == ("quotes", "process_started",
+                                                                       str(after["Pid"]))
+
+
+async def _ready(value: bool) -> bool:
+    return value
