@@ -30,10 +30,10 @@ from tests.helpers.engine import applied_settings, engine_env
 
 pytestmark = pytest.mark.timeout(600)
 
-SCENARIO = """\
+RESTART = """\
 apiVersion: coordinator/v1
 kind: Scenario
-metadata: {{name: restart-the-risk-monitor-container}}
+metadata: {{name: {name}}}
 spec:
   targets:
     risk: {{driver: docker, service: risk-monitor,
@@ -41,11 +41,23 @@ spec:
   steps:
     - {{name: restart-risk, fault: restart, target: risk, parameters: {{timeout: 5s}}}}
   expectations:
-    - {{name: ready-again, after: restart-risk, attribution: target-window,
-       event: {{type: service_ready, service: risk-monitor}}, appears: {{within: 30s}}}}
-    - {{name: reports-resume, after: restart-risk, attribution: target-window, onlyAfter: ready-again,
-       event: {{type: risk_report, service: risk-monitor}}, appears: {{within: 30s}}}}
 """
+BACK = """\
+    - {name: ready-again, after: restart-risk, attribution: target-window,
+       event: {type: service_ready, service: risk-monitor}, appears: {within: 30s}}
+    - {name: reports-resume, after: restart-risk, attribution: target-window, onlyAfter: ready-again,
+       event: {type: risk_report, service: risk-monitor}, appears: {within: 30s}}
+"""
+STAYS_UP = """\
+    - {name: stays-up, after: restart-risk, event: {service: risk-monitor}, stable: {for: 15s, within: 30s}}
+"""
+
+
+def restart_scenario(risk_monitor: RiskMonitor, name: str, expectations: str) -> str:
+    """A file restarting the risk monitor's container once, with these expectations (YAML lines)."""
+    scenario = risk_monitor.dir / f"{name}.yaml"
+    scenario.write_text(RESTART.format(name=name, project=risk_monitor.project) + expectations)
+    return str(scenario)
 
 
 @pytest.fixture(scope="module")
@@ -139,11 +151,10 @@ async def _market_data(settings: Settings) -> None:
 
 
 async def _run(settings: Settings, risk_monitor: RiskMonitor) -> S.ScenarioResult:
-    scenario = risk_monitor.dir / "restart.yaml"
-    scenario.write_text(SCENARIO.format(project=risk_monitor.project))
+    scenario = restart_scenario(risk_monitor, "restart-the-risk-monitor-container", BACK)
     trail = asyncio.create_task(_market_data(settings))
     try:
-        result = await client.run_and_follow(settings, client.build_request(str(scenario), {}), timeout=150)
+        result = await client.run_and_follow(settings, client.build_request(scenario, {}), timeout=150)
     finally:
         trail.cancel()
     assert result is not None, "no result\n" + await risk_monitor.logs()
@@ -177,29 +188,13 @@ async def test_a_restarted_container_that_never_becomes_ready_fails_with_the_rea
     assert verdicts["reports-resume"].status == S.VERDICT_STATUS_FAILED
 
 
-STAYS_UP = """\
-apiVersion: coordinator/v1
-kind: Scenario
-metadata: {{name: the-risk-monitor-container-stays-up}}
-spec:
-  targets:
-    risk: {{driver: docker, service: risk-monitor,
-           selector: {{compose: {{project: {project}, service: risk-monitor}}}}}}
-  steps:
-    - {{name: restart-risk, fault: restart, target: risk, parameters: {{timeout: 5s}}}}
-  expectations:
-    - {{name: stays-up, after: restart-risk, event: {{service: risk-monitor}}, stable: {{for: 15s, within: 30s}}}}
-"""
-
-
 async def test_a_container_that_crashes_after_coming_back_fails_stable_through_the_engines_events(
         running: tuple[AgentProcess, AgentProcess], settings: Settings, risk_monitor: RiskMonitor) -> None:
     """The crash is seen without the service's help: the engine's ``die`` event becomes the agent's
     process_exited platform event, and the stable expectation fails on it."""
     risk_monitor.knobs.write_text(json.dumps({"risk-monitor": {"crash_after": 8}}))  # read at its next start
-    scenario = risk_monitor.dir / "stays-up.yaml"
-    scenario.write_text(STAYS_UP.format(project=risk_monitor.project))
-    result = await client.run_and_follow(settings, client.build_request(str(scenario), {}), timeout=150)
+    scenario = restart_scenario(risk_monitor, "the-risk-monitor-container-stays-up", STAYS_UP)
+    result = await client.run_and_follow(settings, client.build_request(scenario, {}), timeout=150)
     assert result is not None, "no result\n" + await risk_monitor.logs()
     [verdict] = result.verdicts
     assert (result.status, verdict.status) == (S.EXECUTION_STATUS_FAILED, S.VERDICT_STATUS_FAILED), verdict.reason
