@@ -78,13 +78,16 @@ _PARTS = ("kafka", "redis", "toxiproxy", "docker")
 @devstack.command("up")
 @_DIR
 @click.option("--only", multiple=True, type=click.Choice(_PARTS))
-def devstack_up(directory: Path | None, only: tuple[str, ...]) -> None:
+@click.option("--secure", is_flag=True, default=None,
+              help="Kafka over SASL_SSL (SCRAM) and mTLS, Redis over TLS with an ACL user, from a throwaway CA "
+                   "(a new stack only; `devstack env` then carries the credentials)")
+def devstack_up(directory: Path | None, only: tuple[str, ...], secure: bool | None) -> None:
     """Start the stack (or the parts not running) and wait until each part answers. The container
     engine (docker) is left out when DOCKER_HOST names one already."""
     from agent.devstack.stack import COMPONENTS
 
     stack = _stack(directory)
-    timings = stack.up(only or COMPONENTS)
+    timings = stack.up(only or COMPONENTS, secure=secure)
     _print_status(stack, timings)
     click.echo(f"\nuse it:  eval \"$(coordinator devstack env --dir {stack.dir})\"")
 
@@ -133,10 +136,14 @@ def devstack_status(ctx: click.Context, directory: Path | None, output: str) -> 
 
 @devstack.command("env")
 @_DIR
-def devstack_env(directory: Path | None) -> None:
+@click.option("--listener", type=click.Choice(["sasl", "mtls"]), default="sasl",
+              help="a --secure stack: Kafka's SASL_SSL listener (SCRAM), or its mTLS one (client certificate)")
+def devstack_env(directory: Path | None, listener: str) -> None:
     """Print shell exports that point the agent and tools at the stack."""
-    for name, value in _stack(directory).env().items():
-        click.echo(f"export {name}={value}")
+    import shlex
+
+    for name, value in _stack(directory).env(listener).items():
+        click.echo(f"export {name}={shlex.quote(value)}")
 
 
 def _print_status(stack: Any, timings: dict[str, float]) -> None:

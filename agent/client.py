@@ -15,7 +15,7 @@ from google.protobuf import struct_pb2
 from agent import codec, vocabulary
 from agent._proto.coordinator.v1 import events_pb2
 from agent.errors import DecodeError
-from agent.kafkaio import topic_partitions
+from agent.kafkaio import client_options, topic_partitions
 from agent.settings import Settings
 
 S = events_pb2
@@ -43,7 +43,7 @@ def build_request(scenario: str, params: dict[str, str], *, dry_run: bool = Fals
 
 
 async def submit(settings: Settings, request: events_pb2.ScenarioRequest) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all",
+    producer = AIOKafkaProducer(**client_options(settings), acks="all",
                                 enable_idempotence=True)
     await producer.start()
     try:
@@ -59,7 +59,7 @@ async def run_and_follow(settings: Settings, request: events_pb2.ScenarioRequest
                          on_progress: Callable[[events_pb2.ExecutionProgress], None] | None = None
                          ) -> events_pb2.ScenarioResult | None:
     """Publish ``request`` and return its final result (None when ``timeout`` passes first)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = await topic_partitions(consumer, settings.topics.scenario_results)

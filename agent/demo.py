@@ -25,7 +25,7 @@ from agent._proto.coordinator.v1 import events_pb2
 from agent.children import Child, ChildFailed
 from agent.devstack import Stack
 from agent.errors import DecodeError
-from agent.kafkaio import topic_partitions
+from agent.kafkaio import client_options, topic_partitions
 from agent.settings import Settings
 from agent.store import answer
 
@@ -128,7 +128,7 @@ async def _run_flagship(settings: Settings, say: _Printer, params: dict[str, str
     request = client.build_request(scenario, params, labels={"source": "demo"})
     watched = [settings.topics.scenario_results, settings.topics.chaos_events, settings.topics.verdicts,
                settings.topics.audit_events]
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = [tp for topic in watched for tp in await topic_partitions(consumer, topic)]

@@ -10,7 +10,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiokafka.client import AIOKafkaClient
 
-from agent.settings import Settings
+from agent.kafkaio import diagnose, options_for
+from agent.settings import KafkaSecurity, Settings
 from agent.store import answer
 
 
@@ -25,16 +26,23 @@ class CheckResult:
         return {"ok": self.ok, "detail": self.detail, "latency_ms": self.latency_ms}
 
 
-async def kafka_cluster(bootstrap_servers: str, *, timeout: float) -> dict[str, Any]:
+async def kafka_cluster(bootstrap_servers: str, *, timeout: float, security: KafkaSecurity | None = None
+                        ) -> dict[str, Any]:
     """Fetch cluster metadata with a fresh client; raise when no broker answers within ``timeout``."""
     client = AIOKafkaClient(
-        bootstrap_servers=bootstrap_servers,
+        **options_for(bootstrap_servers, security or KafkaSecurity()),
         request_timeout_ms=int(timeout * 1000),
         connections_max_idle_ms=int(timeout * 1000) + 1000,
         client_id="coordinator-health",
     )
     try:
-        await asyncio.wait_for(client.bootstrap(), timeout)
+        try:
+            await asyncio.wait_for(client.bootstrap(), timeout)
+        except Exception as exc:
+            why = await diagnose(bootstrap_servers, security or KafkaSecurity(), timeout)
+            if why:
+                raise ConnectionError(why) from exc
+            raise
         brokers = client.cluster.brokers()
         if not brokers:
             raise ConnectionError("metadata lists no broker")
@@ -46,7 +54,8 @@ async def kafka_cluster(bootstrap_servers: str, *, timeout: float) -> dict[str, 
 async def check_kafka(settings: Settings) -> CheckResult:
     started = time.perf_counter()
     try:
-        info = await kafka_cluster(settings.kafka_bootstrap_servers, timeout=settings.ready_check_timeout)
+        info = await kafka_cluster(settings.kafka_bootstrap_servers, timeout=settings.ready_check_timeout,
+                                   security=settings.kafka)
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready", reported by name
         return _result("kafka", False, _describe(exc, settings.kafka_bootstrap_servers), started)
     return _result("kafka", True, f"{info['brokers']} broker(s) at {settings.kafka_bootstrap_servers}", started)

@@ -3,9 +3,44 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
+from functools import lru_cache
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from agent.settings import KafkaSecurity, Settings
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """What every aiokafka client of the project is given: the brokers, and the security settings
+    (``COORDINATOR_KAFKA__...``) as aiokafka takes them, the TLS context built once. (Holds the SASL
+    password in clear: hand it to a client, never to a log.)"""
+    return options_for(settings.kafka_bootstrap_servers, settings.kafka)
+
+
+def options_for(bootstrap_servers: str, security: KafkaSecurity) -> dict[str, Any]:
+    options: dict[str, Any] = {"bootstrap_servers": bootstrap_servers,
+                               "security_protocol": security.security_protocol}
+    if security.tls:
+        options["ssl_context"] = ssl_context(security)
+    if security.sasl:
+        options.update(sasl_mechanism=security.sasl_mechanism, sasl_plain_username=security.sasl_username,
+                       sasl_plain_password=security.sasl_password.get_secret_value())
+    return options
+
+
+@lru_cache(maxsize=8)
+def ssl_context(security: KafkaSecurity) -> ssl.SSLContext:
+    """The TLS context of these settings: the CA (else the system's), a client certificate when one
+    is given (mTLS), hostname checking as set (on by default)."""
+    context = ssl.create_default_context(cafile=security.ssl_cafile or None)
+    context.check_hostname = security.ssl_check_hostname
+    if security.ssl_certfile:
+        context.load_cert_chain(security.ssl_certfile, security.ssl_keyfile or None,
+                                security.ssl_key_password.get_secret_value() or None)
+    return context
 
 
 async def topic_partitions(consumer: AIOKafkaConsumer, topic: str, *, timeout: float | None = 30.0
@@ -23,3 +58,40 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str, *, timeout: f
             raise LookupError(f"topic '{topic}' not found; run: coordinator topics apply")
         await consumer._client.force_metadata_update()  # noqa: SLF001 - no public way to ask for a topic
         await asyncio.sleep(0.1)
+
+
+async def diagnose(bootstrap_servers: str, security: KafkaSecurity, timeout: float = 5.0) -> str | None:
+    """Why a client with these settings cannot use the first broker, in words that name the setting
+    to look at; None when it connects (and authenticates). aiokafka's bootstrap error says only
+    "Unable to bootstrap"; one connection of its own tells why."""
+    from aiokafka.conn import create_conn
+    from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
+
+    first = bootstrap_servers.split(",")[0].strip()
+    host, _, port = first.rpartition(":")
+    options = {k: v for k, v in options_for(first, security).items() if k != "bootstrap_servers"}
+    protocol = security.security_protocol
+    try:
+        conn = await asyncio.wait_for(create_conn(host, int(port), **options), timeout)
+    except SaslAuthenticationFailed as exc:
+        return (f"SASL authentication failed at {first}: the broker refused user '{security.sasl_username}' "
+                f"with {security.sasl_mechanism} (COORDINATOR_KAFKA__SASL_USERNAME / __SASL_PASSWORD / "
+                f"__SASL_MECHANISM): {exc}")
+    except ssl.SSLCertVerificationError as exc:
+        return (f"TLS at {first}: the broker's certificate is not trusted ({exc.verify_message}); "
+                f"COORDINATOR_KAFKA__SSL_CAFILE must name the CA that signed it"
+                f"{'' if security.ssl_cafile else ' (none is set: the system CAs were used)'}")
+    except ssl.SSLError as exc:
+        return f"TLS handshake with {first} failed: {exc.reason or exc}"
+    except KafkaConnectionError as exc:
+        if security.tls and not security.ssl_certfile:
+            hint = ("the listener may require a client certificate (COORDINATOR_KAFKA__SSL_CERTFILE, __SSL_KEYFILE) "
+                    "or another security protocol")
+        else:
+            hint = (f"the listener may expect another security protocol than {protocol} "
+                    "(COORDINATOR_KAFKA__SECURITY_PROTOCOL)")
+        return f"{exc}; {hint}"
+    except (OSError, TimeoutError) as exc:
+        return f"cannot connect to {first}: {exc or type(exc).__name__}"
+    conn.close()
+    return None

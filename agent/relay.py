@@ -30,6 +30,7 @@ from aiokafka.structs import ConsumerRecord
 from agent.constants import CORRELATION_HEADER
 from agent.drivers.kafka import relay_key
 from agent.engine.publisher import send_dead_letter
+from agent.kafkaio import client_options
 from agent.logs import get_logger
 from agent.settings import Settings
 from agent.store import answer
@@ -114,11 +115,11 @@ class Relay:
     async def run(self) -> None:
         redis = aioredis.from_url(self.settings.redis_url.get_secret_value(), decode_responses=True)
         consumer = AIOKafkaConsumer(
-            self.source, bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            self.source, **client_options(self.settings),
             group_id=f"{self.settings.consumer_group}-relay-{self.source}-{self.topic}",
             enable_auto_commit=False, auto_offset_reset="earliest", metadata_max_age_ms=5000,
         )
-        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap_servers, acks="all",
+        producer = AIOKafkaProducer(**client_options(self.settings), acks="all",
                                     enable_idempotence=True, linger_ms=2)
         await consumer.start()
         await producer.start()

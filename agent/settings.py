@@ -11,7 +11,7 @@ import re
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, SecretStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -65,6 +65,36 @@ class RelaySpec(BaseModel):
     topic: str
 
 
+class KafkaSecurity(BaseModel):
+    """How every Kafka client of the project connects (``COORDINATOR_KAFKA__...``): the agent, the
+    worker, relays, the CLI, ``topics apply``. Secrets are ``SecretStr``: never logged. Built once
+    into client options (``agent.kafkaio.client_options``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: PLAINTEXT, SSL (TLS, with a client certificate for mTLS), SASL_PLAINTEXT or SASL_SSL
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str = ""
+    sasl_password: SecretStr = SecretStr("")
+    #: the CA that signed the brokers' certificates (PEM; empty: the system's CAs)
+    ssl_cafile: str = ""
+    #: a client certificate and its key (PEM), for brokers that require one (mTLS)
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_key_password: SecretStr = SecretStr("")
+    #: check that the broker's certificate names the host connected to (keep it on)
+    ssl_check_hostname: bool = True
+
+    @property
+    def tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="COORDINATOR_",
@@ -80,6 +110,8 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_client_id: str = "coordinator"
     kafka_request_timeout: Seconds = 5.0
+    #: TLS and SASL for every Kafka client (``COORDINATOR_KAFKA__SECURITY_PROTOCOL`` and friends)
+    kafka: KafkaSecurity = KafkaSecurity()
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     redis_key_prefix: str = "coordinator"
     toxiproxy_url: str = "http://127.0.0.1:8474"

@@ -15,9 +15,10 @@ from typing import Any
 
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from agent.errors import ContractError
+from agent.errors import ContractError, Unavailable
+from agent.kafkaio import client_options, diagnose
 from agent.settings import Settings
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -84,11 +85,16 @@ def load_contract(path: Path | None = None, settings: Settings | None = None) ->
 async def apply(settings: Settings, specs: list[TopicSpec] | None = None) -> list[ApplyOutcome]:
     specs = specs if specs is not None else load_contract(settings=settings)
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **client_options(settings),
         client_id=f"{settings.kafka_client_id}-topics",
         request_timeout_ms=int(settings.kafka_request_timeout * 1000),
     )
-    await admin.start()
+    try:
+        await admin.start()
+    except KafkaError as exc:  # "Unable to bootstrap" says nothing: ask the broker why
+        why = await diagnose(settings.kafka_bootstrap_servers, settings.kafka)
+        await admin.close()
+        raise Unavailable(f"Kafka at {settings.kafka_bootstrap_servers}: {why or exc}") from exc
     try:
         cluster = await admin.describe_cluster()
         brokers = max(1, len(cluster.get("brokers", [])))

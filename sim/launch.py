@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sim import kafka_security
+
 PROGRAMS = ("exchange", "risk-monitor", "trading-engine", "load-generator")
 PROXY = "engine-to-exchange"
 
@@ -81,6 +83,12 @@ class SimOptions:
     #: the Toxiproxy proxy's listen address, and the address the engine dials to reach it
     proxy_listen: str | None = None
     proxy_address: str | None = None
+    #: Kafka security for every service (``SIM_KAFKA_*``: see ``sim.kafka_security``); those in the
+    #: launcher's environment apply too
+    kafka_env: dict[str, str] = field(default_factory=dict)
+
+    def kafka_security(self) -> dict[str, str]:
+        return {**{k: os.environ[k] for k in kafka_security.NAMES if os.environ.get(k)}, **self.kafka_env}
 
 
 @dataclass
@@ -111,7 +119,7 @@ class Sim:
         if self.running():
             raise RuntimeError(f"a sim is already running from {self.directory}; run: sim down --dir {self.directory}")
         self.directory.mkdir(parents=True, exist_ok=True)
-        asyncio.run(ensure_topics(options.kafka, options.audit_topic))
+        asyncio.run(ensure_topics(options.kafka, options.audit_topic, security=options.kafka_security()))
         base = options.base_port
         free = iter(_free_ports(2 * len(PROGRAMS) + 2))
         ports = {name: {"grpc": base + 1 + 2 * i, "http": base + 2 + 2 * i} if base else
@@ -154,7 +162,7 @@ class Sim:
                 exchange_address: str) -> str:
         env = {"SIM_KAFKA_BOOTSTRAP": options.kafka, "SIM_REDIS_URL": options.redis_url,
                "SIM_KNOBS_FILE": str(self.knobs_file), "SIM_REGISTRY_TTL": str(options.registry_ttl),
-               "SIM_AUDIT_TOPIC": options.audit_topic,
+               "SIM_AUDIT_TOPIC": options.audit_topic, **options.kafka_security(),
                "PYTHONUNBUFFERED": "1"}
         environment = ",".join(f'{k}="{_escape(v)}"' for k, v in env.items())
         extra = {"trading-engine": ["--exchange-address", exchange_address, "--order-timeout",
@@ -236,13 +244,14 @@ class Sim:
         self.state.unlink(missing_ok=True)
 
 
-async def ensure_topics(bootstrap: str, audit_topic: str, partitions: int = 3) -> None:
+async def ensure_topics(bootstrap: str, audit_topic: str, partitions: int = 3,
+                        security: dict[str, str] | None = None) -> None:
     """Create the sim's topics (and the audit topic) when missing; existing ones are left alone."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     from sim.services import TOPICS
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_security.options(bootstrap, {**os.environ, **(security or {})}))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from sim import kafka_security
 from sim.runtime import Service, correlation_of
 from sim.services import FILLS_TOPIC, INBOUND_TOPIC, remember
 
@@ -33,7 +34,7 @@ class LoadGenerator(Service):
 
     async def start_work(self) -> None:
         # fills are read from the end, with no group: only this process's orders matter
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.config.kafka, enable_auto_commit=False)
+        self._consumer = AIOKafkaConsumer(**kafka_security.options(self.config.kafka), enable_auto_commit=False)
         await self._consumer.start()
         for _ in range(100):
             found = self._consumer.partitions_for_topic(FILLS_TOPIC)

@@ -31,6 +31,7 @@ from aiokafka.errors import KafkaError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from sim import kafka_security
 from sim.knobs import Knobs
 
 log = logging.getLogger("sim")
@@ -172,7 +173,7 @@ class Service:
         await self.server.start()
         runner = await self._start_http()
 
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.config.kafka, linger_ms=5, acks=1)
+        self.producer = AIOKafkaProducer(**kafka_security.options(self.config.kafka), linger_ms=5, acks=1)
         await _retry(self.producer.start, stop, what="kafka")
         await self._register("starting")
         self.spawn(self._heartbeat(), "registry heartbeat")

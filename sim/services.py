@@ -26,6 +26,7 @@ import grpc
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
+from sim import kafka_security
 from sim._proto.sim.v1 import trading_pb2, trading_pb2_grpc
 from sim.runtime import CORRELATION_HEADER, Channels, Service, correlation_of, log
 
@@ -143,7 +144,8 @@ class RiskMonitor(Service, trading_pb2_grpc.RiskMonitorServiceServicer):
                                        fills_seen=self.fills_seen)
 
     async def start_work(self) -> None:
-        self._consumer = AIOKafkaConsumer(FILLS_TOPIC, bootstrap_servers=self.config.kafka, group_id="risk-monitor",
+        self._consumer = AIOKafkaConsumer(FILLS_TOPIC, **kafka_security.options(self.config.kafka),
+                                          group_id="risk-monitor",
                                           auto_offset_reset="latest", enable_auto_commit=True, **GROUP_TIMEOUTS)
         await self._consumer.start()
         self.spawn(self._consume(self._consumer), "fills")
@@ -226,7 +228,7 @@ class TradingEngine(Service, trading_pb2_grpc.TradingEngineServiceServicer):
         return {"pending": len(self.pending)}
 
     async def start_work(self) -> None:
-        self._consumer = AIOKafkaConsumer(ORDERS_TOPIC, FILLS_TOPIC, bootstrap_servers=self.config.kafka,
+        self._consumer = AIOKafkaConsumer(ORDERS_TOPIC, FILLS_TOPIC, **kafka_security.options(self.config.kafka),
                                           group_id="trading-engine", auto_offset_reset="latest",
                                           enable_auto_commit=True, **GROUP_TIMEOUTS)
         await self._consumer.start()

@@ -28,20 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.devstack import engine, install, procs
+from agent.devstack import engine, install, procs, secure
 from agent.errors import DevstackError
+from agent.settings import KafkaSecurity
 
 COMPONENTS = ("kafka", "redis", "toxiproxy", "docker")
-_PORTS = ("kafka", "kafka_controller", "redis", "toxiproxy")
+_PORTS = ("kafka", "kafka_controller", "kafka_mtls", "redis", "toxiproxy")
 
-_SERVER_PROPERTIES = """\
-process.roles=broker,controller
-node.id=1
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
-controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-controller.quorum.voters=1@127.0.0.1:{controller_port}
+#: what a single-node stack's broker needs whatever its listeners
+_COMMON_PROPERTIES = """\
 log.dirs={data}
 num.partitions=3
 default.replication.factor=1
@@ -60,6 +55,37 @@ num.recovery.threads.per.data.dir=1
 log.retention.hours=24
 auto.create.topics.enable=false
 """
+
+_SERVER_PROPERTIES = """\
+process.roles=broker,controller
+node.id=1
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.quorum.voters=1@127.0.0.1:{controller_port}
+""" + _COMMON_PROPERTIES
+
+#: ``--secure``: SASL_SSL (SCRAM) for clients on the main port, mTLS on a second one, the broker's
+#: own traffic over mTLS; every listener but the controller's (loopback, this process) is TLS
+_SECURE_PROPERTIES = """\
+process.roles=broker,controller
+node.id=1
+listeners=SASL_SSL://127.0.0.1:{port},SSL://127.0.0.1:{mtls_port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=SASL_SSL://127.0.0.1:{port},SSL://127.0.0.1:{mtls_port}
+inter.broker.listener.name=SSL
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=SASL_SSL:SASL_SSL,SSL:SSL,CONTROLLER:PLAINTEXT
+controller.quorum.voters=1@127.0.0.1:{controller_port}
+sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.ssl.ssl.client.auth=required
+ssl.keystore.type=PEM
+ssl.keystore.location={keystore}
+ssl.truststore.type=PEM
+ssl.truststore.location={truststore}
+""" + _COMMON_PROPERTIES
 
 _LOG4J2 = """\
 status = warn
@@ -95,6 +121,8 @@ class StackState:
     ports: dict[str, int] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
     cluster_id: str = ""
+    #: TLS and passwords on Kafka and Redis (``up(secure=True)``), fixed when the stack is made
+    secure: bool = False
 
 
 class Stack:
@@ -104,13 +132,22 @@ class Stack:
         self.dir = Path(directory).resolve()
 
     # -- public --------------------------------------------------------------------------------
-    def up(self, components: tuple[str, ...] = COMPONENTS, *, timeout: float = 120.0) -> dict[str, float]:
+    def up(self, components: tuple[str, ...] = COMPONENTS, *, timeout: float = 120.0,
+           secure: bool | None = None) -> dict[str, float]:
         """Start the parts not running and wait for them; returns seconds each took to be ready. The
-        container engine is left out when a Docker engine is configured already (``DOCKER_HOST``)."""
+        container engine is left out when a Docker engine is configured already (``DOCKER_HOST``).
+        ``secure``: Kafka over SASL_SSL (SCRAM) and mTLS, Redis over TLS with an ACL user; a stack
+        is made one way or the other, once (None: as it was made)."""
         _check_names(components)
         if os.environ.get("DOCKER_HOST") and components == COMPONENTS:
             components = tuple(c for c in components if c != "docker")
         with self._locked() as state:
+            if secure is not None and secure != state.secure:
+                if state.cluster_id and (self.dir / "kafka" / "data").exists():
+                    made = "with" if state.secure else "without"
+                    raise DevstackError(f"the stack in '{self.dir}' was made {made} --secure; "
+                                        f"run down and remove the directory, or use another --dir")
+                state.secure = secure
             self._allocate(state)
             started: dict[str, float] = {}
             for name in components:
@@ -159,20 +196,50 @@ class Stack:
     def is_up(self) -> bool:
         return all(s.running for s in self.status())
 
-    def env(self) -> dict[str, str]:
-        """Settings that point the agent, its tests and its tools at this stack."""
+    def env(self, listener: str = "sasl") -> dict[str, str]:
+        """Settings that point the agent, its tests and its tools at this stack. A secured stack's
+        carry its credentials (they are secrets: shown only to whoever reads this stack's files);
+        ``listener="mtls"``: Kafka's mTLS listener and the client certificate instead of SCRAM."""
         state = self._load()
         if not state.ports:
             raise DevstackError(f"no stack in '{self.dir}'; run: coordinator devstack up --dir {self.dir}")
         return {
             "COORDINATOR_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{state.ports['kafka']}",
             "COORDINATOR_REDIS_URL": f"redis://127.0.0.1:{state.ports['redis']}/0",
+            **(self._secure_env(state, listener) if state.secure else {}),
             "COORDINATOR_TOXIPROXY_URL": f"http://127.0.0.1:{state.ports['toxiproxy']}",
             "COORDINATOR_TOPIC_REPLICATION_FACTOR": "1",
             "COORDINATOR_DEVSTACK_DIR": str(self.dir),
             **({"COORDINATOR_DOCKER_URL": f"unix://{engine.socket_path(self.dir / 'docker')}"}
                if "docker" in state.pids else {}),
         }
+
+    def _secure_env(self, state: StackState, listener: str) -> dict[str, str]:
+        material = secure.ensure(self.dir / "secure")
+        redis_url = (f"rediss://{secure.REDIS_USER}:{material.redis_password}@127.0.0.1:{state.ports['redis']}/0"
+                     f"?ssl_ca_certs={material.ca}")
+        common = {"COORDINATOR_REDIS_URL": redis_url, "COORDINATOR_KAFKA__SSL_CAFILE": material.ca}
+        if listener == "mtls":
+            return {**common, "COORDINATOR_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{state.ports['kafka_mtls']}",
+                    "COORDINATOR_KAFKA__SECURITY_PROTOCOL": "SSL",
+                    "COORDINATOR_KAFKA__SSL_CERTFILE": material.client_cert,
+                    "COORDINATOR_KAFKA__SSL_KEYFILE": material.client_key}
+        if listener != "sasl":
+            raise DevstackError(f"unknown listener '{listener}'; the listeners are sasl and mtls")
+        return {**common, "COORDINATOR_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+                "COORDINATOR_KAFKA__SASL_MECHANISM": secure.SCRAM,
+                "COORDINATOR_KAFKA__SASL_USERNAME": secure.KAFKA_USER,
+                "COORDINATOR_KAFKA__SASL_PASSWORD": material.kafka_password}
+
+    def security(self) -> KafkaSecurity:
+        """The Kafka security of this stack's SASL_SSL listener (PLAINTEXT when it is not secured)."""
+        state = self._load()
+        if not state.secure:
+            return KafkaSecurity()
+        env = self._secure_env(state, "sasl")
+        return KafkaSecurity(security_protocol="SASL_SSL", sasl_mechanism=secure.SCRAM, sasl_username=secure.KAFKA_USER,
+                             sasl_password=env["COORDINATOR_KAFKA__SASL_PASSWORD"],  # type: ignore[arg-type]
+                             ssl_cafile=env["COORDINATOR_KAFKA__SSL_CAFILE"])
 
     # -- state ---------------------------------------------------------------------------------
     @contextmanager
@@ -191,7 +258,7 @@ class Stack:
             return StackState()
         raw = json.loads(path.read_text())
         return StackState(ports=raw.get("ports", {}), pids=raw.get("pids", {}),
-                          cluster_id=raw.get("cluster_id", ""))
+                          cluster_id=raw.get("cluster_id", ""), secure=bool(raw.get("secure", False)))
 
     def _save(self, state: StackState) -> None:
         tmp = self.dir / "state.json.tmp"
@@ -216,7 +283,8 @@ class Stack:
         return {
             "kafka": (str(self.dir / "kafka" / "server.properties"),),
             # redis retitles itself to "redis-server 127.0.0.1:PORT" once it runs
-            "redis": (f"127.0.0.1:{state.ports.get('redis')}", f"--port {state.ports.get('redis')} "),
+            "redis": (f"127.0.0.1:{state.ports.get('redis')}", f"--port {state.ports.get('redis')} ",
+                      f"--tls-port {state.ports.get('redis')} "),
             "toxiproxy": (f"-port {state.ports.get('toxiproxy')}",),
             "docker": (f"unix://{engine.socket_path(self.dir / 'docker')}",),
         }[name]
@@ -245,16 +313,28 @@ class Stack:
         home = self.dir / "kafka"
         home.mkdir(parents=True, exist_ok=True)
         props = home / "server.properties"
-        props.write_text(_SERVER_PROPERTIES.format(
-            port=state.ports["kafka"], controller_port=state.ports["kafka_controller"], data=home / "data"))
+        scram: list[str] = []
+        if state.secure:
+            material = secure.ensure(self.dir / "secure")
+            props.write_text(_SECURE_PROPERTIES.format(
+                port=state.ports["kafka"], mtls_port=state.ports["kafka_mtls"],
+                controller_port=state.ports["kafka_controller"], data=home / "data",
+                keystore=material.server_pem, truststore=material.ca))
+            # the SCRAM user, written into the metadata log as the storage is formatted
+            scram = [arg for mechanism in ("SCRAM-SHA-512", "SCRAM-SHA-256") for arg in (
+                "--add-scram", f"{mechanism}=[name={secure.KAFKA_USER},password={material.kafka_password}]")]
+        else:
+            props.write_text(_SERVER_PROPERTIES.format(
+                port=state.ports["kafka"], controller_port=state.ports["kafka_controller"], data=home / "data"))
+        props.chmod(0o600)
         log4j = home / "log4j2.properties"
         log4j.write_text(_LOG4J2)
         classpath = f"{libs}/*"
         if not (home / "data" / "meta.properties").exists():
             procs.run([java, *_JVM_OPTIONS, "-cp", classpath, "kafka.tools.StorageTool", "format",
-                       f"--cluster-id={state.cluster_id}", f"--config={props}", "--ignore-formatted"],
+                       f"--cluster-id={state.cluster_id}", f"--config={props}", "--ignore-formatted", *scram],
                       what="formatting the Kafka log directory", timeout=120)
-        self._busy_port_check(state, ("kafka", "kafka_controller"))
+        self._busy_port_check(state, ("kafka", "kafka_controller", *(("kafka_mtls",) if state.secure else ())))
         return procs.start(
             [java, *_JVM_OPTIONS, f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath,
              "kafka.Kafka", str(props)],
@@ -265,8 +345,17 @@ class Stack:
         data = self.dir / "redis"
         data.mkdir(parents=True, exist_ok=True)
         self._busy_port_check(state, ("redis",))
+        listen = ["--port", str(state.ports["redis"])]
+        if state.secure:
+            material = secure.ensure(self.dir / "secure")
+            acl = data / "users.acl"  # the ACL user with its password: a file, not the command line
+            acl.write_text(f"user default off\nuser {secure.REDIS_USER} on >{material.redis_password} ~* &* +@all\n")
+            acl.chmod(0o600)
+            listen = ["--port", "0", "--tls-port", str(state.ports["redis"]), "--tls-cert-file", material.server_cert,
+                      "--tls-key-file", material.server_key, "--tls-ca-cert-file", material.ca,
+                      "--tls-auth-clients", "optional", "--aclfile", str(acl)]
         return procs.start(
-            [binary, "--port", str(state.ports["redis"]), "--bind", "127.0.0.1", "--dir", str(data),
+            [binary, *listen, "--bind", "127.0.0.1", "--dir", str(data),
              # append-only file: claims, records and leases survive a Redis restart
              "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
              "--daemonize", "no", "--protected-mode", "yes"],
@@ -314,7 +403,7 @@ class Stack:
         from agent.health import kafka_cluster
 
         try:
-            _run_async(kafka_cluster(f"127.0.0.1:{state.ports['kafka']}", timeout=3.0))
+            _run_async(kafka_cluster(f"127.0.0.1:{state.ports['kafka']}", timeout=3.0, security=self.security()))
         except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
             return False
         return True
@@ -323,7 +412,8 @@ class Stack:
         import redis
 
         try:
-            client = redis.Redis(host="127.0.0.1", port=state.ports["redis"], socket_timeout=1)
+            client = (redis.Redis.from_url(self._secure_env(state, "sasl")["COORDINATOR_REDIS_URL"], socket_timeout=1)
+                      if state.secure else redis.Redis(host="127.0.0.1", port=state.ports["redis"], socket_timeout=1))
             with client:
                 return bool(client.ping())
         except redis.RedisError:

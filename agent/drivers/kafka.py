@@ -26,7 +26,8 @@ from agent.constants import CORRELATION_HEADER, redis_key
 from agent.drivers.base import DriverSpec, FaultDriver, FaultKind, FaultRequest
 from agent.errors import ActionError, RevertError
 from agent.fields import Duration, Strict, TopicName
-from agent.settings import Settings
+from agent.kafkaio import options_for
+from agent.settings import KafkaSecurity, Settings
 from agent.store import answer
 
 INJECTED_EVENT_TYPE = "coordinator.v1.InjectedEvent"
@@ -85,6 +86,8 @@ class KafkaDriverSettings:
     redis_key_prefix: str
     #: the ``ce_source`` of injected events
     instance_id: str
+    #: TLS and SASL, as the agent's other Kafka clients use them
+    security: KafkaSecurity = KafkaSecurity()
 
 
 class KafkaDriver(FaultDriver):
@@ -100,7 +103,7 @@ class KafkaDriver(FaultDriver):
     async def _get_producer(self) -> AIOKafkaProducer:
         async with self._lock:
             if self._producer is None:
-                producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers,
+                producer = AIOKafkaProducer(**options_for(self.settings.bootstrap_servers, self.settings.security),
                                             acks="all", enable_idempotence=True, linger_ms=5)
                 await producer.start()
                 self._producer = producer
@@ -179,7 +182,8 @@ class KafkaDriver(FaultDriver):
 
 def _configure(settings: Settings) -> KafkaDriverSettings:
     return KafkaDriverSettings(bootstrap_servers=settings.kafka_bootstrap_servers, redis_url=settings.redis_url,
-                               redis_key_prefix=settings.redis_key_prefix, instance_id=settings.instance_id)
+                               redis_key_prefix=settings.redis_key_prefix, instance_id=settings.instance_id,
+                               security=settings.kafka)
 
 
 SPEC = DriverSpec(

@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agent.errors import ProbeError
 from agent.grpc_clients import ChannelPool, CircuitOpen
+from agent.kafkaio import client_options
 from agent.registry import NotRegistered, Registry
 from agent.scenario.models import Scenario
 from agent.scenario.probes import Probe
@@ -123,7 +124,7 @@ class Prober:
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     async def _admin(self) -> AIOKafkaAdminClient:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers,
+        admin = AIOKafkaAdminClient(**client_options(self.settings),
                                     request_timeout_ms=int(self.settings.kafka_request_timeout * 1000))
         await admin.start()
         return admin
@@ -148,7 +149,7 @@ class Prober:
         partitions = [tp for tp in committed if topic is None or tp.topic == topic]
         if not partitions:
             raise ProbeError(f"consumer group '{group}' has no committed offsets" + (f" on '{topic}'" if topic else ""))
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers)
+        consumer = AIOKafkaConsumer(**client_options(self.settings))
         await consumer.start()
         try:
             ends = await consumer.end_offsets([TopicPartition(tp.topic, tp.partition) for tp in partitions])

@@ -27,6 +27,7 @@ from agent.constants import (
     DLQ_SOURCE_PARTITION_HEADER,
     DLQ_SOURCE_TOPIC_HEADER,
 )
+from agent.kafkaio import client_options
 from agent.logs import get_logger
 from agent.settings import Settings
 
@@ -48,7 +49,7 @@ class Publisher:
         if self._producer is not None:
             return
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers, client_id=self.settings.kafka_client_id,
+            **client_options(self.settings), client_id=self.settings.kafka_client_id,
             acks="all", enable_idempotence=True, linger_ms=2,
         )
         try:

@@ -41,7 +41,7 @@ from agent.errors import DecodeError
 from agent.grpc_api import GrpcServer
 from agent.health import CheckResult
 from agent.http import HttpServer
-from agent.kafkaio import topic_partitions
+from agent.kafkaio import client_options, diagnose, topic_partitions
 from agent.logs import get_logger
 from agent.platform import PlatformWatch
 from agent.registry import SelfRegistration
@@ -163,8 +163,11 @@ class Service:
                 # must not keep the agent from serving
                 return await self._consumer()
             except Exception as exc:  # noqa: BLE001 - any dependency not there yet: wait and retry
-                self.waiting = f"waiting for Kafka and Redis: {type(exc).__name__}: {exc}"
-                log.warning("waiting for dependencies", error=f"{type(exc).__name__}: {exc}", retry_in=delay)
+                why = f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, KafkaError):  # "Unable to bootstrap" says nothing: ask the broker why
+                    why = await diagnose(self.settings.kafka_bootstrap_servers, self.settings.kafka) or why
+                self.waiting = f"waiting for Kafka and Redis: {why}"
+                log.warning("waiting for dependencies", error=why, retry_in=delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
                 delay = min(delay * 2, 10.0)
@@ -218,7 +221,7 @@ class Service:
     # -- inputs ------------------------------------------------------------------------------------
     async def _consumer(self) -> AIOKafkaConsumer:
         consumer = AIOKafkaConsumer(
-            self.settings.topics.scenario_requests, bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            self.settings.topics.scenario_requests, **client_options(self.settings),
             group_id=self.settings.consumer_group, client_id=f"{self.settings.kafka_client_id}-ingress",
             enable_auto_commit=False, auto_offset_reset="earliest",
             # a requests topic created after the agent started is found within seconds, not minutes
@@ -247,7 +250,7 @@ class Service:
                 raise
 
     async def _verdict_listener(self, positioned: asyncio.Event) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap_servers, enable_auto_commit=False,
+        consumer = AIOKafkaConsumer(**client_options(self.settings), enable_auto_commit=False,
                                     client_id=f"{self.settings.kafka_client_id}-verdicts")
         await consumer.start()
         try:

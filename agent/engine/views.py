@@ -14,7 +14,7 @@ from agent import codec, vocabulary
 from agent._proto.coordinator.v1 import coordinator_service_pb2 as api
 from agent._proto.coordinator.v1 import events_pb2
 from agent.errors import Unavailable
-from agent.kafkaio import topic_partitions
+from agent.kafkaio import client_options, topic_partitions
 from agent.settings import Settings
 from agent.store import ExecutionRecord
 
@@ -55,7 +55,7 @@ async def follow(settings: Settings, execution: api.Execution) -> AsyncIterator[
     """Progress from the results topic (the execution's partition, from its start), then the result.
     An ended execution replays its progress, then its stored result."""
     topic = settings.topics.scenario_results
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
     try:
         await consumer.start()
         partitions = await topic_partitions(consumer, topic, timeout=5)

@@ -50,8 +50,9 @@ from agent import codec, metrics
 from agent._proto.coordinator.v1 import events_pb2
 from agent.engine.publisher import dead_letter_parts
 from agent.errors import ConfigError, DecodeError
+from agent.kafkaio import client_options, ssl_context
 from agent.logs import get_logger
-from agent.settings import Settings
+from agent.settings import KafkaSecurity, Settings
 from agent.vocabulary import verdict_value
 from agent.worker import judge as inbox_codec
 from agent.worker.judge import (
@@ -126,6 +127,17 @@ def check_versions(found: dict[str, str] | None = None) -> None:
                               f"{'.'.join(map(str, high))} (its internals are used here); found {found[name]}")
 
 
+def broker_credentials(security: KafkaSecurity) -> faust.auth.Credentials | None:
+    """The security settings as faust takes them (the same TLS context as every other client)."""
+    if security.sasl:
+        return faust.SASLCredentials(
+            username=security.sasl_username, password=security.sasl_password.get_secret_value(),
+            ssl_context=ssl_context(security) if security.tls else None, mechanism=security.sasl_mechanism)
+    if security.tls:
+        return faust.SSLCredentials(ssl_context(security))
+    return None
+
+
 def create_app(settings: Settings) -> faust.App:
     """The worker's faust app. Every faust and aiokafka internal the worker touches is in this module."""
     check_versions()
@@ -146,6 +158,7 @@ def create_app(settings: Settings) -> faust.App:
         producer_linger=0.002,
         key_serializer="raw",
         value_serializer="raw",
+        broker_credentials=broker_credentials(settings.kafka),
     )
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     chaos_topic = app.topic(settings.topics.chaos_events, **raw)
@@ -224,7 +237,7 @@ def create_app(settings: Settings) -> faust.App:
         async def on_start(self) -> None:
             session_ms = int(settings.worker_session_timeout * 1000)
             self.consumer = AIOKafkaConsumer(
-                settings.topics.audit_events, bootstrap_servers=settings.kafka_bootstrap_servers,
+                settings.topics.audit_events, **client_options(settings),
                 group_id=intake_group(settings), client_id=f"{settings.worker_app_id}-intake",
                 enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=AUDIT_BATCH,
                 session_timeout_ms=session_ms, heartbeat_interval_ms=max(1000, session_ms // 5))

@@ -17,7 +17,7 @@ from aiokafka.structs import ConsumerRecord
 
 from agent import codec
 from agent._proto.coordinator.v1 import events_pb2
-from agent.kafkaio import topic_partitions
+from agent.kafkaio import client_options, topic_partitions
 from agent.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,8 +60,10 @@ async def applied_settings(env: dict[str, str]) -> Settings:
     return settings
 
 
-async def read_all(bootstrap: str, topic: str) -> list[ConsumerRecord]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+async def read_all(bootstrap: str, topic: str, settings: Settings | None = None) -> list[ConsumerRecord]:
+    """Every record of ``topic`` (with ``settings``: on its secured listener)."""
+    options = client_options(settings) if settings is not None else {"bootstrap_servers": bootstrap}
+    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
     await consumer.start()
     try:
         try:
