@@ -72,7 +72,7 @@ def devstack_install() -> None:
 
 
 #: the stack's parts (``agent.devstack.stack.COMPONENTS``, without importing it for every command)
-_PARTS = ("kafka", "redis", "toxiproxy", "docker")
+_PARTS = ("kafka", "kafka-2", "kafka-3", "redis", "toxiproxy", "docker")
 
 
 @devstack.command("up")
@@ -81,13 +81,14 @@ _PARTS = ("kafka", "redis", "toxiproxy", "docker")
 @click.option("--secure", is_flag=True, default=None,
               help="Kafka over SASL_SSL (SCRAM) and mTLS, Redis over TLS with an ACL user, from a throwaway CA "
                    "(a new stack only; `devstack env` then carries the credentials)")
-def devstack_up(directory: Path | None, only: tuple[str, ...], secure: bool | None) -> None:
+@click.option("--brokers", type=click.Choice(["1", "3"]), default=None,
+              help="Kafka nodes: 3 makes a KRaft cluster (controller quorum of three; topics with 3 replicas, "
+                   "2 in sync) (a new stack only)")
+def devstack_up(directory: Path | None, only: tuple[str, ...], secure: bool | None, brokers: str | None) -> None:
     """Start the stack (or the parts not running) and wait until each part answers. The container
     engine (docker) is left out when DOCKER_HOST names one already."""
-    from agent.devstack.stack import COMPONENTS
-
     stack = _stack(directory)
-    timings = stack.up(only or COMPONENTS, secure=secure)
+    timings = stack.up(only or None, secure=secure, brokers=int(brokers) if brokers else None)
     _print_status(stack, timings)
     click.echo(f"\nuse it:  eval \"$(coordinator devstack env --dir {stack.dir})\"")
 

@@ -1,7 +1,8 @@
 """The topics contract (``topics/asyncapi.yaml``) and ``coordinator topics apply``.
 
 Topics are created from the AsyncAPI document's Kafka channel bindings: partitions, replicas
-(capped at the number of brokers and at ``topic_replication_factor``) and topic configuration.
+(capped at the number of brokers and at ``topic_replication_factor``) and topic configuration;
+with three replicas or more, ``min.insync.replicas`` is 2 unless the contract says otherwise.
 Applying is idempotent: existing topics are left as they are, and any difference from the contract
 (partition count) is reported, never changed behind the user's back.
 """
@@ -105,7 +106,10 @@ async def apply(settings: Settings, specs: list[TopicSpec] | None = None) -> lis
                 outcomes.append(_compare(spec, existing[spec.name]))
                 continue
             replicas = min(spec.replicas, brokers, settings.topic_replication_factor)
-            topic = NewTopic(spec.name, spec.partitions, replicas, topic_configs=dict(spec.config))
+            config = dict(spec.config)
+            if replicas >= 3:  # acks=all then waits for two copies: losing one broker loses nothing
+                config.setdefault("min.insync.replicas", "2")
+            topic = NewTopic(spec.name, spec.partitions, replicas, topic_configs=config)
             try:
                 await admin.create_topics([topic])
             except TopicAlreadyExistsError:

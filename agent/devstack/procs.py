@@ -88,6 +88,13 @@ def stop(pid: int | None, marker: str | tuple[str, ...] | None = None, *, grace:
         raise DevstackError(f"process {pid} did not exit after SIGKILL")
 
 
+def kill(pid: int) -> None:
+    """SIGKILL, and wait until it is gone: a process that dies without any chance to leave."""
+    _signal(pid, signal.SIGKILL)
+    if not wait_until(lambda: not alive(pid), timeout=5.0, interval=0.05):
+        raise DevstackError(f"process {pid} did not exit after SIGKILL")
+
+
 def wait_until(condition: Callable[[], bool], *, timeout: float, interval: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout
     while True:

@@ -28,64 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.devstack import brokers as brokers_
 from agent.devstack import engine, install, procs, secure
 from agent.errors import DevstackError
 from agent.settings import KafkaSecurity
 
 COMPONENTS = ("kafka", "redis", "toxiproxy", "docker")
-_PORTS = ("kafka", "kafka_controller", "kafka_mtls", "redis", "toxiproxy")
-
-#: what a single-node stack's broker needs whatever its listeners
-_COMMON_PROPERTIES = """\
-log.dirs={data}
-num.partitions=3
-default.replication.factor=1
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=3
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
-log.cleaner.dedupe.buffer.size=2097152
-num.network.threads=2
-num.io.threads=2
-num.recovery.threads.per.data.dir=1
-log.retention.hours=24
-auto.create.topics.enable=false
-"""
-
-_SERVER_PROPERTIES = """\
-process.roles=broker,controller
-node.id=1
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
-controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-controller.quorum.voters=1@127.0.0.1:{controller_port}
-""" + _COMMON_PROPERTIES
-
-#: ``--secure``: SASL_SSL (SCRAM) for clients on the main port, mTLS on a second one, the broker's
-#: own traffic over mTLS; every listener but the controller's (loopback, this process) is TLS
-_SECURE_PROPERTIES = """\
-process.roles=broker,controller
-node.id=1
-listeners=SASL_SSL://127.0.0.1:{port},SSL://127.0.0.1:{mtls_port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=SASL_SSL://127.0.0.1:{port},SSL://127.0.0.1:{mtls_port}
-inter.broker.listener.name=SSL
-controller.listener.names=CONTROLLER
-listener.security.protocol.map=SASL_SSL:SASL_SSL,SSL:SSL,CONTROLLER:PLAINTEXT
-controller.quorum.voters=1@127.0.0.1:{controller_port}
-sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256
-listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
-listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
-listener.name.ssl.ssl.client.auth=required
-ssl.keystore.type=PEM
-ssl.keystore.location={keystore}
-ssl.truststore.type=PEM
-ssl.truststore.location={truststore}
-""" + _COMMON_PROPERTIES
+_PORTS = ("redis", "toxiproxy")
 
 _LOG4J2 = """\
 status = warn
@@ -123,6 +72,11 @@ class StackState:
     cluster_id: str = ""
     #: TLS and passwords on Kafka and Redis (``up(secure=True)``), fixed when the stack is made
     secure: bool = False
+    #: Kafka nodes (1, or 3: ``up(brokers=3)``), fixed when the stack is made
+    brokers: int = 1
+
+    def parts(self) -> tuple[str, ...]:
+        return (*brokers_.nodes(self.brokers), *COMPONENTS[1:])
 
 
 class Stack:
@@ -132,52 +86,80 @@ class Stack:
         self.dir = Path(directory).resolve()
 
     # -- public --------------------------------------------------------------------------------
-    def up(self, components: tuple[str, ...] = COMPONENTS, *, timeout: float = 120.0,
-           secure: bool | None = None) -> dict[str, float]:
-        """Start the parts not running and wait for them; returns seconds each took to be ready. The
-        container engine is left out when a Docker engine is configured already (``DOCKER_HOST``).
-        ``secure``: Kafka over SASL_SSL (SCRAM) and mTLS, Redis over TLS with an ACL user; a stack
-        is made one way or the other, once (None: as it was made)."""
-        _check_names(components)
-        if os.environ.get("DOCKER_HOST") and components == COMPONENTS:
-            components = tuple(c for c in components if c != "docker")
+    def up(self, components: tuple[str, ...] | None = None, *, timeout: float = 120.0,
+           secure: bool | None = None, brokers: int | None = None) -> dict[str, float]:
+        """Start the parts not running and wait for them; returns seconds each took to be ready.
+        ``components``: default every part (the container engine left out when ``DOCKER_HOST`` names
+        an engine already); ``kafka`` means every Kafka node. ``secure``: Kafka over SASL_SSL (SCRAM)
+        and mTLS, Redis over TLS with an ACL user; ``brokers``: 1 or 3 Kafka nodes. A stack is made
+        one way, once (None: as it was made)."""
         with self._locked() as state:
-            if secure is not None and secure != state.secure:
-                if state.cluster_id and (self.dir / "kafka" / "data").exists():
-                    made = "with" if state.secure else "without"
-                    raise DevstackError(f"the stack in '{self.dir}' was made {made} --secure; "
-                                        f"run down and remove the directory, or use another --dir")
-                state.secure = secure
-            self._allocate(state)
-            started: dict[str, float] = {}
-            for name in components:
-                if not self._alive(state, name):
-                    started[name] = time.monotonic()
-                    state.pids[name] = getattr(self, f"_start_{name}")(state)
-                    self._save(state)
-            timings = {}
-            # the quick parts first, so each figure is that part's own start-up time
-            for name, t0 in sorted(started.items(), key=lambda item: item[0] == "kafka"):
-                self._wait_ready(state, name, t0 + timeout)
-                timings[name] = round(time.monotonic() - t0, 3)
-            return timings
+            self._fix(state, secure, brokers)
+            if components is None:
+                components = tuple(c for c in state.parts() if c != "docker" or not os.environ.get("DOCKER_HOST"))
+            elif "kafka" in components:
+                components = tuple(dict.fromkeys(
+                    n for c in components for n in (brokers_.nodes(state.brokers) if c == "kafka" else (c,))))
+            return self._up(state, components, timeout)
+
+    def _up(self, state: StackState, components: tuple[str, ...], timeout: float) -> dict[str, float]:
+        """Start ``components`` (names as given) and wait for them, the lock held."""
+        _check_names(components, state)
+        self._allocate(state)
+        started: dict[str, float] = {}
+        for name in components:
+            if not self._alive(state, name):
+                started[name] = time.monotonic()
+                state.pids[name] = self._start_node(state, name) if brokers_.is_node(name) else \
+                    getattr(self, f"_start_{name}")(state)
+                self._save(state)
+        timings = {}
+        # the quick parts first, so each figure is that part's own start-up time
+        for name, t0 in sorted(started.items(), key=lambda item: brokers_.is_node(item[0])):
+            self._wait_ready(state, name, t0 + timeout)
+            timings[name] = round(time.monotonic() - t0, 3)
+        return timings
+
+    def _fix(self, state: StackState, secure: bool | None, brokers: int | None) -> None:
+        """Set how the stack is made, once: a made stack cannot change."""
+        made = state.cluster_id and (self.dir / "kafka" / "data").exists()
+        if brokers is not None and brokers not in (1, brokers_.MAX_BROKERS):
+            raise DevstackError(f"--brokers takes 1 or {brokers_.MAX_BROKERS}, not {brokers}")
+        for what, wanted, current in (("--secure", secure, state.secure), ("--brokers", brokers, state.brokers)):
+            if wanted is not None and wanted != current and made:
+                raise DevstackError(f"the stack in '{self.dir}' was made with {what} {current}; "
+                                    f"run down and remove the directory, or use another --dir")
+        state.secure = state.secure if secure is None else secure
+        state.brokers = state.brokers if brokers is None else brokers
 
     def down(self) -> None:
         with self._locked() as state:
             if self._alive(state, "docker"):  # its containers outlive the engine: remove them first
                 engine.remove_all(engine.socket_path(self.dir / "docker"))
-            for name in reversed(COMPONENTS):
+            for name in reversed(state.parts()):
                 self._stop(state, name)
             shutil.rmtree(engine.run_dir(self.dir / "docker"), ignore_errors=True)
             self._save(state)
 
     def start(self, name: str, *, timeout: float = 120.0) -> dict[str, float]:
-        return self.up((name,), timeout=timeout)
+        """Start one part (``kafka`` is node 1 here; ``kafka-2``, ``kafka-3`` the others)."""
+        with self._locked() as state:
+            return self._up(state, (name,), timeout)
 
     def stop(self, name: str) -> None:
-        _check_names((name,))
         with self._locked() as state:
+            _check_names((name,), state)
             self._stop(state, name)
+            self._save(state)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one part (a broker that dies without leaving the cluster)."""
+        with self._locked() as state:
+            _check_names((name,), state)
+            pid = state.pids.get(name)
+            if pid and self._alive(state, name):
+                procs.kill(pid)
+            state.pids.pop(name, None)
             self._save(state)
 
     def status(self) -> list[ComponentStatus]:
@@ -190,7 +172,7 @@ class Stack:
                 address=self._address(state, name),
                 log=str(self.dir / "logs" / f"{name}.log"),
             )
-            for name in COMPONENTS
+            for name in state.parts()
         ]
 
     def is_up(self) -> bool:
@@ -204,11 +186,11 @@ class Stack:
         if not state.ports:
             raise DevstackError(f"no stack in '{self.dir}'; run: coordinator devstack up --dir {self.dir}")
         return {
-            "COORDINATOR_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{state.ports['kafka']}",
+            "COORDINATOR_KAFKA_BOOTSTRAP_SERVERS": self._bootstrap(state, ""),
             "COORDINATOR_REDIS_URL": f"redis://127.0.0.1:{state.ports['redis']}/0",
             **(self._secure_env(state, listener) if state.secure else {}),
             "COORDINATOR_TOXIPROXY_URL": f"http://127.0.0.1:{state.ports['toxiproxy']}",
-            "COORDINATOR_TOPIC_REPLICATION_FACTOR": "1",
+            "COORDINATOR_TOPIC_REPLICATION_FACTOR": str(min(3, state.brokers)),
             "COORDINATOR_DEVSTACK_DIR": str(self.dir),
             **({"COORDINATOR_DOCKER_URL": f"unix://{engine.socket_path(self.dir / 'docker')}"}
                if "docker" in state.pids else {}),
@@ -220,7 +202,7 @@ class Stack:
                      f"?ssl_ca_certs={material.ca}")
         common = {"COORDINATOR_REDIS_URL": redis_url, "COORDINATOR_KAFKA__SSL_CAFILE": material.ca}
         if listener == "mtls":
-            return {**common, "COORDINATOR_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{state.ports['kafka_mtls']}",
+            return {**common, "COORDINATOR_KAFKA_BOOTSTRAP_SERVERS": self._bootstrap(state, "_mtls"),
                     "COORDINATOR_KAFKA__SECURITY_PROTOCOL": "SSL",
                     "COORDINATOR_KAFKA__SSL_CERTFILE": material.client_cert,
                     "COORDINATOR_KAFKA__SSL_KEYFILE": material.client_key}
@@ -230,6 +212,10 @@ class Stack:
                 "COORDINATOR_KAFKA__SASL_MECHANISM": secure.SCRAM,
                 "COORDINATOR_KAFKA__SASL_USERNAME": secure.KAFKA_USER,
                 "COORDINATOR_KAFKA__SASL_PASSWORD": material.kafka_password}
+
+    @staticmethod
+    def _bootstrap(state: StackState, kind: str) -> str:
+        return ",".join(f"127.0.0.1:{state.ports[node + kind]}" for node in brokers_.nodes(state.brokers))
 
     def security(self) -> KafkaSecurity:
         """The Kafka security of this stack's SASL_SSL listener (PLAINTEXT when it is not secured)."""
@@ -258,7 +244,8 @@ class Stack:
             return StackState()
         raw = json.loads(path.read_text())
         return StackState(ports=raw.get("ports", {}), pids=raw.get("pids", {}),
-                          cluster_id=raw.get("cluster_id", ""), secure=bool(raw.get("secure", False)))
+                          cluster_id=raw.get("cluster_id", ""), secure=bool(raw.get("secure", False)),
+                          brokers=int(raw.get("brokers", 1)))
 
     def _save(self, state: StackState) -> None:
         tmp = self.dir / "state.json.tmp"
@@ -267,7 +254,7 @@ class Stack:
 
     def _allocate(self, state: StackState) -> None:
         taken = set(state.ports.values())
-        for port in _PORTS:
+        for port in (*brokers_.port_names(state.brokers), *_PORTS):
             if port not in state.ports:
                 candidate = procs.free_port()
                 while candidate in taken:  # a port just released can be handed out again
@@ -280,8 +267,9 @@ class Stack:
 
     def _marker(self, state: StackState, name: str) -> tuple[str, ...]:
         """What identifies our process of ``name`` in /proc (a pid alone may have been reused)."""
+        if brokers_.is_node(name):
+            return (str(self.dir / name / "server.properties"),)
         return {
-            "kafka": (str(self.dir / "kafka" / "server.properties"),),
             # redis retitles itself to "redis-server 127.0.0.1:PORT" once it runs
             "redis": (f"127.0.0.1:{state.ports.get('redis')}", f"--port {state.ports.get('redis')} ",
                       f"--tls-port {state.ports.get('redis')} "),
@@ -296,7 +284,8 @@ class Stack:
         if name == "docker":
             return f"unix://{engine.socket_path(self.dir / 'docker')}"
         port = state.ports.get(name)
-        scheme = {"kafka": "", "redis": "redis://", "toxiproxy": "http://"}[name]
+        redis = "rediss://" if state.secure else "redis://"
+        scheme = "" if brokers_.is_node(name) else {"redis": redis, "toxiproxy": "http://"}[name]
         return f"{scheme}127.0.0.1:{port}" if port else "-"
 
     def _stop(self, state: StackState, name: str) -> None:
@@ -307,38 +296,31 @@ class Stack:
     def _log(self, name: str) -> Path:
         return self.dir / "logs" / f"{name}.log"
 
-    def _start_kafka(self, state: StackState) -> int:
+    def _start_node(self, state: StackState, node: str) -> int:
         libs = install.ensure_kafka()
         java = install.java_binary()
-        home = self.dir / "kafka"
+        home = self.dir / node
         home.mkdir(parents=True, exist_ok=True)
         props = home / "server.properties"
-        scram: list[str] = []
-        if state.secure:
-            material = secure.ensure(self.dir / "secure")
-            props.write_text(_SECURE_PROPERTIES.format(
-                port=state.ports["kafka"], mtls_port=state.ports["kafka_mtls"],
-                controller_port=state.ports["kafka_controller"], data=home / "data",
-                keystore=material.server_pem, truststore=material.ca))
-            # the SCRAM user, written into the metadata log as the storage is formatted
-            scram = [arg for mechanism in ("SCRAM-SHA-512", "SCRAM-SHA-256") for arg in (
-                "--add-scram", f"{mechanism}=[name={secure.KAFKA_USER},password={material.kafka_password}]")]
-        else:
-            props.write_text(_SERVER_PROPERTIES.format(
-                port=state.ports["kafka"], controller_port=state.ports["kafka_controller"], data=home / "data"))
+        material = secure.ensure(self.dir / "secure") if state.secure else None
+        props.write_text(brokers_.properties(node, state.brokers, state.ports, home / "data", material))
         props.chmod(0o600)
+        # a secured stack's SCRAM user, written into the metadata log as the storage is formatted
+        scram = [arg for mechanism in ("SCRAM-SHA-512", "SCRAM-SHA-256") for arg in (
+            "--add-scram", f"{mechanism}=[name={secure.KAFKA_USER},password={material.kafka_password}]")
+        ] if material is not None else []
         log4j = home / "log4j2.properties"
         log4j.write_text(_LOG4J2)
         classpath = f"{libs}/*"
         if not (home / "data" / "meta.properties").exists():
             procs.run([java, *_JVM_OPTIONS, "-cp", classpath, "kafka.tools.StorageTool", "format",
                        f"--cluster-id={state.cluster_id}", f"--config={props}", "--ignore-formatted", *scram],
-                      what="formatting the Kafka log directory", timeout=120)
-        self._busy_port_check(state, ("kafka", "kafka_controller", *(("kafka_mtls",) if state.secure else ())))
+                      what=f"formatting the log directory of {node}", timeout=120)
+        self._busy_port_check(state, (node, f"{node}_controller", *((f"{node}_mtls",) if state.secure else ())))
         return procs.start(
             [java, *_JVM_OPTIONS, f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath,
              "kafka.Kafka", str(props)],
-            log_path=self._log("kafka"), cwd=home)
+            log_path=self._log(node), cwd=home)
 
     def _start_redis(self, state: StackState) -> int:
         binary = install.ensure_redis()
@@ -382,8 +364,8 @@ class Stack:
                     f"stop it or remove '{self.dir}' to choose new ports")
 
     def _wait_ready(self, state: StackState, name: str, deadline: float) -> None:
-        check = {"kafka": self._kafka_ready, "redis": self._redis_ready, "toxiproxy": self._toxiproxy_ready,
-                 "docker": self._docker_ready}[name]
+        check = (lambda state: self._kafka_ready(state, name)) if brokers_.is_node(name) else {
+            "redis": self._redis_ready, "toxiproxy": self._toxiproxy_ready, "docker": self._docker_ready}[name]
         while True:
             # the pid was just started here: no command-line marker needed (and redis rewrites its
             # command line as it starts, which a marker check can catch half written)
@@ -397,13 +379,13 @@ class Stack:
                                     + procs.tail(self._log(name)))
             time.sleep(0.1)
 
-    def _kafka_ready(self, state: StackState) -> bool:
-        if not procs.port_in_use(state.ports["kafka"]):
+    def _kafka_ready(self, state: StackState, node: str) -> bool:
+        if not procs.port_in_use(state.ports[node]):
             return False
         from agent.health import kafka_cluster
 
         try:
-            _run_async(kafka_cluster(f"127.0.0.1:{state.ports['kafka']}", timeout=3.0, security=self.security()))
+            _run_async(kafka_cluster(f"127.0.0.1:{state.ports[node]}", timeout=3.0, security=self.security()))
         except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
             return False
         return True
@@ -445,10 +427,10 @@ def new_cluster_id() -> str:
             return candidate
 
 
-def _check_names(names: tuple[str, ...]) -> None:
+def _check_names(names: tuple[str, ...], state: StackState) -> None:
     for name in names:
-        if name not in COMPONENTS:
-            raise DevstackError(f"unknown stack part '{name}'; the parts are {', '.join(COMPONENTS)}")
+        if name not in state.parts():
+            raise DevstackError(f"unknown stack part '{name}'; the parts are {', '.join(state.parts())}")
 
 
 def _run_async(coro: Coroutine[Any, Any, Any]) -> Any:
