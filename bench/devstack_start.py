@@ -5,7 +5,7 @@
 Each figure is the wall time of `Stack.up()` until every part answers (Kafka: admin metadata,
 Redis: PING, Toxiproxy: GET /version), over --runs runs.
 
-    .venv/bin/python bench/devstack_start.py [--runs 3]
+    .venv/bin/python bench/devstack_start.py [--runs 3] [--secure] [--brokers 3]
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 from agent.devstack import Stack, ensure_all
 
 
-def _timed_up(stack: Stack) -> tuple[float, dict[str, float]]:
+def _timed_up(stack: Stack, secure: bool | None = None, brokers: int | None = None) -> tuple[float, dict[str, float]]:
     t0 = time.perf_counter()
-    parts = stack.up()
+    parts = stack.up(secure=secure, brokers=brokers)
     return time.perf_counter() - t0, parts
 
 
@@ -34,6 +34,8 @@ def _summary(values: list[float]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--secure", action="store_true", help="TLS, SCRAM and mTLS on Kafka, TLS and ACL on Redis")
+    parser.add_argument("--brokers", type=int, default=1, choices=(1, 3))
     opts = parser.parse_args()
     t0 = time.perf_counter()
     ensure_all()
@@ -43,7 +45,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-devstack-") as tmp:
             stack = Stack(Path(tmp))
             try:
-                took, parts = _timed_up(stack)
+                took, parts = _timed_up(stack, opts.secure, opts.brokers)
                 cold.append(took)
                 parts_cold.append(parts)
                 stack.down()
@@ -54,7 +56,7 @@ def main() -> None:
                 stack.down()
     print(json.dumps({
         "benchmark": "devstack_start",
-        "runs": opts.runs,
+        "runs": opts.runs, "secure": opts.secure, "brokers": opts.brokers,
         "install_check_s": round(install_s, 3),
         "cold": _summary(cold),
         "warm": _summary(warm),

@@ -136,6 +136,9 @@ class Stack:
         with self._locked() as state:
             if self._alive(state, "docker"):  # its containers outlive the engine: remove them first
                 engine.remove_all(engine.socket_path(self.dir / "docker"))
+            # every Kafka node at once: the last of a cluster stopped alone waits for a quorum that is gone
+            with concurrent.futures.ThreadPoolExecutor(max_workers=brokers_.MAX_BROKERS) as pool:
+                list(pool.map(lambda node: self._stop(state, node), brokers_.nodes(state.brokers)))
             for name in reversed(state.parts()):
                 self._stop(state, name)
             shutil.rmtree(engine.run_dir(self.dir / "docker"), ignore_errors=True)
@@ -358,7 +361,9 @@ class Stack:
 
     def _busy_port_check(self, state: StackState, names: tuple[str, ...]) -> None:
         for name in names:
-            if procs.port_in_use(state.ports[name]):
+            port = state.ports[name]
+            # a port our own part just released can answer for a moment longer
+            if not procs.wait_until(lambda: not procs.port_in_use(port), timeout=10.0):  # noqa: B023 - used at once
                 raise DevstackError(
                     f"port {state.ports[name]} for {name} is taken by another process; "
                     f"stop it or remove '{self.dir}' to choose new ports")
