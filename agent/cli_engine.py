@@ -101,7 +101,12 @@ def run(ctx: click.Context, scenario: str, params: tuple[str, ...], dry_run: boo
     settings = get_settings()
     request = client.build_request(scenario, parse_params(params), dry_run=dry_run, labels=parse_params(labels))
 
+    executions: list[str] = []
+
     def progress(p: Any) -> None:
+        if output == "text" and p.execution_id not in executions:
+            executions.append(p.execution_id)
+            click.echo(f"execution {p.execution_id} (coordinator report {p.execution_id})")
         if output == "text":
             click.echo(f"  [{p.phase}] {p.message}")
 
@@ -117,6 +122,7 @@ def run(ctx: click.Context, scenario: str, params: tuple[str, ...], dry_run: boo
         click.echo(json_format.MessageToJson(result))
     else:
         click.echo(f"{client.status_name(result.status)}: {result.reason}")
+        click.echo(f"  execution {result.execution_id}")
         for injection in result.injections:
             click.echo(f"  fault {injection.fault} on {injection.target}  correlation id {injection.correlation_id}")
         for verdict in result.verdicts:
@@ -130,13 +136,26 @@ def run(ctx: click.Context, scenario: str, params: tuple[str, ...], dry_run: boo
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE")
 @click.option("--dry-run", is_flag=True)
 @click.option("--request-id", default=None, help="idempotency key (default: a new UUID)")
-def submit(scenario: str, params: tuple[str, ...], dry_run: bool, request_id: str | None) -> None:
-    """Publish a scenario request and print its request id (does not wait)."""
+@click.option("--wait", type=float, default=10.0, show_default=True,
+              help="seconds to wait for an agent to accept it and name the execution (0: do not wait)")
+def submit(scenario: str, params: tuple[str, ...], dry_run: bool, request_id: str | None, wait: float) -> None:
+    """Publish a scenario request; print its request id, then the execution id an agent gave it
+    (``execution ID``), or ``execution unknown`` when none accepted it within --wait (or, with
+    --wait 0, nothing more). It does not wait for the result: ``coordinator report ID`` does."""
     from agent import client
 
+    settings = get_settings()
     request = client.build_request(scenario, parse_params(params), dry_run=dry_run, request_id=request_id)
-    asyncio.run(client.submit(get_settings(), request))
+    if not wait:
+        asyncio.run(client.submit(settings, request))
+        click.echo(request.request_id)
+        return
+    seen: list[str] = []
+    result = asyncio.run(client.run_and_follow(settings, request, timeout=wait, until_accepted=True,
+                                               on_progress=lambda p: seen.append(p.execution_id)))
     click.echo(request.request_id)
+    execution = seen[0] if seen else (result.execution_id if result is not None else "")
+    click.echo(f"execution {execution or 'unknown'}")
 
 
 def _write_reports(result: Any, paths: dict[str, str | None]) -> None:

@@ -56,11 +56,19 @@ async def submit(settings: Settings, request: events_pb2.ScenarioRequest) -> Non
 
 
 async def run_and_follow(settings: Settings, request: events_pb2.ScenarioRequest, *, timeout: float,
-                         on_progress: Callable[[events_pb2.ExecutionProgress], None] | None = None
-                         ) -> events_pb2.ScenarioResult | None:
-    """Publish ``request`` and return its final result (None when ``timeout`` passes first)."""
+                         on_progress: Callable[[events_pb2.ExecutionProgress], None] | None = None,
+                         until_accepted: bool = False) -> events_pb2.ScenarioResult | None:
+    """Publish ``request`` and return its final result (None when ``timeout`` passes first);
+    ``until_accepted``: return as soon as an agent reports the execution it started (progress)."""
     consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
     await consumer.start()
+    accepted: list[events_pb2.ExecutionProgress] = []
+
+    def progressed(progress: events_pb2.ExecutionProgress) -> None:
+        accepted.append(progress)
+        if on_progress is not None:
+            on_progress(progress)
+
     try:
         partitions = await topic_partitions(consumer, settings.topics.scenario_results)
         consumer.assign(partitions)
@@ -69,11 +77,11 @@ async def run_and_follow(settings: Settings, request: events_pb2.ScenarioRequest
             await consumer.position(tp)
         await submit(settings, request)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (until_accepted and accepted):
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 for record in records:
-                    found = _match(record, request.request_id, on_progress)
+                    found = _match(record, request.request_id, progressed)
                     if found is not None:
                         return found
         return None

@@ -31,7 +31,7 @@ from typing import Any
 import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from agent._proto.coordinator.v1 import coordinator_service_pb2 as api
@@ -212,6 +212,24 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
 
 
 # -- the server -----------------------------------------------------------------------------------
+#: the stable name of the reflection service (grpcurl and Postman ask for it first)
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def _serve_reflection(server: grpc.aio.Server, services: tuple[str, ...]) -> None:
+    """Server reflection under both its names: ``grpc.reflection.v1alpha`` (grpcio-reflection's) and
+    ``grpc.reflection.v1``, whose messages are the same on the wire (same fields and numbers), so one
+    servicer answers both."""
+    names = (*services, reflection.SERVICE_NAME, REFLECTION_V1)
+    servicer = reflection.aio.ReflectionServicer(names)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(REFLECTION_V1, {
+        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+            servicer.ServerReflectionInfo,
+            request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)}),))
+
+
 class GrpcServer:
     """The gRPC server of ``coordinator serve``: the API, health and reflection."""
 
@@ -230,7 +248,7 @@ class GrpcServer:
         api_grpc.add_CoordinatorServiceServicer_to_server(  # type: ignore[no-untyped-call]
             CoordinatorServicer(self.engine), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection((SERVICE_NAME, HEALTH_NAME, reflection.SERVICE_NAME), self.server)
+        _serve_reflection(self.server, (SERVICE_NAME, HEALTH_NAME))
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"

@@ -126,6 +126,9 @@ class Lease:
     created_at: float
     expires_at: float
     injected: bool = False
+    #: when the fault started to act (the INJECTED event's time), 0 until it is applied
+    injected_at: float = 0.0
+    scenario_name: str = ""
 
     def to_redis(self) -> dict[str, str]:
         data = asdict(self)
@@ -140,7 +143,8 @@ class Lease:
             target=raw["target"], service=raw.get("service", ""), fault=raw["fault"],
             step_name=raw.get("step_name", ""), recipe=json.loads(raw.get("recipe") or "{}"),
             owner=raw["owner"], created_at=float(raw["created_at"]), expires_at=float(raw["expires_at"]),
-            injected=raw.get("injected") == "1",
+            injected=raw.get("injected") == "1", injected_at=float(raw.get("injected_at") or 0.0),
+            scenario_name=raw.get("scenario_name", ""),
         )
 
 
@@ -346,7 +350,7 @@ class Store:
         """Record that the fault is applied; False when the run or the lease changed hands meanwhile."""
         done = await self._fenced_hset(
             keys=[self.key("execution", lease.execution_id), self.key("lease", lease.correlation_id)],
-            args=[lease.owner, epoch, "1", "injected", "1"])
+            args=[lease.owner, epoch, "1", "injected", "1", "injected_at", repr(lease.injected_at)])
         return bool(done == 1)
 
     async def delete_lease(self, correlation_id: str) -> None:

@@ -116,7 +116,7 @@ class MemoryStore:
         held = self.lease_table.get(lease.correlation_id)
         if not self._holds(lease.execution_id, lease.owner, epoch) or held is None or held.owner != lease.owner:
             return False
-        held.injected = True
+        held.injected, held.injected_at = True, lease.injected_at
         return True
 
     async def delete_lease(self, correlation_id: str) -> None:

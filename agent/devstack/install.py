@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -113,8 +114,16 @@ def ensure_toxiproxy() -> str:
 
 
 def ensure_grpcurl() -> str:
-    """Return the path of ``grpcurl``, building the pinned module with ``go install`` if needed."""
-    return _go_binary("grpcurl", GRPCURL_MODULE, "cmd/grpcurl", GRPCURL_VERSION)
+    """Return the path of ``grpcurl``, building the pinned module with ``go install`` if needed; in
+    a virtualenv, also linked as ``grpcurl`` in its ``bin`` (``.venv/bin/grpcurl``), where the docs
+    say it is."""
+    built = _go_binary("grpcurl", GRPCURL_MODULE, "cmd/grpcurl", GRPCURL_VERSION)
+    if sys.prefix != sys.base_prefix:
+        link = Path(sys.prefix) / "bin" / "grpcurl"
+        if not link.exists() or (link.is_symlink() and os.readlink(link) != built):
+            link.unlink(missing_ok=True)
+            link.symlink_to(built)
+    return built
 
 
 def _go_binary(name: str, module: str, command: str, version: str) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -197,11 +198,12 @@ class Engine:
     async def submit(self, request: events_pb2.ScenarioRequest, *, wait: float = 10.0) -> Submission:
         """Validate ``request`` and publish it to the requests topic; return once an agent claimed it.
 
-        A request id already claimed returns that execution (``duplicate``). Raises ``Rejected`` (no
-        request id, no scenario), ``NotFound``, ``ScenarioError``, ``StateError`` (halted),
-        ``Unavailable``, or ``TimeoutError`` when nobody claimed it within ``wait`` seconds."""
+        A request id already claimed returns that execution (``duplicate``); a request without one
+        gets a new UUID (``Submission.request_id`` says which). Raises ``Rejected`` (no scenario),
+        ``NotFound``, ``ScenarioError``, ``StateError`` (halted), ``Unavailable``, or
+        ``TimeoutError`` when nobody claimed it within ``wait`` seconds."""
         if not request.request_id:
-            raise Rejected("no-request-id", "request.request_id is required")
+            request.request_id = str(uuid.uuid4())
         earlier = await _redis(self.store.claimed_request(request.request_id))
         if earlier:
             return Submission(earlier, request.request_id, duplicate=True)
@@ -242,7 +244,7 @@ class Engine:
         for name in catalog.names():
             entry = catalog.get(name)
             out.append(api.ScenarioSummary(
-                name=name, description=entry.scenario.metadata.description or "", file=str(entry.path),
+                name=name, description=entry.scenario.metadata.description or "", file=entry.relative,
                 targets=sorted(entry.scenario.spec.targets),
                 faults=sorted({s.fault for s in entry.scenario.fault_steps()})))
         return out
@@ -312,7 +314,7 @@ class Engine:
         (dead-lettered, with a REJECTED result)."""
         received = (record.timestamp / 1000.0) if record.timestamp and record.timestamp > 0 else time.time()
         request = events_pb2.ScenarioRequest()
-        request_id = f"{record.topic}-{record.partition}-{record.offset}"
+        request_id = _salvaged_request_id(record)
         execution_id = str(uuid.uuid4())
         try:
             try:
@@ -454,6 +456,31 @@ class Engine:
         result.started_at.FromNanoseconds(int(record.started_at * 1e9))
         result.ended_at.GetCurrentTime()
         return result
+
+
+def _salvaged_request_id(record: ConsumerRecord) -> str:
+    """The request id of a record, even one that does not decode, so that a REJECTED result can be
+    matched by its requester: ``requestId`` (or ``request_id``) of a JSON payload, else the record's
+    key, else ``topic-partition-offset``."""
+    try:
+        body = json.loads(record.value or b"")
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if isinstance(body, dict):
+        found = body.get("requestId", body.get("request_id"))
+        if isinstance(found, str) and 0 < len(found) <= MAX_REQUEST_ID:
+            return found
+    try:
+        key = (record.key or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        key = ""
+    if 0 < len(key) <= MAX_REQUEST_ID and key.isprintable():
+        return key
+    return f"{record.topic}-{record.partition}-{record.offset}"
+
+
+#: longer "ids" are not taken from an undecodable record
+MAX_REQUEST_ID = 200
 
 
 def _rejection(exc: CoordinatorError) -> Rejected:

@@ -148,7 +148,7 @@ class FaultManager:
         lease = Lease(
             correlation_id=correlation_id, execution_id=execution_id, driver=target.driver, target=step.target,
             service=service, fault=step.fault, step_name=step.name, recipe=driver.recipe(request),
-            owner=self.owner, created_at=now, expires_at=now + self.settings.lease_ttl,
+            owner=self.owner, created_at=now, expires_at=now + self.settings.lease_ttl, scenario_name=scenario.name,
         )
         if not await self.store.write_lease_fenced(lease, epoch):  # before anything is touched
             raise FencedOut(f"execution {execution_id} is no longer run by this agent ({self.owner})")
@@ -166,6 +166,7 @@ class FaultManager:
                 raise ActionError(f"{step.fault} on '{step.target}' failed: {detail}") from exc
             raise
         await failpoints.point("after-inject")
+        lease.injected_at = injected_at  # every event about this injection carries this one time
         if not await self.store.mark_injected(lease, epoch):
             # paused while the fault went in, and the run was taken over meanwhile: take it back now
             log.warning("fenced out while injecting; taking the fault back", correlation_id=correlation_id,
@@ -301,8 +302,8 @@ class FaultManager:
         event = events_pb2.ChaosEvent(
             correlation_id=lease.correlation_id, type=kind, execution_id=lease.execution_id,  # type: ignore[arg-type]
             step_name=lease.step_name, target=lease.target, service=lease.service, driver=lease.driver,
-            fault=lease.fault, error=error, owner=self.owner,
+            fault=lease.fault, error=error, owner=self.owner, scenario_name=lease.scenario_name,
         )
-        event.injected_at.FromNanoseconds(int(lease.created_at * 1e9))
+        event.injected_at.FromNanoseconds(int((lease.injected_at or lease.created_at) * 1e9))
         event.reverted_at.GetCurrentTime()
         await self.publisher.chaos(event)

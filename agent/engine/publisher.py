@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 from agent import codec, metrics
 from agent._proto.coordinator.v1 import events_pb2
 from agent.constants import (
+    CORRELATION_IDS_HEADER,
     DLQ_ERROR_HEADER,
     DLQ_ORIGINAL_SHA256_HEADER,
     DLQ_ORIGINAL_SIZE_HEADER,
@@ -65,12 +66,14 @@ class Publisher:
             self._producer = None
 
     async def _send(self, topic: str, message: Message, key: str, correlation_id: str | None = None,
-                    *, wait: bool = True, event_id: str | None = None) -> None:
+                    *, wait: bool = True, event_id: str | None = None,
+                    extra: list[tuple[str, bytes]] | None = None) -> None:
         """Publish; with ``wait=False`` only enqueue (order per key is kept; failures are logged)."""
         assert self._producer is not None, "publisher not started"
         event = codec.encode_event(message, key=key, source=self.source, content_type=self.settings.content_type,
                                    correlation_id=correlation_id, event_id=event_id)
-        delivery = await self._producer.send(topic, event.value, key=event.key, headers=event.headers)
+        headers = [*event.headers, *(extra or [])]
+        delivery = await self._producer.send(topic, event.value, key=event.key, headers=headers)
         if wait:
             await delivery
         else:
@@ -101,15 +104,17 @@ class Publisher:
 
     async def result(self, result: events_pb2.ScenarioResult) -> None:
         """Publish the final result, retrying until Kafka has it (the agent rides out broker outages)."""
+        ids = ",".join(i.correlation_id for i in result.injections)
         await self._until_sent(self.settings.topics.scenario_results, result, result.execution_id,
-                               event_id=f"result-{result.execution_id}")
+                               event_id=f"result-{result.execution_id}",
+                               extra=[(CORRELATION_IDS_HEADER, ids.encode())] if ids else None)
 
     async def _until_sent(self, topic: str, message: Message, key: str, *, correlation_id: str | None = None,
-                          event_id: str | None = None) -> None:
+                          event_id: str | None = None, extra: list[tuple[str, bytes]] | None = None) -> None:
         delay = 0.5
         while True:
             try:
-                await self._send(topic, message, key, correlation_id, event_id=event_id)
+                await self._send(topic, message, key, correlation_id, event_id=event_id, extra=extra)
                 return
             except KafkaError as exc:
                 if not (exc.retriable or isinstance(exc, KafkaTimeoutError)):

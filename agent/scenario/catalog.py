@@ -25,6 +25,8 @@ class Entry:
     name: str
     path: Path
     scenario: Scenario
+    #: the path relative to its catalog directory, as the API shows it (no server paths leak out)
+    relative: str = ""
 
 
 @dataclass
@@ -41,10 +43,10 @@ class Catalog:
                 catalog.problems.append(Issue(str(root), 0, 0, "", "scenario directory not found"))
                 continue
             for path in sorted(p for p in root.rglob("*") if p.suffix in SUFFIXES and p.is_file()):
-                catalog._add(path)
+                catalog._add(path, path.relative_to(root).as_posix())
         return catalog
 
-    def _add(self, path: Path) -> None:
+    def _add(self, path: Path, relative: str = "") -> None:
         try:
             scenario = load_scenario_file(path, require_parameters=False)
         except ScenarioError as exc:
@@ -56,7 +58,7 @@ class Catalog:
             self.problems.append(Issue(str(path), 1, 1, "metadata.name",
                                        f"duplicate scenario name '{name}' (also in {first})"))
             return
-        self.entries[name] = Entry(name, path, scenario)
+        self.entries[name] = Entry(name, path, scenario, relative or path.name)
 
     def names(self) -> list[str]:
         return sorted(self.entries)

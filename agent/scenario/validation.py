@@ -46,8 +46,9 @@ def load_scenario(
     if not isinstance(data, dict):
         raise ScenarioError([Issue(source, 1, 1, "", f"a scenario is a mapping, not {type(data).__name__}")])
 
-    definitions, definition_issues = _parameter_definitions(doc)
-    issues += definition_issues
+    definitions, broken = _parameter_definitions(doc)
+    # a value given for a broken definition is not checked: the definition's own error says enough
+    overrides = {k: v for k, v in (overrides or {}).items() if k not in broken} if overrides else overrides
     if not require_parameters:
         overrides = {**resolve_for_catalog(definitions), **(overrides or {})}
     values, param_issues = resolve(definitions, overrides, from_text=overrides_from_text)
@@ -56,10 +57,11 @@ def load_scenario(
             issues.append(_issue(doc, issue.path, issue.message))
         else:  # an override: it comes from the request, not the file
             issues.append(Issue("request", 0, 0, format_path(issue.path), issue.message))
-    for name, definition in definitions.items():
-        # a value that failed is reported once, above, not again wherever the scenario uses it
+    for name, definition in {**broken, **definitions}.items():
+        # a value or a definition that failed is reported once, at its own line, not again wherever
+        # the scenario uses it
         values.setdefault(name, placeholder(definition))
-    data, ref_issues = substitute(data, values, {n: p.type for n, p in definitions.items()})
+    data, ref_issues = substitute(data, values, {n: p.type for n, p in {**broken, **definitions}.items()})
     issues += [_issue(doc, i.path, i.message) for i in ref_issues]
     about_parameters = set(issues)
 
@@ -95,18 +97,26 @@ def check_text(text: str | bytes, source: str = "<string>", **kwargs: Any) -> li
     return []
 
 
-def _parameter_definitions(doc: Document) -> tuple[dict[str, Parameter], list[Issue]]:
+def _parameter_definitions(doc: Document) -> tuple[dict[str, Parameter], dict[str, Parameter]]:
+    """The valid parameter definitions, and the broken ones (reported by the whole-document
+    validation) as bare definitions of their declared type (``string`` when it is not one), so that
+    the places using a broken one are checked against its type and not reported again."""
     spec = doc.data.get("spec")
     raw = spec.get("parameters") if isinstance(spec, dict) else None
     if not isinstance(raw, dict):
-        return {}, []
+        return {}, {}
     definitions: dict[str, Parameter] = {}
+    broken: dict[str, Parameter] = {}
     for name, body in raw.items():
         try:
             definitions[name] = Parameter.model_validate(body)
         except ValidationError:
-            continue  # reported by the whole-document validation
-    return definitions, []
+            declared = body.get("type") if isinstance(body, dict) else None
+            try:
+                broken[name] = Parameter.model_validate({"type": declared})
+            except ValidationError:
+                broken[name] = Parameter(type="string")
+    return definitions, broken
 
 
 def _issue(doc: Document, path: Path, message: str) -> Issue:

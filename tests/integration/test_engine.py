@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -147,7 +148,8 @@ async def test_bad_requests_are_rejected_with_a_reason_dead_lettered_and_the_age
     assert "parameter 'victimUrl': value 42.0 is not a string" in rejected[bad_param].reason
     assert "the scenario has no parameter 'colour'" in rejected[bad_param].reason
     garbage_offset = header(by_key[garbage_key], "dlq-source-offset")
-    assert any(rid.endswith(f"-{garbage_offset}") and "bad-protobuf" in r.reason for rid, r in rejected.items())
+    assert garbage_offset is not None
+    assert "bad-protobuf" in rejected[garbage_key].reason, "undecodable: named by its key, the requester's id"
 
     request = client.build_request("kill-victim", {}, dry_run=True)
     result = await client.run_and_follow(settings, request, timeout=60)
@@ -396,6 +398,15 @@ async def test_run_follows_to_the_result_and_exits_non_zero_when_no_verdict_come
     ok = await asyncio.to_thread(_cli, agent, "run", "kill-victim", "--dry-run")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "PASSED: dry run" in ok.stdout
+    named = re.findall(r"execution ([0-9a-f-]{36})", ok.stdout)
+    assert len(named) >= 2 and len(set(named)) == 1, "the execution id, as soon as known and with the result"
+
+    submitted = await asyncio.to_thread(_cli, agent, "submit", "kill-victim", "--dry-run")
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    request_id, execution = submitted.stdout.splitlines()[:2]
+    assert re.fullmatch(r"[0-9a-f-]{36}", request_id) and re.fullmatch(r"execution [0-9a-f-]{36}", execution)
+    reported = await asyncio.to_thread(_cli, agent, "report", execution.split()[1], "--format", "json")
+    assert reported.returncode in (0, 4), reported.stderr  # written, or still running
 
     async with aiohttp.ClientSession() as http, http.get(f"{agent.url}/metrics") as response:
         text = await response.text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -102,8 +103,36 @@ async def test_grpcurl_lists_the_services_by_reflection_and_sees_health_follow_r
                                       "grpc.health.v1.Health/Check")
     assert json.loads(checked.stdout) == {"status": "SERVING"}, checked.stderr
     scenarios = await asyncio.to_thread(_grpcurl, "-plaintext", address, f"{SERVICE}/ListScenarios")
-    names = [s["name"] for s in json.loads(scenarios.stdout)["scenarios"]]
-    assert "restart-risk-monitor-during-trading" in names and "slow-link" in names
+    listed_files = {s["name"]: s["file"] for s in json.loads(scenarios.stdout)["scenarios"]}
+    assert "slow-link" in listed_files
+    assert listed_files["restart-risk-monitor-during-trading"] == "restart-risk-monitor-during-trading.yaml", \
+        "relative to its catalog directory: no server path"
+    linked = await asyncio.to_thread(os.path.realpath, ROOT / ".venv" / "bin" / "grpcurl")
+    assert linked == await asyncio.to_thread(os.path.realpath, ensure_grpcurl()), "grpcurl where the docs say it is"
+
+
+async def test_reflection_answers_under_its_v1_name_too(agent: AgentProcess) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{agent.url}") as channel:
+        for version in ("v1", "v1alpha"):
+            call = channel.stream_stream(
+                f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+                request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+            answers = [a async for a in call(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                             timeout=10)]
+            names = {s.name for s in answers[0].list_services_response.service}
+            assert {SERVICE, "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"} \
+                <= names, (version, names)
+
+
+async def test_a_submission_without_a_request_id_gets_one(stub: api_grpc.CoordinatorServiceStub) -> None:
+    request = slow_link("1s")
+    request.ClearField("request_id")
+    submitted = await stub.SubmitExecution(api.SubmitExecutionRequest(request=request), timeout=15)
+    assert submitted.execution_id and not submitted.duplicate
+    assert str(uuid.UUID(submitted.request_id)) == submitted.request_id, "a new UUID, returned"
 
 
 async def test_submit_runs_once_and_watch_get_and_list_follow_it(stub: api_grpc.CoordinatorServiceStub) -> None:

@@ -18,7 +18,7 @@ from agent.devstack.brokers import nodes
 from agent.kafkaio import client_options
 from agent.settings import Settings
 from tests.helpers.agent import AgentProcess
-from tests.helpers.engine import engine_env, read_all, results, settings_from, status
+from tests.helpers.engine import engine_env, header, read_all, results, settings_from, status
 from tests.integration.test_reliability import _no_fault_left, _submit_slow
 
 pytestmark = pytest.mark.timeout(900)
@@ -85,6 +85,11 @@ async def _every_request_has_one_passed_result(settings: Settings, submitted: li
              if r.request_id in wanted]
     per_request = {rid: [status(r) for r in found if r.request_id == rid] for rid in wanted}
     assert all(statuses == ["PASSED"] for statuses in per_request.values()), per_request
+    records = await read_all(settings.kafka_bootstrap_servers, settings.topics.scenario_results)
+    listed = {r.request_id: header(record, "correlation-ids") for record in records for r in results([record])
+              if r.request_id in wanted}
+    assert all(ids and ids.split(",") == [i.correlation_id for r in found if r.request_id == rid
+                                          for i in r.injections] for rid, ids in listed.items()), listed
     await _no_fault_left(settings, *(proxy for _, proxy in submitted))
 
 

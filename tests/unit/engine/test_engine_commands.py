@@ -16,7 +16,7 @@ from agent import codec
 from agent._proto.coordinator.v1 import events_pb2 as S
 from agent.drivers import DriverRegistry
 from agent.engine import Engine
-from agent.errors import NotFound, Rejected, ScenarioError, StateError
+from agent.errors import NotFound, ScenarioError, StateError
 from agent.settings import Settings
 from agent.store import ExecutionRecord
 from agent.testing import MemoryDriver, MemoryPublisher, MemoryStore
@@ -113,8 +113,12 @@ async def test_unusable_requests_are_dead_lettered_with_a_rejected_result_naming
 
 async def test_submit_validates_first_then_returns_the_execution_an_agent_claimed(engine: Engine) -> None:
     store, publisher, _ = memory(engine)
-    with pytest.raises(Rejected, match="request_id is required"):
-        await engine.submit(S.ScenarioRequest(scenario_yaml=scenario()))
+    without_id = S.ScenarioRequest(scenario_yaml=scenario())
+    with pytest.raises(TimeoutError, match="no agent claimed it"):  # (no ingress runs here)
+        await engine.submit(without_id, wait=0.2)
+    assert without_id.request_id and publisher.requests[-1].request_id == without_id.request_id, \
+        "a request without an id gets a new one, published with it"
+    publisher.requests.clear()
     with pytest.raises(NotFound):
         await engine.submit(S.ScenarioRequest(request_id="x", scenario_name="no-such-scenario"))
     with pytest.raises(ScenarioError) as caught:
@@ -246,3 +250,17 @@ async def test_late_evidence_is_noted_on_the_verdict_it_came_too_late_for(engine
     assert noted.reason == ("no 'service_ready from link' by the deadline (late evidence: 'service_ready from "
                             "link' came at T, 3.000s after the deadline)")
     assert noted.late_evidence_at.seconds == 1_800_000_000
+
+
+async def test_a_rejected_request_keeps_the_request_id_its_requester_sent(engine: Engine) -> None:
+    """From the JSON payload when the request does not decode, else from the record's key."""
+    _, publisher, _ = memory(engine)
+    json_headers = [("content-type", b"application/json")]
+    await engine.accept(record(b'{"requestId": "mine-1", "scenarioName": "x", "unknownField": 3}', json_headers))
+    keyed = record(b"\x00not an event")
+    await engine.accept(ConsumerRecord("requests", 0, next(OFFSETS), 0, 0, b"mine-2", keyed.value, None, 0,
+                                       len(keyed.value), []))
+    await engine.accept(record(b"\x00not an event"))
+    ids = [r.request_id for r in publisher.results]
+    assert ids[:2] == ["mine-1", "mine-2"] and ids[2].startswith("requests-0-"), ids
+    assert all(r.status == S.EXECUTION_STATUS_REJECTED for r in publisher.results)

@@ -85,6 +85,10 @@ async def test_a_run_on_memory_parts_applies_and_reverts_each_fault_with_a_lease
     assert rig.driver.applied == set() and rig.store.lease_table == {}
     assert [k for k, _ in rig.kinds()] == ["INJECTED", "REVERTED", "INJECTED", "REVERTED"]
     assert [i.final_state for i in result.injections] == [S.CHAOS_EVENT_TYPE_REVERTED] * 2
+    events = rig.publisher.chaos_events
+    for injected, reverted in (events[0:2], events[2:4]):
+        assert reverted.injected_at == injected.injected_at, "one injected_at per injection on every event"
+        assert reverted.scenario_name == injected.scenario_name != ""
 
 
 async def test_a_run_taken_over_mid_way_stops_silently_and_takes_back_the_fault_it_just_applied(rig: Rig) -> None:

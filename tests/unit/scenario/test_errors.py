@@ -207,3 +207,17 @@ def test_only_after_reaches_the_chaos_event() -> None:
     reports = scenario.spec.expectations[4]
     assert reports.only_after == "ready" and expectation_message(reports).only_after == "ready"
     assert expectation_message(scenario.spec.expectations[0]).only_after == ""
+
+
+def test_a_bad_parameter_default_is_reported_once_at_its_own_line() -> None:
+    source = (ROOT / "scenarios" / "kill-trading-engine.yaml").read_text()
+    broken = source.replace("default: 15s", "default: 15 seconds", 1)
+    assert broken != source
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(broken, "k.yaml")
+    [issue] = caught.value.issues
+    assert issue.path == "spec.parameters.restartBound" and "got '15 seconds'" in issue.message
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(broken, "k.yaml", overrides={"restartBound": "soon"}, overrides_from_text=True)
+    assert [i.path for i in caught.value.issues] == ["spec.parameters.restartBound"], \
+        "the places that use it are not reported, whatever the override"
