@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -413,3 +414,41 @@ async def test_run_follows_to_the_result_and_exits_non_zero_when_no_verdict_come
     assert 'coordinator_executions_total{status="FAILED"}' in text
     assert 'coordinator_injections_total{fault="restart",outcome="injected"}' in text
     assert "coordinator_request_to_first_fault_seconds_count" in text
+
+
+async def test_the_documented_kcat_request_in_json_gets_a_rejected_result_kcat_matches_by_request_id(
+    agent: AgentProcess, engine_settings: Settings
+) -> None:
+    """docs/engine.md's example as a requester would paste it, with a parameter value the scenario
+    refuses: published with kcat in JSON, the REJECTED result read back with kcat as JSON and found
+    by the requestId the requester chose."""
+    settings = engine_settings
+    doc = (ROOT / "docs" / "engine.md").read_text()
+    example = re.search(r"echo '(\{.*?\})' \| tr -d '\\n' \|\n\s*kcat -P (.*?)\n```", doc, re.S)
+    assert example, "the example is in docs/engine.md"
+    body = json.loads(example.group(1).replace("\n", ""))
+    request_id = f"ci-{uuid.uuid4().hex[:8]}"
+    body["requestId"] = request_id
+    body["parameters"]["restartBound"] = "soon"
+    headers = dict(re.findall(r"-H (\S+?)=(\S+)", example.group(2)))
+    assert headers == {"content-type": "application/json", "ce_type": "coordinator.v1.ScenarioRequest"}
+    _kcat(settings, request_id, json.dumps(body).encode(), headers)
+
+    kcat = shutil.which("kcat")
+    assert kcat
+    deadline = time.monotonic() + 60
+    found: dict[str, Any] = {}
+    while not found and time.monotonic() < deadline:
+        out = await asyncio.to_thread(subprocess.run, [kcat, "-C", "-b", settings.kafka_bootstrap_servers, "-t",
+                                                       settings.topics.scenario_results, "-o", "beginning", "-e",
+                                                       "-q", "-J"], capture_output=True, timeout=30, check=True)
+        for line in out.stdout.decode("utf-8").splitlines():  # valid UTF-8: JSON payloads
+            envelope = json.loads(line)
+            payload = json.loads(envelope["payload"])
+            if payload.get("requestId") == request_id and "reason" in payload:
+                found = payload
+        await asyncio.sleep(0.5)
+    assert found, f"no result for {request_id}"
+    assert found["status"] == "EXECUTION_STATUS_REJECTED", found
+    assert found["reason"].startswith("invalid-parameters:") and "restartBound" in found["reason"], found["reason"]
+    assert found["requester"] == "ci" and found["labels"] == {"pipeline": "nightly"}
