@@ -3,7 +3,8 @@
 Every event the project publishes carries CloudEvents binary-mode headers (``ce_id``, ``ce_type``,
 ``ce_source``, ``ce_specversion``, ``ce_time``, ``content-type``), the correlation header
 ``correlation-id`` when the event belongs to an injection, and ``traceparent`` when a trace exists.
-``ce_type`` is the payload's protobuf full name (``coordinator.v1.ChaosEvent``).
+``ce_type`` is the payload's protobuf full name (``coordinator.v1.ScenarioResult``); a chaos event's
+adds its kind (``coordinator.v1.ChaosEvent.injected``, ``.reverted``, ``.revert_failed``).
 
 Inputs accept both encodings. The content type comes from the ``content-type`` header; when it is
 absent, a payload whose first non-blank byte is ``{`` is read as JSON, anything else as protobuf.
@@ -23,6 +24,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.protobuf.message import Message
 
+from agent._proto.coordinator.v1 import events_pb2
 from agent.constants import CORRELATION_HEADER, TRACEPARENT_HEADER
 from agent.errors import DecodeError
 
@@ -48,7 +50,13 @@ class OutgoingEvent:
 
 
 def ce_type_of(message: Message | type[Message]) -> str:
-    return message.DESCRIPTOR.full_name
+    """The payload's protobuf full name; a chaos event adds its kind, so that subscribers can tell
+    them apart by header alone: ``coordinator.v1.ChaosEvent.injected``, ``.reverted``,
+    ``.revert_failed``."""
+    name: str = message.DESCRIPTOR.full_name
+    if isinstance(message, events_pb2.ChaosEvent) and message.type:
+        return f"{name}.{events_pb2.ChaosEventType.Name(message.type).removeprefix('CHAOS_EVENT_TYPE_').lower()}"
+    return name
 
 
 def normalise_content_type(content_type: str | None) -> str | None:
@@ -172,7 +180,7 @@ def decode_event(
     meta = headers_to_dict(headers) if meta is None else meta
     declared = meta.get("ce_type")
     expected = message_type.DESCRIPTOR.full_name
-    if declared and declared != expected:
+    if declared and declared != expected and not declared.startswith(expected + "."):
         raise DecodeError(f"ce_type '{declared}' where '{expected}' was expected", reason="wrong-type")
     return decode(value, message_type, meta.get("content-type"))
 

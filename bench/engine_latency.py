@@ -90,7 +90,7 @@ class Bench:
                         elif kind == "coordinator.v1.ExecutionProgress":
                             p = codec.decode_event(record.value, record.headers, events_pb2.ExecutionProgress)
                             self.executions[p.execution_id] = p.request_id
-                        elif kind == "coordinator.v1.ChaosEvent":
+                        elif (kind or "").startswith("coordinator.v1.ChaosEvent"):
                             event = codec.decode_event(record.value, record.headers, events_pb2.ChaosEvent)
                             rid = self.executions.get(event.execution_id)
                             if event.type == events_pb2.CHAOS_EVENT_TYPE_INJECTED:

@@ -103,7 +103,7 @@ async def _follow(consumer: AIOKafkaConsumer, request_id: str) -> tuple[float | 
         for records in (await consumer.getmany(timeout_ms=200)).values():
             for record in records:
                 kind = codec.headers_to_dict(record.headers).get("ce_type")
-                if kind == "coordinator.v1.ChaosEvent":
+                if (kind or "").startswith("coordinator.v1.ChaosEvent"):
                     chaos = codec.decode_event(record.value, record.headers, events_pb2.ChaosEvent)
                     if chaos.type == events_pb2.CHAOS_EVENT_TYPE_INJECTED and chaos.execution_id == execution:
                         injected = chaos.injected_at.ToNanoseconds() / 1e9

@@ -87,7 +87,7 @@ def test_every_published_event_carries_cloudevents_and_correlation_headers() -> 
                              correlation_id=event.correlation_id, traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01")
     headers = codec.headers_to_dict(out.headers)
     assert headers["ce_specversion"] == "1.0"
-    assert headers["ce_type"] == "coordinator.v1.ChaosEvent"
+    assert headers["ce_type"] == "coordinator.v1.ChaosEvent.injected", "a chaos event's kind is in its type"
     assert headers["ce_source"] == "/coordinator/test"
     assert uuid.UUID(headers["ce_id"])
     assert headers["ce_time"].endswith("Z")
@@ -99,6 +99,22 @@ def test_every_published_event_carries_cloudevents_and_correlation_headers() -> 
 
 def test_an_event_of_another_type_is_refused_by_ce_type() -> None:
     out = codec.encode_event(_chaos_event(), key=None, source="/t")
-    with pytest.raises(DecodeError, match="ce_type 'coordinator.v1.ChaosEvent'") as caught:
+    with pytest.raises(DecodeError, match="ce_type 'coordinator.v1.ChaosEvent.injected'") as caught:
         codec.decode_event(out.value, out.headers, events_pb2.ScenarioRequest)
     assert caught.value.reason == "wrong-type"
+
+
+def test_each_kind_of_chaos_event_has_its_own_type_and_decodes_as_a_chaos_event() -> None:
+    seen = {}
+    for kind in (events_pb2.CHAOS_EVENT_TYPE_INJECTED, events_pb2.CHAOS_EVENT_TYPE_REVERTED,
+                 events_pb2.CHAOS_EVENT_TYPE_REVERT_FAILED):
+        event = _chaos_event()
+        event.type = kind
+        out = codec.encode_event(event, key=None, source="/t")
+        seen[codec.headers_to_dict(out.headers)["ce_type"]] = codec.decode_event(out.value, out.headers,
+                                                                                  events_pb2.ChaosEvent).type
+    assert seen == {"coordinator.v1.ChaosEvent.injected": events_pb2.CHAOS_EVENT_TYPE_INJECTED,
+                    "coordinator.v1.ChaosEvent.reverted": events_pb2.CHAOS_EVENT_TYPE_REVERTED,
+                    "coordinator.v1.ChaosEvent.revert_failed": events_pb2.CHAOS_EVENT_TYPE_REVERT_FAILED}
+    assert codec.ce_type_of(events_pb2.ScenarioResult) == "coordinator.v1.ScenarioResult"
+    assert codec.ce_type_of(events_pb2.ChaosEvent) == "coordinator.v1.ChaosEvent"
