@@ -188,6 +188,22 @@ def ensure_composecheck() -> str:
     return str(target)
 
 
+def ensure_asyncapi_check() -> list[str]:
+    """The command that reads an AsyncAPI document with the official parser (tools/asyncapi-check,
+    ``@asyncapi/parser`` pinned by its package-lock), installed with ``npm ci`` when missing or when
+    the lock changed. Node.js and npm: the machine's, else Debian's packages."""
+    source = Path(__file__).resolve().parents[2] / "tools" / "asyncapi-check"
+    node = _which_or_apt("node", "nodejs")
+    npm = _which_or_apt("npm", "npm")
+    lock = (source / "package-lock.json").read_bytes()
+    stamp = source / "node_modules" / ".installed"
+    if not stamp.exists() or stamp.read_text() != hashlib.sha256(lock).hexdigest():
+        procs.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], what="npm ci tools/asyncapi-check",
+                  cwd=source)
+        stamp.write_text(hashlib.sha256(lock).hexdigest())
+    return [node, str(source / "check.mjs")]
+
+
 def ensure_kcat() -> str:
     """kcat, the external Kafka client the tests and the README use to publish requests by hand."""
     return _which_or_apt("kcat", "kcat")

@@ -83,3 +83,50 @@ def test_renamed_topics_are_created_under_their_configured_names() -> None:
     settings = Settings(topics={"audit_events": "sut.audit.v2"})
     names = {s.channel: s.name for s in topics.load_contract(settings=settings)}
     assert names["auditEvents"] == "sut.audit.v2"
+
+
+def _messages() -> dict[str, dict]:
+    doc = yaml.safe_load((ROOT / "topics" / "asyncapi.yaml").read_text())
+    return {n: m for n, m in doc["components"]["messages"].items() if "x-protobuf-message" in m}
+
+
+def test_the_payload_schemas_are_generated_from_the_protos_and_current() -> None:
+    done = subprocess.run([sys.executable, "scripts/gen_schemas.py", "--check"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_example_is_a_real_message_in_its_json_encoding_and_fits_its_schema() -> None:
+    import json
+
+    import jsonschema
+    from google.protobuf import json_format
+
+    messages = _messages()
+    assert len(messages) == 6
+    for name, message in messages.items():
+        schema = json.loads((ROOT / "topics" / message["payload"]["$ref"]).read_text())
+        [example] = message["examples"]
+        proto = descriptor_pool.Default().FindMessageTypeByName(message["x-protobuf-message"])
+        parsed = json_format.ParseDict(example["payload"], events_pb2.__dict__[proto.name]())  # a real message
+        jsonschema.validate(example["payload"], schema)
+        # and what the codec really writes fits the schema too
+        written = json.loads(json_format.MessageToJson(parsed, preserving_proto_field_name=name == "AuditEvent"))
+        jsonschema.validate(written, schema)
+
+
+def test_the_official_asyncapi_parser_reads_the_contract_and_refuses_a_broken_one(tmp_path: Path) -> None:
+    from agent.devstack.install import ensure_asyncapi_check
+
+    check = ensure_asyncapi_check()
+    done = subprocess.run([*check, str(ROOT / "topics" / "asyncapi.yaml")], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "parsed: Chaos coordinator events" in done.stdout
+    assert not [line for line in done.stdout.splitlines() if line.startswith(("error", "warning"))], done.stdout
+    broken = tmp_path / "asyncapi.yaml"
+    broken.write_text((ROOT / "topics" / "asyncapi.yaml").read_text().replace(
+        "$ref: '#/components/messages/ChaosEvent'", "$ref: '#/components/messages/ChaosEvnt'"))
+    (tmp_path / "schemas").symlink_to(ROOT / "topics" / "schemas")
+    refused = subprocess.run([*check, str(broken)], capture_output=True, text=True, timeout=120, check=False)
+    assert refused.returncode == 1 and "ChaosEvnt" in refused.stdout, refused.stdout
