@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import tempfile
 import time
 import urllib.request
@@ -36,6 +37,10 @@ DEMO_PARAMS = {"recoveryDeadline": "15s", "observation": "5s", "reportDeadline":
 #: audit events worth showing live (the rest is summed up at the end)
 SHOWN = {"service_stopping", "service_started", "service_ready", "order_lost", "risk_alert", "duplicate_fill",
          *vocabulary.PLATFORM_EVENT_TYPES}
+#: shown once, then counted: a loss under a slow restart comes by the hundred
+FOLDED = {"order_lost", "risk_alert", "duplicate_fill"}
+#: the trading engine's audit events about orders, counted for the closing line
+ORDER_FATES = ("order_accepted", "order_filled", "order_lost")
 
 
 def run_demo(out: TextIO, *, keep: bool = False, stack_dir: Path | None = None,
@@ -47,6 +52,7 @@ def run_demo(out: TextIO, *, keep: bool = False, stack_dir: Path | None = None,
     stack, sim = Stack(directory), Sim(directory / "sim")
     children: list[Child] = []
     try:
+        _machine(say)
         say(f"local stack in {directory}")
         timings = stack.up()
         for part in stack.status():
@@ -98,6 +104,7 @@ def attach_demo(out: TextIO, settings: Settings, params: dict[str, str] | None =
     docker compose) with the live display, against a system already running (docker compose: the
     agent, the worker and the sim are services there)."""
     say = _Printer(out)
+    _machine(say)
     say(f"attached: Kafka {settings.kafka_bootstrap_servers}")
     try:
         before = asyncio.run(_registered_loadgen_status(settings))
@@ -164,6 +171,11 @@ class _Follower:
         self.injected_at = 0.0
         self.say = say
         self.early: list[events_pb2.AuditEvent] = []  # before the injection's event (a restart is slow to return)
+        #: repeats of a folded line not shown yet: (service, type) -> [count, first, last] (seconds after the fault)
+        self.folded: dict[tuple[str, str], list[float]] = {}
+        self.shown_once: set[tuple[str, str]] = set()
+        #: the trading engine's order events during the run, by type (the closing line shows them)
+        self.fates = say.fates
 
     def record(self, record: ConsumerRecord) -> events_pb2.ScenarioResult | None:
         handlers: dict[str, Callable[[ConsumerRecord], Any]] = {
@@ -185,8 +197,18 @@ class _Follower:
             return None
         if kind == codec.ce_type_of(S.ScenarioResult):
             result = codec.decode_event(record.value, record.headers, S.ScenarioResult)
-            return result if result.request_id == self.request_id else None
+            if result.request_id != self.request_id:
+                return None
+            self.flush()
+            return result
         return None
+
+    def flush(self) -> None:
+        """The repeats held back, one line each."""
+        for (service, event_type), (count, first, last) in self.folded.items():
+            self.say(f"AUDIT    {service}: {event_type} x{int(count)} more ({first:+.1f}s .. {last:+.1f}s after "
+                     f"the fault)")
+        self.folded.clear()
 
     def _chaos(self, record: ConsumerRecord) -> None:
         event = codec.decode_event(record.value, record.headers, S.ChaosEvent)
@@ -210,6 +232,7 @@ class _Follower:
             self.say(f"REACTED  {verdict.reason}" if verdict.status == S.VERDICT_STATUS_PASSED
                      else f"SILENT   {verdict.reason}")
             return
+        self.flush()
         status = vocabulary.verdict_name(verdict.status)
         late = " (late evidence)" if verdict.HasField("late_evidence_at") else ""
         self.say(f"VERDICT  {verdict.expectation_name}: {status}{late} - {verdict.reason}")
@@ -218,6 +241,8 @@ class _Follower:
         if not self.execution_id:
             return
         event = codec.decode_event(record.value, record.headers, S.AuditEvent)
+        if event.event_type in self.fates:
+            self.fates[event.event_type] += 1
         if event.event_type not in SHOWN:
             return
         if not self.injected_at:
@@ -229,6 +254,13 @@ class _Follower:
         at = event.timestamp.ToNanoseconds() / 1e9
         if at < self.injected_at:
             return
+        key = (event.service_name, event.event_type)
+        if event.event_type in FOLDED and key in self.shown_once:
+            held = self.folded.setdefault(key, [0, at - self.injected_at, at - self.injected_at])
+            held[0] += 1
+            held[1], held[2] = min(held[1], at - self.injected_at), max(held[2], at - self.injected_at)
+            return
+        self.shown_once.add(key)
         seen_by = f", seen by the agent on {event.metadata['platform']}" if event.metadata.get("platform") else ""
         self.say(f"AUDIT    {event.service_name}: {event.event_type} ({at - self.injected_at:+.3f}s after the fault"
                  f"{seen_by})")
@@ -238,6 +270,8 @@ class _Printer:
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.t0: float | None = None
+        #: the trading engine's order events seen during the run, by type
+        self.fates: dict[str, int] = dict.fromkeys(ORDER_FATES, 0)
 
     def __call__(self, line: str) -> None:
         stamp = f"{time.monotonic() - self.t0:6.1f}s  " if self.t0 is not None else ""
@@ -261,13 +295,34 @@ class _Printer:
         return 0 if result.status == S.EXECUTION_STATUS_PASSED else 1
 
     def summary(self, before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
-        """The load generator's own count of orders over the scenario (its counters after minus before)."""
+        """Orders during the run: as the audit trail tells it (what the verdicts count), and the load
+        generator's own count (its counters after minus before; it gives up on an order later)."""
+        fates = self.fates
+        self(f"orders during the run, from the audit trail: {fates['order_accepted']} accepted, "
+             f"{fates['order_filled']} filled, {fates['order_lost']} reported lost by the trading engine "
+             f"(what no-order-lost counts)")
         if before and after:
             def delta(name: str) -> int:
                 return int(after.get("counters", {}).get(name, 0) - before.get("counters", {}).get(name, 0))
 
-            self(f"orders during the scenario: {delta('orders_sent')} sent, {delta('orders_filled')} filled, "
-                 f"{delta('orders_lost')} lost (the load generator's own count)")
+            self(f"the load generator's own count: {delta('orders_sent')} sent, {delta('orders_filled')} fills "
+                 f"received (some for orders sent before), {delta('orders_lost')} given up on after its own timeout")
+
+
+#: above this many runnable processes per core (1-minute load), the machine is called busy
+BUSY_LOAD_PER_CORE = 1.5
+
+
+def _machine(say: _Printer) -> None:
+    """Say how loaded the machine is first: on a busy one a restart can take 10-25 s, and a verdict
+    that fails may be the machine's doing rather than the system's."""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > BUSY_LOAD_PER_CORE * cores:
+        say(f"this machine is busy (load {load:.1f} on {cores} cores): restarts take longer here; the demo allows "
+            f"{DEMO_PARAMS['recoveryDeadline']} for the risk monitor to be ready again, and a FAILED verdict may be "
+            f"the machine's doing, not the system's")
+    else:
+        say(f"machine: load {load:.1f} on {cores} cores")
 
 
 def _loadgen_status(port: int, host: str = "127.0.0.1") -> dict[str, Any] | None:

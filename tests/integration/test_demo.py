@@ -25,7 +25,11 @@ def test_the_demo_runs_the_flagship_prints_a_passing_verdict_with_time_to_recove
     assert "VERDICT  risk-monitor-ready-again: PASSED" in out
     assert "VERDICT: PASSED" in out
     assert "time to recover: " in out
-    assert re.search(r"orders during the scenario: [1-9]\d* sent, [1-9]\d* filled, 0 lost", out), out
+    trail = re.search(r"orders during the run, from the audit trail: ([1-9]\d*) accepted, ([1-9]\d*) filled, "
+                      r"0 reported lost by the trading engine", out)
+    assert trail, out
+    assert re.search(r"the load generator's own count: [1-9]\d* sent, [1-9]\d* fills received", out), out
     assert out.rstrip().endswith("everything stopped; nothing left running")
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "demo")], capture_output=True, text=True)
     assert leftovers.stdout == "", f"processes left running: {leftovers.stdout}"
+
