@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from agent import __version__, health, metrics
+from agent.live import Report
+from agent.live import add_routes as add_live_routes
 from agent.settings import Settings
 
 _STARTED = time.time()
@@ -68,27 +70,33 @@ async def _count(request: web.Request, handler: Callable[[web.Request], Awaitabl
     return response
 
 
-def build_app(settings: Settings, extra_checks: ExtraChecks | None = None) -> web.Application:
+def build_app(settings: Settings, extra_checks: ExtraChecks | None = None, report: Report | None = None,
+              live: bool = False) -> web.Application:
     app = web.Application(middlewares=[_count])
     app[SETTINGS_KEY] = settings
     app[EXTRA_KEY] = extra_checks or list
     app.router.add_get("/api/v1/health", _health)
     app.router.add_get("/api/v1/ready", _ready)
     app.router.add_get("/metrics", _metrics)
+    if live:
+        add_live_routes(app, settings, report)
     return app
 
 
 class HttpServer:
     """The HTTP surface as a start/stop part of a service."""
 
-    def __init__(self, settings: Settings, extra_checks: ExtraChecks | None = None) -> None:
+    def __init__(self, settings: Settings, extra_checks: ExtraChecks | None = None, report: Report | None = None
+                 ) -> None:
         self._settings = settings
         self._extra_checks = extra_checks
+        self._report = report
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(build_app(self._settings, self._extra_checks), access_log=None)
+        self._runner = web.AppRunner(build_app(self._settings, self._extra_checks, self._report, live=True),
+                                     access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._settings.http_host, self._settings.http_port)
         await site.start()

@@ -204,6 +204,15 @@ def ensure_asyncapi_check() -> list[str]:
     return [node, str(source / "check.mjs")]
 
 
+def ensure_chromium() -> str:
+    """A headless-capable Chromium for the browser tests: the machine's, else Debian's package."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return _which_or_apt("chromium", "chromium")
+
+
 def ensure_kcat() -> str:
     """kcat, the external Kafka client the tests and the README use to publish requests by hand."""
     return _which_or_apt("kcat", "kcat")

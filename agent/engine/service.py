@@ -37,7 +37,7 @@ from aiokafka.structs import TopicPartition
 from agent import codec, failpoints, metrics
 from agent._proto.coordinator.v1 import events_pb2
 from agent.engine.engine import Engine
-from agent.errors import DecodeError
+from agent.errors import CoordinatorError, DecodeError
 from agent.grpc_api import GrpcServer
 from agent.health import CheckResult
 from agent.http import HttpServer
@@ -59,7 +59,7 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine = Engine(settings, patient=True)
-        self.http = HttpServer(settings, self.health)
+        self.http = HttpServer(settings, self.health, self._html_report)
         self.grpc = GrpcServer(self.engine, settings, lambda: self.ready.is_set())
         host = settings.registry_host or (settings.grpc_host if settings.grpc_host not in ("0.0.0.0", "::")  # noqa: S104
                                           else socket.gethostname())
@@ -152,6 +152,16 @@ class Service:
         await asyncio.gather(ingress, return_exceptions=True)
         await engine.finish_runs(drain=self.settings.shutdown_drain)
         return parts
+
+    async def _html_report(self, execution_id: str) -> str | None:
+        """The live page's link: an ended execution's single-file HTML report."""
+        from agent import reports
+
+        try:
+            found = await self.engine.get(execution_id)
+        except CoordinatorError:
+            return None
+        return reports.render(found.result, "html") if found.HasField("result") else None
 
     async def _start_when_possible(self, stop: asyncio.Event) -> AIOKafkaConsumer | None:
         """Connect to Kafka and Redis, retrying with back-off; None when stopped first."""

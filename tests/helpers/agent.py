@@ -3,6 +3,8 @@ real stack (``agent.children.Child``, which the demo uses too)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from agent.children import Child
@@ -22,3 +24,17 @@ class AgentProcess(Child):
     @property
     def url(self) -> str:
         return self.found
+
+
+@contextmanager
+def worker_and_agent(env: dict[str, str], logs: Path) -> Iterator[tuple[AgentProcess, AgentProcess]]:
+    """The stream worker, then ``coordinator serve``, on ``env``; both stopped afterwards."""
+    worker = AgentProcess(env, logs / "worker.log", ("worker", "--loglevel", "info"), r"Ready").start(timeout=90)
+    try:
+        agent = AgentProcess(env, logs / "agent.log").start()
+        try:
+            yield worker, agent
+        finally:
+            agent.stop()
+    finally:
+        worker.stop()

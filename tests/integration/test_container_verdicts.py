@@ -25,7 +25,7 @@ from agent.devstack.procs import free_port
 from agent.drivers.docker import COMPOSE_PROJECT, COMPOSE_SERVICE
 from agent.settings import Settings
 from sim.launch import ensure_topics
-from tests.helpers.agent import ROOT, AgentProcess
+from tests.helpers.agent import ROOT, AgentProcess, worker_and_agent
 from tests.helpers.engine import applied_settings, engine_env
 
 pytestmark = pytest.mark.timeout(600)
@@ -79,12 +79,8 @@ async def settings(env: dict[str, str]) -> Settings:
 @pytest.fixture(scope="module")
 def running(env: dict[str, str], settings: Settings, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[tuple[AgentProcess, AgentProcess]]:
-    logs = tmp_path_factory.mktemp("containers")
-    worker = AgentProcess(env, logs / "worker.log", ("worker", "--loglevel", "info"), r"Ready").start(timeout=90)
-    agent = AgentProcess(env, logs / "agent.log").start()
-    yield worker, agent
-    agent.stop()
-    worker.stop()
+    with worker_and_agent(env, tmp_path_factory.mktemp("containers")) as both:
+        yield both
 
 
 class RiskMonitor:
