@@ -26,9 +26,10 @@ class CheckResult:
         return {"ok": self.ok, "detail": self.detail, "latency_ms": self.latency_ms}
 
 
-async def kafka_cluster(bootstrap_servers: str, *, timeout: float, security: KafkaSecurity | None = None
-                        ) -> dict[str, Any]:
-    """Fetch cluster metadata with a fresh client; raise when no broker answers within ``timeout``."""
+async def kafka_cluster(bootstrap_servers: str, *, timeout: float, security: KafkaSecurity | None = None,
+                        explain: bool = False) -> dict[str, Any]:
+    """Fetch cluster metadata with a fresh client; raise when no broker answers within ``timeout``
+    (``explain``: with the broker's own reason, from one more connection of its own)."""
     client = AIOKafkaClient(
         **options_for(bootstrap_servers, security or KafkaSecurity()),
         request_timeout_ms=int(timeout * 1000),
@@ -39,7 +40,7 @@ async def kafka_cluster(bootstrap_servers: str, *, timeout: float, security: Kaf
         try:
             await asyncio.wait_for(client.bootstrap(), timeout)
         except Exception as exc:
-            why = await diagnose(bootstrap_servers, security or KafkaSecurity(), timeout)
+            why = await diagnose(bootstrap_servers, security or KafkaSecurity(), timeout) if explain else None
             if why:
                 raise ConnectionError(why) from exc
             raise
@@ -55,7 +56,7 @@ async def check_kafka(settings: Settings) -> CheckResult:
     started = time.perf_counter()
     try:
         info = await kafka_cluster(settings.kafka_bootstrap_servers, timeout=settings.ready_check_timeout,
-                                   security=settings.kafka)
+                                   security=settings.kafka, explain=True)
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready", reported by name
         return _result("kafka", False, _describe(exc, settings.kafka_bootstrap_servers), started)
     return _result("kafka", True, f"{info['brokers']} broker(s) at {settings.kafka_bootstrap_servers}", started)

@@ -71,8 +71,9 @@ async def diagnose(bootstrap_servers: str, security: KafkaSecurity, timeout: flo
     host, _, port = first.rpartition(":")
     options = {k: v for k, v in options_for(first, security).items() if k != "bootstrap_servers"}
     protocol = security.security_protocol
+    connecting = asyncio.ensure_future(create_conn(host, int(port), **options))
     try:
-        conn = await asyncio.wait_for(create_conn(host, int(port), **options), timeout)
+        await asyncio.wait_for(asyncio.shield(connecting), timeout)
     except SaslAuthenticationFailed as exc:
         return (f"SASL authentication failed at {first}: the broker refused user '{security.sasl_username}' "
                 f"with {security.sasl_mechanism} (COORDINATOR_KAFKA__SASL_USERNAME / __SASL_PASSWORD / "
@@ -93,5 +94,11 @@ async def diagnose(bootstrap_servers: str, security: KafkaSecurity, timeout: flo
         return f"{exc}; {hint}"
     except (OSError, TimeoutError) as exc:
         return f"cannot connect to {first}: {exc or type(exc).__name__}"
-    conn.close()
+    finally:  # whatever happened, the connection (one that came too late, too) is closed
+        connecting.add_done_callback(_close_quietly)
     return None
+
+
+def _close_quietly(connecting: asyncio.Future[Any]) -> None:
+    if not connecting.cancelled() and connecting.exception() is None:
+        connecting.result().close()

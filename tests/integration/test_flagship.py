@@ -276,6 +276,7 @@ spec:
 """
 
 
+@pytest.mark.timeout(300)  # two restarts and a run sized for a loaded machine (25 s bounds, 8 s grace)
 async def test_last_words_without_an_instance_do_not_count_after_the_named_recovery_event(
     sim: tuple[Sim, SimInfo], running: tuple[AgentProcess, AgentProcess], settings: Settings, tmp_path: Path
 ) -> None:
