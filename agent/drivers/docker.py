@@ -289,6 +289,9 @@ class DockerDriver(FaultDriver):
                 continue
             if state.get("Running"):
                 return
+            if time.monotonic() > deadline + self.settle_s:  # a container that will not stay up: retried later
+                raise RevertError(f"container '{name}' is still {state.get('Status') or 'not running'} after "
+                                  f"{2 * self.settle_s:.0f}s", retryable=True)
             policy = ((info.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
             if state.get("Restarting") or (policy != "no" and not unpause and time.monotonic() < deadline):
                 await asyncio.sleep(0.2)  # its restart policy brings it back on its own

@@ -21,7 +21,7 @@ from agent._proto.coordinator.v1 import events_pb2
 from agent.devstack.engine import BASE_IMAGE, STACK_LABEL
 from agent.drivers.base import FaultRequest
 from agent.drivers.docker import COMPOSE_PROJECT, COMPOSE_SERVICE, DockerDriver, DockerSettings
-from agent.errors import ActionError
+from agent.errors import ActionError, RevertError
 from agent.settings import Settings
 from tests.helpers.engine import chaos, engine_env, read_all, settings_from, status
 from tests.integration.test_reliability import _Agents, _one_result
@@ -296,3 +296,21 @@ async def test_the_engines_start_and_die_events_are_the_platform_events_of_a_com
 
 async def _ready(value: bool) -> bool:
     return value
+
+
+
+async def test_a_container_that_cannot_start_fails_its_revert_with_the_engines_answer(
+        driver: DockerDriver, project: Project, engine: aiodocker.Docker) -> None:
+    [name] = await project.service("broken")
+    _, recipe, _ = await apply(driver, request("stop", project, "broken", {"timeout": 1.0}))
+    await (await engine.containers.get(name)).delete(force=True)
+    replaced = await engine.containers.create(name=name, config={  # what is there now cannot run at all
+        "Image": BASE_IMAGE, "Cmd": ["/bin/no-such-program"], "HostConfig": {"NetworkMode": "host"}})
+    project.made.append(name)
+    recipe["containers"][0]["id"] = replaced.id
+    started = time.monotonic()
+    with pytest.raises(RevertError, match=f"could not bring back 1 container\\(s\\): {name}: the Docker engine "
+                                          "refused to start container") as caught:
+        await driver.revert(recipe)
+    assert caught.value.retryable, "the reconciler tries again later"
+    assert time.monotonic() - started < 30, "bounded, never a hang"
