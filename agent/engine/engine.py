@@ -314,14 +314,15 @@ class Engine:
         (dead-lettered, with a REJECTED result)."""
         received = (record.timestamp / 1000.0) if record.timestamp and record.timestamp > 0 else time.time()
         request = events_pb2.ScenarioRequest()
-        request_id = _salvaged_request_id(record)
+        request_id = ""
         execution_id = str(uuid.uuid4())
         try:
             try:
                 request = codec.decode_event(record.value, record.headers, events_pb2.ScenarioRequest)
             except DecodeError as exc:
+                request_id = _salvaged_request_id(record)  # only an undecodable record is read again
                 raise Rejected(exc.reason, str(exc)) from exc
-            request_id = request.request_id or request_id
+            request_id = request.request_id or _record_id(record)
             halted = await self.store.patiently(self.store.halted)
             if halted:
                 raise Rejected("halted", f"the agent is halted ({halted}); resume it to run scenarios")
@@ -470,6 +471,11 @@ def _salvaged_request_id(record: ConsumerRecord) -> str:
         found = body.get("requestId", body.get("request_id"))
         if isinstance(found, str) and 0 < len(found) <= MAX_REQUEST_ID:
             return found
+    return _record_id(record)
+
+
+def _record_id(record: ConsumerRecord) -> str:
+    """The id of a request that names none: its record's key, else ``topic-partition-offset``."""
     try:
         key = (record.key or b"").decode("utf-8")
     except UnicodeDecodeError:

@@ -194,7 +194,7 @@ def refused_by_allow_list(service: str, driver: str, selector: dict[str, Any], p
 
 
 def _qualified(pattern: str) -> bool:
-    return pattern.partition(":")[0] in {"supervisor", "docker", "toxiproxy", "kafka"} and ":" in pattern
+    return ":" in pattern and pattern.partition(":")[0] in drivers.specs()
 
 
 def _steps(steps: Any, path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
