@@ -301,7 +301,11 @@ def worker(loglevel: str) -> None:
     settings = get_settings()
     asyncio.run(ensure_topics(settings))
     app = create_app(settings)
-    Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    process = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    # faust's start-up spinner sets the root logger to DEBUG for good, so that every library's debug
+    # line is built and then dropped (7% of the worker's CPU at 2,000 audit events/s)
+    process.spinner = None
+    process.execute_from_commandline()
 
 
 COMMANDS = [serve, run, submit, cancel, halt, resume, executions, report, relay, worker]

@@ -11,6 +11,9 @@ CORRELATION_HEADER = "correlation-id"
 #: on a result: the correlation ids of its injections, comma-separated
 CORRELATION_IDS_HEADER = "correlation-ids"
 TRACEPARENT_HEADER = "traceparent"
+#: on a verdict decided by audit rows: when the worker's stages handled the deciding rows, epoch
+#: seconds, ``fetched=..,routed=..,judged=..,published=..`` (read by bench/worker_throughput.py)
+STAGES_HEADER = "coordinator-stages"
 
 #: dead-letter headers, next to the untouched original key, value and headers
 DLQ_REASON_HEADER = "dlq-reason"

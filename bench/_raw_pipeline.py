@@ -36,7 +36,9 @@ async def run(bootstrap: str, topic: str, out_topic: str, group: str, injections
                 for record in records:
                     event = codec.decode_event(record.value, record.headers, events_pb2.AuditEvent)
                     matched = active.get(event.service_name, [])
-                    sends.append(await producer.send(out_topic, str(len(matched)).encode(), key=record.key))
+                    # the event's id and what it matched: the latency bench tells its marked events by id
+                    sends.append(await producer.send(out_topic, f"{event.id} {len(matched)}".encode(),
+                                                     key=record.key))
             await asyncio.gather(*sends)
             if batch:
                 await consumer.commit()

@@ -11,8 +11,12 @@ group has committed all of it.
     record (bench/_faust_noop.py).
 (c) worker: `coordinator worker` with --injections active watches (1,000) joins the audit events;
     timed until its audit intake and its judge (the inbox) have committed everything.
-(d) latency: audit events at a steady --rate (2,000/s) for --seconds; every 100th is a recovery
-    event for one of the watches; time from producing it to receiving its verdict.
+(d) latency: audit events at a steady --rate (2,000/s) for --seconds, keyed by service; through
+    the raw pipeline, every 100th event's time from producing it to receiving its output record;
+    through the worker, every 100th is a recovery event for one of the watches, timed to its
+    verdict, and split per stage from the verdict's ``coordinator-stages`` header: intake wait
+    (produced -> fetched by the intake), route, inbox hop (sent to the inbox -> taken by the
+    judge), judge (-> verdict published), verdict delivery (-> received here).
 
     .venv/bin/python bench/worker_throughput.py [--events 300000] [--injections 1000] [--rate 2000]
 Prints JSON.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -38,6 +43,7 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError  # noqa: E402
 from agent import codec, topics  # noqa: E402
 from agent._proto.coordinator.v1 import events_pb2  # noqa: E402
 from agent.children import terminate  # noqa: E402
+from agent.constants import STAGES_HEADER  # noqa: E402
 from agent.kafkaio import topic_partitions  # noqa: E402
 from agent.worker.app import intake_group  # noqa: E402
 from bench._stack import local_stack  # noqa: E402
@@ -139,12 +145,32 @@ async def timed_burst(settings, catch_up: list[tuple[str, list[str]]],  # noqa: 
     return events / (time.perf_counter() - t0)
 
 
-async def latency(settings, watches: list[tuple[str, str]], rate: float, seconds: float) -> list[float]:  # noqa: ANN001
+STAGES = ("intake_wait", "route", "inbox_hop", "judge", "verdict_delivery")
+
+
+def stage_times(sent: float, received: float, header: str | None) -> dict[str, float] | None:
+    """The per-stage split of one verdict's latency (ms) from its ``coordinator-stages`` header:
+    produced -> fetched by the intake -> routed -> judged -> published -> received here. Wall
+    clocks of processes on one machine."""
+    if not header:
+        return None
+    times = {k: float(v) for k, v in (part.split("=", 1) for part in header.split(","))}
+    points = [sent, times["fetched"], times["routed"], times["judged"], times["published"], received]
+    return {name: (b - a) * 1000 for name, a, b in zip(STAGES, points, points[1:], strict=False)}
+
+
+async def latency(settings, out_topic: str, marks: dict[int, tuple[str, str, str]], rate: float,  # noqa: ANN001
+                  seconds: float, identify) -> tuple[list[float], dict[str, list[float]]]:  # noqa: ANN001
+    """Audit events at a steady ``rate`` for ``seconds``, keyed by service (as the audit contract
+    says); event ``i`` in ``marks`` is ``(mark id, event type, service)``. ``identify(record)``
+    tells the mark id of an output record on ``out_topic`` (None when unmarked). Returns the
+    latencies from producing a marked event to receiving its output (ms), and per stage when the
+    outputs carry ``coordinator-stages``."""
     sent: dict[str, float] = {}
-    received: dict[str, float] = {}
+    received: dict[str, tuple[float, str | None]] = {}
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
-    partitions = await topic_partitions(consumer, settings.topics.verdicts)
+    partitions = await topic_partitions(consumer, out_topic)
     consumer.assign(partitions)
     await consumer.seek_to_end(*partitions)
     for tp in partitions:
@@ -152,11 +178,13 @@ async def latency(settings, watches: list[tuple[str, str]], rate: float, seconds
 
     async def listen() -> None:
         while True:
-            batch = await consumer.getmany(timeout_ms=50)
-            now = time.perf_counter()
+            batch = await consumer.getmany(timeout_ms=20)
+            now = time.time()
             for records in batch.values():
                 for record in records:
-                    received.setdefault(codec.headers_to_dict(record.headers).get("correlation-id", ""), now)
+                    mark = identify(record)
+                    if mark is not None and mark not in received:
+                        received[mark] = (now, codec.headers_to_dict(record.headers).get(STAGES_HEADER))
 
     listener = asyncio.create_task(listen())
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=1, acks=1)
@@ -164,19 +192,19 @@ async def latency(settings, watches: list[tuple[str, str]], rate: float, seconds
     try:
         total = int(rate * seconds)
         t0 = time.perf_counter()
-        index = {i: w for i, w in enumerate(watches)}
         for i in range(total):
             due = t0 + i / rate
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            if i % 100 == 0 and i // 100 in index:
-                cid, service = index[i // 100]
-                value, headers = audit_event(i, event_type=f"ready-{i // 100}", service=service)
-                sent[cid] = time.perf_counter()
+            if i in marks:
+                mark, event_type, service = marks[i]
+                value, headers = audit_event(i, event_type=event_type, service=service)
+                sent[mark] = time.time()
             else:
                 value, headers = audit_event(i)
-            await producer.send(settings.topics.audit_events, value, key=b"k", headers=headers)
+                service = f"svc-{i % SERVICES}"
+            await producer.send(settings.topics.audit_events, value, key=service.encode(), headers=headers)
         deadline = time.perf_counter() + 30
         while len([c for c in sent if c in received]) < len(sent) and time.perf_counter() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
@@ -184,7 +212,42 @@ async def latency(settings, watches: list[tuple[str, str]], rate: float, seconds
         listener.cancel()
         await producer.stop()
         await consumer.stop()
-    return [(received[c] - sent[c]) * 1000 for c in sent if c in received]
+    latencies = [(received[c][0] - sent[c]) * 1000 for c in sent if c in received]
+    if os.environ.get("BENCH_DUMP"):  # every sample, in sending order, for a closer look
+        with open(os.environ["BENCH_DUMP"], "a") as dump:  # noqa: ASYNC230
+            for c in sorted(sent, key=sent.get):
+                split = stage_times(sent[c], *received[c]) if c in received else None
+                dump.write(json.dumps({"out": out_topic, "sent": sent[c], "ms": (received[c][0] - sent[c]) * 1000
+                                       if c in received else None, "stages": split}) + "\n")
+    stages: dict[str, list[float]] = {name: [] for name in STAGES}
+    for c in sent:
+        split = stage_times(sent[c], *received[c]) if c in received else None
+        for name, value in (split or {}).items():
+            stages[name].append(value)
+    return latencies, stages
+
+
+def awaited_verdict(record) -> str | None:  # noqa: ANN001
+    """The correlation id of a verdict on an awaited event (``up-N``), None for any other (the
+    reactions the watches also get)."""
+    verdict = codec.decode_event(record.value, record.headers, S.ExpectationVerdict)
+    return verdict.correlation_id if verdict.expectation_name.startswith("up-") else None
+
+
+def raw_marks(rate: float, seconds: float) -> dict[int, tuple[str, str, str]]:
+    """Every 100th event of the latency run, told by its id in the raw pipeline's output."""
+    return {i: (str(i), "order_filled", f"svc-{i % SERVICES}") for i in range(0, int(rate * seconds), 100)}
+
+
+def worker_marks(watches: list[tuple[str, str]], rate: float, seconds: float) -> dict[int, tuple[str, str, str]]:
+    """Every 100th event of the latency run is the awaited event of one watch (told by its verdict's
+    correlation id)."""
+    return {i: (cid, f"ready-{j}", service) for j, ((cid, service), i) in
+            enumerate(zip(watches, range(0, int(rate * seconds), 100), strict=False))}
+
+
+def ratio(a: dict | None, b: dict | None, key: str) -> float | None:  # noqa: ANN001
+    return round(a[key] / b[key], 2) if a and b and b[key] else None
 
 
 def child(log: Path, script: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -202,35 +265,44 @@ async def main_async(opts, env: dict[str, str], log_dir: Path) -> dict:  # noqa:
     await admin.create_topics([NewTopic(out_topic, 6, 1)])
     await admin.close()
 
-    produce_s = await produce_events(settings, opts.events)
+    produce_s = await produce_events(settings, opts.events) if not opts.latency_only else 1.0
     raw_group = f"{env['COORDINATOR_WORKER_APP_ID']}-raw"
     raw = child(log_dir / "raw.log", Path(__file__).with_name("_raw_pipeline.py"), settings.kafka_bootstrap_servers,
                 settings.topics.audit_events, out_topic, raw_group, str(opts.injections), str(SERVICES))
     try:
         audit = [(raw_group, [settings.topics.audit_events])]
-        raw_rate = await timed_burst(settings, audit, audit, opts.events, raw)
+        raw_rate = await timed_burst(settings, audit, audit, opts.events, raw) if not opts.latency_only else 1.0
+        raw_latencies, _ = await latency(settings, out_topic, raw_marks(opts.rate, opts.seconds), opts.rate,
+                                         opts.seconds, lambda r: r.value.split(b" ", 1)[0].decode())
     finally:
         terminate(raw)
 
     noop_group = f"{env['COORDINATOR_WORKER_APP_ID']}-noop"
-    noop = child(log_dir / "faust-noop.log", Path(__file__).with_name("_faust_noop.py"),
+    noop = None if opts.latency_only else child(log_dir / "faust-noop.log", Path(__file__).with_name("_faust_noop.py"),
                  settings.kafka_bootstrap_servers, settings.topics.audit_events, noop_group)
     try:
         audit = [(noop_group, [settings.topics.audit_events])]
-        noop_rate = await timed_burst(settings, audit, audit, opts.events, noop)
+        noop_rate = await timed_burst(settings, audit, audit, opts.events, noop) if noop else 1.0
     finally:
-        terminate(noop)
+        if noop:
+            terminate(noop)
 
     worker = AgentProcess(env, log_dir / "worker.log", ("worker",), r"").start()
     try:
         watches = await inject(settings, opts.injections, within=3600)
         group, intake = env["COORDINATOR_WORKER_APP_ID"], intake_group(settings)
-        worker_rate = await timed_burst(
+        worker_rate = 1.0 if opts.latency_only else await timed_burst(
             settings, [(group, [settings.topics.chaos_events]), (intake, [settings.topics.audit_events])],
             [(intake, [settings.topics.audit_events]), (group, [f"{group}-inbox"])], opts.events, worker.proc)
-        latencies = await latency(settings, watches, opts.rate, opts.seconds)
+        if opts.latency_only:  # caught up with the watches before the clock starts
+            await timed_burst(settings, [(group, [settings.topics.chaos_events])], [], 0, worker.proc)
+        latencies, stages = await latency(
+            settings, settings.topics.verdicts, worker_marks(watches, opts.rate, opts.seconds), opts.rate,
+            opts.seconds, awaited_verdict)
     finally:
         worker.stop()
+    worker_latency = summary(latencies) if latencies else None
+    raw_latency = summary(raw_latencies) if raw_latencies else None
     return {
         "benchmark": "worker_throughput", "events": opts.events, "active_injections": opts.injections,
         "produce_events_per_s": round(opts.events / produce_s),
@@ -239,9 +311,17 @@ async def main_async(opts, env: dict[str, str], log_dir: Path) -> dict:  # noqa:
         "worker_events_per_s": round(worker_rate),
         "worker_to_raw_ratio": round(worker_rate / raw_rate, 3),
         "faust_noop_to_raw_ratio": round(noop_rate / raw_rate, 3),
-        "latency_at_rate": {"rate_per_s": opts.rate, "seconds": opts.seconds,
-                            "audit_event_to_verdict_ms": summary(latencies) if latencies else None},
-        "goal": "worker >= 50% of raw; p99 < 200 ms at 2,000 events/s",
+        "latency_at_rate": {
+            "rate_per_s": opts.rate, "seconds": opts.seconds,
+            "audit_event_to_verdict_ms": worker_latency,
+            "raw_pipeline_event_to_output_ms": raw_latency,
+            "worker_to_raw_p50": ratio(worker_latency, raw_latency, "p50"),
+            "worker_to_raw_p99": ratio(worker_latency, raw_latency, "p99"),
+            "worker_stages_ms": {name: {k: v for k, v in summary(values).items() if k in ("n", "p50", "p99")}
+                                 for name, values in stages.items() if values},
+        },
+        "goal": "worker >= 50% of raw; verdict p99 < 200 ms at 2,000 events/s and within 3x of the raw "
+                "pipeline's p99",
         "note": "rates are measured to each group's last commit (the worker's judge commits every 1 s), "
                 "so the worker's is a lower bound",
     }
@@ -255,6 +335,7 @@ def main() -> None:
     parser.add_argument("--injections", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=2000)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--latency-only", action="store_true", help="skip the throughput bursts")
     opts = parser.parse_args()
     with local_stack() as (stack, scratch):
         env = engine_env(stack.env(), "http://127.0.0.1:1/RPC2", suffix=f"bw-{uuid.uuid4().hex[:6]}")

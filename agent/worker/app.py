@@ -8,8 +8,9 @@ Flow (all topics and tables partitioned alike; Kafka and faust tables are the di
    fault's target service), else ``type:{event_type}``.
 2. ``AuditIntake`` reads audit events a whole fetch at a time (an aiokafka consumer in the group
    ``{app}-intake``: faust's per-record path is the bottleneck, see the class) and routes each under
-   ``svc:{service_name}`` and ``type:{event_type}``, one inbox message per routing key per fetch;
-   offsets are committed once the inbox has the rows. So a watch and every audit event that can
+   ``svc:{service_name}`` and ``type:{event_type}``, one inbox message per inbox partition per fetch
+   (the rows by routing key, each key in the partition the producer's partitioner gives it, where
+   its watches are); offsets are committed once the inbox has the rows. So a watch and every audit event that can
    concern it meet in one partition.
 3. ``judge`` reads the inbox (messages typed by ``agent.worker.judge``'s codec) and hands each to
    a plain ``Judge`` (``agent.worker.judge``), which keeps the watches in the ``watches`` table
@@ -32,6 +33,7 @@ between can publish it twice; the engine keeps the first per (correlation id, ex
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import re
 import tempfile
 import time
@@ -48,6 +50,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from agent import codec, metrics
 from agent._proto.coordinator.v1 import events_pb2
+from agent.constants import STAGES_HEADER
 from agent.engine.publisher import dead_letter_parts
 from agent.errors import ConfigError, DecodeError
 from agent.kafkaio import client_options, ssl_context
@@ -186,7 +189,12 @@ def create_app(settings: Settings) -> faust.App:
         message = verdict_message(watch, verdict)
         out = codec.encode_event(message, key=watch.execution_id, source=source,
                                  content_type=settings.content_type, correlation_id=watch.correlation_id)
-        await verdicts.send(key=out.key, value=out.value, headers=out.headers)
+        headers = out.headers
+        stages = _STAGES.get()
+        if stages is not None:
+            times = zip(("fetched", "routed", "judged", "published"), (*stages, time.time()), strict=True)
+            headers = [*headers, (STAGES_HEADER, ",".join(f"{k}={v:.6f}" for k, v in times).encode())]
+        await verdicts.send(key=out.key, value=out.value, headers=headers)
         log.info("verdict", execution_id=watch.execution_id, correlation_id=watch.correlation_id,
                  expectation=watch.name, status=verdict.status, reason=verdict.reason)
 
@@ -240,6 +248,7 @@ def create_app(settings: Settings) -> faust.App:
                 settings.topics.audit_events, **client_options(settings),
                 group_id=intake_group(settings), client_id=f"{settings.worker_app_id}-intake",
                 enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=AUDIT_BATCH,
+                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
                 session_timeout_ms=session_ms, heartbeat_interval_ms=max(1000, session_ms // 5))
             await self.consumer.start()
 
@@ -255,13 +264,13 @@ def create_app(settings: Settings) -> faust.App:
                 fetched = await consumer.getmany(timeout_ms=AUDIT_FETCH_WAIT_MS, max_records=AUDIT_BATCH)
                 if not fetched:
                     continue
-                await route(fetched)
+                await route(fetched, time.time())
                 try:
                     await consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
                 except KafkaError as exc:  # a rebalance in between: the new owner routes them again
                     log.warning("audit offsets not committed; they will be routed again", error=str(exc))
 
-    async def route(fetched: dict[Any, list[Any]]) -> None:
+    async def route(fetched: dict[Any, list[Any]], fetched_at: float) -> None:
         by_key: dict[str, list[Row]] = {}
         for records in fetched.values():
             for record in records:
@@ -275,8 +284,13 @@ def create_app(settings: Settings) -> faust.App:
                 judge_.saw(row.at)
                 for key in row_keys(row):
                     by_key.setdefault(key, []).append(row)
-        sent = [await inbox.send(key=key.encode(), value=inbox_codec.encode(RowsMessage(rows)))
-                for key, rows in by_key.items()]
+        by_partition: dict[int, dict[str, list[Row]]] = {}
+        for key, rows in by_key.items():
+            by_partition.setdefault(_partition(partitioner, key, n), {})[key] = rows
+        routed_at = time.time()
+        sent = [await inbox.send(key=b"rows", partition=partition,
+                                 value=inbox_codec.encode(RowsMessage(keyed, fetched_at, routed_at)))
+                for partition, keyed in by_partition.items()]
         await asyncio.gather(*sent)
 
     @app.agent(inbox)
@@ -297,10 +311,16 @@ def create_app(settings: Settings) -> faust.App:
             elif isinstance(body, WatchMessage):
                 await judge_.on_watch(message.key.decode(), body.watch, now)
             else:
-                await judge_.on_rows(message.key.decode(), body.rows, now)
+                stages = _STAGES.set((body.fetched_at, body.routed_at, now) if body.fetched_at else None)
+                try:
+                    for key, rows in body.by_key.items():
+                        await judge_.on_rows(key or message.key.decode(), rows, now)
+                finally:
+                    _STAGES.reset(stages)
 
     @app.timer(interval=settings.worker_tick_interval)  # type: ignore[untyped-decorator]
     async def tick() -> None:
+        _shorten_fetch_wait(app)  # each tick: faust makes a new consumer after some failures
         body = inbox_codec.encode(TickMessage(judge_.watermark))
         for partition in range(n):
             await inbox.send(key=b"tick", value=body, partition=partition)
@@ -328,6 +348,15 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
+def _shorten_fetch_wait(app: faust.App) -> None:
+    """Let faust's consumer (inbox, chaos events, changelog) wait at most FETCH_MAX_WAIT_MS at the
+    broker; faust asks for 1,500 ms, fixed in its driver."""
+    thread = getattr(app.consumer, "_thread", None)
+    fetcher = getattr(getattr(thread, "_consumer", None), "_fetcher", None)
+    if fetcher is not None and getattr(fetcher, "_fetch_max_wait_ms", None) != FETCH_MAX_WAIT_MS:
+        fetcher._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+
+
 def _table_recovery(app: faust.App) -> Any:
     """faust's table recovery (not in its typed interface): ``in_recovery``, ``active_offsets``,
     ``active_remaining()``; checked against the releases in ``TESTED``."""
@@ -342,7 +371,17 @@ def _recovery_progress(app: faust.App) -> tuple[Any, ...]:
             tuple(sorted((tp.topic, tp.partition, offset) for tp, offset in applied.items() if offset is not None)))
 
 
+#: the stage times of the rows being judged (fetched, routed, judged), for the verdicts they decide
+_STAGES: contextvars.ContextVar[tuple[float, float, float] | None] = contextvars.ContextVar("stages", default=None)
+
 AUDIT_BATCH = 5000
+#: how long a fetch may wait at the broker for records. aiokafka keeps one fetch in flight per
+#: broker, holding only the partitions that had nothing buffered when it was sent: a partition whose
+#: records were consumed meanwhile waits for that fetch to come back, up to this long, while its new
+#: records sit at the broker. At faust's 1,500 ms the first verdicts after a quiet spell took ~1 s
+#: (bench/worker_throughput.py, stage ``inbox_hop``); at 100 ms an idle worker sends ~10 small
+#: fetches a second per consumer.
+FETCH_MAX_WAIT_MS = 100
 AUDIT_FETCH_WAIT_MS = 50
 
 

@@ -3,7 +3,8 @@
 
 - ``Row``: an audit event as it travels from the intake to the judge (typed; a JSON list on the wire).
 - The inbox codec: the three messages of the worker's internal ``{app}-inbox`` topic (a watch, the
-  rows of one routing key, a tick), each one JSON object; ``decode`` returns the typed message.
+  rows of one fetch bound for one partition by routing key, a tick), each one JSON object;
+  ``decode`` returns the typed message.
 - ``Judge``: keeps the watches per routing key in a table (faust's changelogged ``watches`` table
   in the worker, a dict in tests), remembers recent rows per key so that a watch arriving after
   its events still sees them, and publishes each verdict through the callable it is given.
@@ -137,7 +138,15 @@ class WatchMessage:
 
 @dataclass(frozen=True)
 class RowsMessage:
-    rows: list[Row]
+    """The rows of one fetch bound for one inbox partition, by routing key (one message per
+    partition, not per key: the judge's cost is per message). A message of the earlier form (the
+    rows of the one routing key in its record key) decodes with the key ``""``."""
+
+    by_key: dict[str, list[Row]]
+    #: when the intake fetched these rows and when it sent them on (epoch seconds; 0 when unknown):
+    #: carried to the verdict's ``coordinator-stages`` header
+    fetched_at: float = 0.0
+    routed_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -153,7 +162,8 @@ def encode(message: InboxMessage) -> bytes:
     if isinstance(message, WatchMessage):
         return json.dumps({"kind": "watch", "watch": message.watch.to_dict()}).encode()
     if isinstance(message, RowsMessage):
-        return json.dumps({"kind": "rows", "rows": message.rows}).encode()
+        return json.dumps({"kind": "rows", "keys": message.by_key,
+                           "trace": [message.fetched_at, message.routed_at]}).encode()
     return json.dumps({"kind": "tick", "watermark": message.watermark}).encode()
 
 
@@ -165,10 +175,13 @@ def decode(value: bytes) -> InboxMessage:
         if kind == "watch":
             return WatchMessage(Watch.from_dict(body["watch"]))
         if kind == "rows":
-            return RowsMessage([Row(*r) for r in body["rows"]])
+            fetched_at, routed_at = body.get("trace") or (0.0, 0.0)
+            by_key = {"": body["rows"]} if "rows" in body else body["keys"]
+            return RowsMessage({str(key): [Row(*r) for r in rows] for key, rows in by_key.items()},
+                               float(fetched_at), float(routed_at))
         if kind == "tick":
             return TickMessage(float(body["watermark"]))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DecodeError(f"not an inbox message: {exc}", reason="bad-inbox-message") from exc
     raise DecodeError(f"unknown inbox message kind {kind!r}", reason="bad-inbox-message")
 

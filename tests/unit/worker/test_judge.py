@@ -3,6 +3,8 @@ either order, repeats count once, ticks fire deadlines; the inbox codec round tr
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from agent.errors import DecodeError
@@ -90,9 +92,12 @@ def test_the_inbox_codec_round_trips_every_message_and_refuses_anything_else() -
     w = watch()
     assert inbox.decode(inbox.encode(WatchMessage(w))) == WatchMessage(w)
     rows = [row(1.0, identity="/x#1"), row(2.0)]
-    assert inbox.decode(inbox.encode(RowsMessage(rows))) == RowsMessage(rows)
+    assert inbox.decode(inbox.encode(RowsMessage({"svc:a": rows}, 1.5, 2.5))) == RowsMessage({"svc:a": rows}, 1.5, 2.5)
+    # the earlier form: one routing key's rows, the key in the record's key
+    assert inbox.decode(json.dumps({"kind": "rows", "rows": rows}).encode()) == RowsMessage({"": rows})
     assert inbox.decode(inbox.encode(TickMessage(T0))) == TickMessage(T0)
-    for bad in (b"{", b'{"kind": "what"}', b'{"kind": "rows", "rows": [[1]]}', b"[]"):
+    for bad in (b"{", b'{"kind": "what"}', b'{"kind": "rows", "rows": [[1]]}',
+                b'{"kind": "rows", "keys": {"k": [[1]]}}', b'{"kind": "rows", "keys": [1]}', b"[]"):
         with pytest.raises(DecodeError):
             inbox.decode(bad)
 
