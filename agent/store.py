@@ -42,7 +42,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -112,6 +112,14 @@ def patient(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     return wrapper
 
 
+class Guarded(NamedTuple):
+    """What a guarded write found: ``written``; else ``stopped``, the reason a flag forbids it (the
+    kill switch, a cancel), or neither: fenced (the run has another owner or epoch now)."""
+
+    written: bool
+    stopped: str | None = None
+
+
 @dataclass
 class Lease:
     correlation_id: str
@@ -176,6 +184,7 @@ class Store:
         self._renew = self.redis.register_script(self._RENEW_IF_OWNED)
         self._claim = self.redis.register_script(self._CLAIM)
         self._fenced_hset = self.redis.register_script(self._FENCED_HSET)
+        self._guarded_hset = self.redis.register_script(self._GUARDED_HSET)
         self._begin_result = self._binary.register_script(self._BEGIN_RESULT)
         self._take_over = self.redis.register_script(self._TAKE_OVER)
         self._take_lease = self.redis.register_script(self._TAKE_LEASE)
@@ -186,12 +195,17 @@ class Store:
     if redis.call('hget', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
     return redis.call('hset', KEYS[1], 'expires_at', ARGV[2])
     """
-    # KEYS: request, execution, executions; ARGV: execution id, request ttl, execution ttl, score, fields...
+    # KEYS: request, execution, executions, halted; ARGV: execution id, request ttl, execution ttl,
+    # score, '1' to refuse while halted, fields... -> the earlier execution id, {halted reason}, or false
     _CLAIM = """
     local earlier = redis.call('get', KEYS[1])
     if earlier then return earlier end
+    if ARGV[5] == '1' then
+        local halted = redis.call('get', KEYS[4])
+        if halted then return {halted} end
+    end
     redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
-    redis.call('hset', KEYS[2], unpack(ARGV, 5))
+    redis.call('hset', KEYS[2], unpack(ARGV, 6))
     redis.call('expire', KEYS[2], ARGV[3])
     redis.call('zadd', KEYS[3], ARGV[4], ARGV[1])
     return false
@@ -202,6 +216,16 @@ class Store:
     if run[1] ~= ARGV[1] or run[2] ~= ARGV[2] then return 0 end
     if ARGV[3] == '1' and redis.call('hget', KEYS[2], 'owner') ~= ARGV[1] then return -1 end
     if #ARGV > 3 then redis.call('hset', KEYS[2], unpack(ARGV, 4)) end
+    return 1
+    """
+    # KEYS: execution, hash to write, flag; ARGV: owner, epoch, fields... -> 0 fenced, the flag's value
+    # when it is set (nothing written), 1 written
+    _GUARDED_HSET = """
+    local run = redis.call('hmget', KEYS[1], 'owner', 'epoch')
+    if run[1] ~= ARGV[1] or run[2] ~= ARGV[2] then return 0 end
+    local flag = redis.call('get', KEYS[3])
+    if flag then return flag end
+    redis.call('hset', KEYS[2], unpack(ARGV, 3))
     return 1
     """
     # KEYS: execution, result; ARGV: owner, epoch, ttl, result bytes, fields...
@@ -258,20 +282,31 @@ class Store:
         await self._binary.aclose()
 
     # -- requests and executions -------------------------------------------------------------------
-    @patient
     async def claim_request(self, record: ExecutionRecord) -> str | None:
         """Claim ``record.request_id`` and write ``record`` in one step (``epoch`` 1).
 
         Returns None when claimed now (or by this very record, when a retry follows a lost reply),
         else the execution id that claimed the request earlier.
         """
+        earlier, _ = await self._claim_request(record, False)
+        return earlier
+
+    async def claim_unless_halted(self, record: ExecutionRecord) -> tuple[str | None, str | None]:
+        """``claim_request``, and in the same step the kill switch: ``(earlier, halted reason)``;
+        nothing is claimed while the agent is halted (a duplicate is still told as one)."""
+        return await self._claim_request(record, True)
+
+    @patient
+    async def _claim_request(self, record: ExecutionRecord, unless_halted: bool) -> tuple[str | None, str | None]:
         record.epoch = record.epoch or 1
         earlier = await self._claim(
             keys=[self.key("request", record.request_id), self.key("execution", record.execution_id),
-                  self.key("executions")],
+                  self.key("executions"), self.key("halted")],
             args=[record.execution_id, REQUEST_TTL_S, EXECUTION_TTL_S, record.started_at or time.time(),
-                  *_flat(_fields(record))])
-        return None if earlier in (None, record.execution_id) else str(earlier)
+                  "1" if unless_halted else "0", *_flat(_fields(record))])
+        if isinstance(earlier, list):
+            return None, str(earlier[0])
+        return (None if earlier in (None, record.execution_id) else str(earlier)), None
 
     async def claimed_request(self, request_id: str) -> str | None:
         """The execution id a request was claimed for, or None when no agent has taken it yet."""
@@ -288,6 +323,21 @@ class Store:
         key = self.key("execution", execution_id)
         done = await self._fenced_hset(keys=[key, key], args=[owner, epoch, "0", *_flat(fields)])
         return bool(done == 1)
+
+    @patient
+    async def start_run(self, execution_id: str, owner: str, epoch: int, **fields: Any) -> Guarded:
+        """Write ``fields`` (a run's start) while ``owner`` at ``epoch`` still runs it and no cancel
+        is pending, in one step: ``stopped`` is the cancel's reason."""
+        key = self.key("execution", execution_id)
+        return await self._guarded(key, owner, epoch, key, self.key("cancel", execution_id), fields)
+
+    @patient
+    async def _guarded(self, execution_key: str, owner: str, epoch: int, key: str, flag: str,
+                       fields: dict[str, Any]) -> Guarded:
+        done = await self._guarded_hset(keys=[execution_key, key, flag], args=[owner, epoch, *_flat(fields)])
+        if isinstance(done, str):
+            return Guarded(False, done)
+        return Guarded(done == 1)
 
     @patient
     async def take_over(self, execution_id: str, expected_owner: str, new_owner: str) -> int | None:
@@ -337,13 +387,11 @@ class Store:
     async def write_lease(self, lease: Lease) -> None:
         await answer(self.redis.hset(self.key("lease", lease.correlation_id), mapping=lease.to_redis()))
 
-    @patient
-    async def write_lease_fenced(self, lease: Lease, epoch: int) -> bool:
-        """Write ``lease`` only while its owner still runs its execution at ``epoch``."""
-        done = await self._fenced_hset(
-            keys=[self.key("execution", lease.execution_id), self.key("lease", lease.correlation_id)],
-            args=[lease.owner, epoch, "0", *_flat(lease.to_redis())])
-        return bool(done == 1)
+    async def write_lease_guarded(self, lease: Lease, epoch: int) -> Guarded:
+        """Write ``lease`` only while its owner still runs its execution at ``epoch`` and the agent
+        is not halted (``stopped``: the halt's reason), in one step."""
+        return await self._guarded(self.key("execution", lease.execution_id), lease.owner, epoch,
+                                   self.key("lease", lease.correlation_id), self.key("halted"), lease.to_redis())
 
     @patient
     async def mark_injected(self, lease: Lease, epoch: int) -> bool:

@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 from agent._proto.coordinator.v1 import events_pb2
 from agent.drivers.base import FaultDriver, FaultRequest
 from agent.errors import ActionError, RevertError
-from agent.store import ExecutionRecord, Lease, Outage
+from agent.store import ExecutionRecord, Guarded, Lease, Outage
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -56,6 +56,12 @@ class MemoryStore:
         self.executions[record.execution_id] = replace(record)
         return None
 
+    async def claim_unless_halted(self, record: ExecutionRecord) -> tuple[str | None, str | None]:
+        earlier = self.requests.get(record.request_id)
+        if earlier is None and self.halted_reason:
+            return None, self.halted_reason
+        return await self.claim_request(record), None
+
     async def claimed_request(self, request_id: str) -> str | None:
         return self.requests.get(request_id)
 
@@ -77,6 +83,14 @@ class MemoryStore:
         if fields:
             await self.update_execution(execution_id, **fields)
         return True
+
+    async def start_run(self, execution_id: str, owner: str, epoch: int, **fields: Any) -> Guarded:
+        if not self._holds(execution_id, owner, epoch):
+            return Guarded(False)
+        if execution_id in self.cancels:
+            return Guarded(False, self.cancels[execution_id])
+        await self.update_execution(execution_id, **fields)
+        return Guarded(True)
 
     async def take_over(self, execution_id: str, expected_owner: str, new_owner: str) -> int | None:
         record = self.executions.get(execution_id)
@@ -106,11 +120,13 @@ class MemoryStore:
     async def write_lease(self, lease: Lease) -> None:
         self.lease_table[lease.correlation_id] = replace(lease)
 
-    async def write_lease_fenced(self, lease: Lease, epoch: int) -> bool:
+    async def write_lease_guarded(self, lease: Lease, epoch: int) -> Guarded:
         if not self._holds(lease.execution_id, lease.owner, epoch):
-            return False
+            return Guarded(False)
+        if self.halted_reason:
+            return Guarded(False, self.halted_reason)
         await self.write_lease(lease)
-        return True
+        return Guarded(True)
 
     async def mark_injected(self, lease: Lease, epoch: int) -> bool:
         held = self.lease_table.get(lease.correlation_id)

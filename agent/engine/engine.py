@@ -323,9 +323,6 @@ class Engine:
                 request_id = _salvaged_request_id(record)  # only an undecodable record is read again
                 raise Rejected(exc.reason, str(exc)) from exc
             request_id = request.request_id or _record_id(record)
-            halted = await self.store.patiently(self.store.halted)
-            if halted:
-                raise Rejected("halted", f"the agent is halted ({halted}); resume it to run scenarios")
             scenario = self.resolve(request, request_id)
         except (Rejected, NotFound, ScenarioError) as exc:
             await self._reject(record, request, request_id, execution_id, _rejection(exc))
@@ -333,13 +330,18 @@ class Engine:
         execution = Execution(self._ctx, execution_id, request_id, request, scenario, received)
         # registered before the claim, so that the reconciler never takes a run being accepted here
         self.running[execution_id] = Running(execution)
-        try:
-            earlier = await self.store.claim_request(ExecutionRecord(
+        try:  # the claim reads the kill switch in the same round trip
+            earlier, halted = await self.store.claim_unless_halted(ExecutionRecord(
                 execution_id=execution_id, request_id=request_id, scenario_name=scenario.name, status="PENDING",
                 owner=self.owner, requester=request.requester, started_at=time.time(), labels=dict(request.labels)))
         except BaseException:
             self.running.pop(execution_id, None)
             raise
+        if halted is not None:
+            self.running.pop(execution_id, None)
+            rejection = Rejected("halted", f"the agent is halted ({halted}); resume it to run scenarios")
+            await self._reject(record, request, request_id, execution_id, rejection)
+            return
         if earlier is not None:
             self.running.pop(execution_id, None)
             metrics.REQUESTS.labels(outcome="duplicate").inc()
@@ -377,11 +379,7 @@ class Engine:
 
     async def _run(self, execution: Execution) -> None:
         try:
-            async with self.slots:
-                cancelled = await self.store.patiently(self.store.cancel_requested, execution.execution_id)
-                if cancelled:
-                    execution.abort_reason = cancelled
-                    execution.cancelled_before_start = True
+            async with self.slots:  # a cancel while it waited here is read as the run starts
                 result = await execution.run()
             if result is not None:  # None: another agent took the run over and publishes its result
                 await self._publish_result(result, self.owner, execution.epoch)

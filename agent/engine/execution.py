@@ -94,7 +94,6 @@ class Execution:
     verdicts: dict[tuple[str, str], events_pb2.ExpectationVerdict] = field(default_factory=dict)
     steps_started: bool = False
     deviated: bool = False
-    cancelled_before_start: bool = False
     _active: dict[str, ActiveFault] = field(default_factory=dict)
     _background: list[asyncio.Task[None]] = field(default_factory=list)
     _continuous_failures: list[str] = field(default_factory=list)
@@ -110,6 +109,20 @@ class Execution:
             self.lost = True
             raise FencedOut(f"execution {self.execution_id} was taken over by another agent")
 
+    async def _start(self, started: float) -> None:
+        """Mark the run RUNNING, in one round trip with the fence and the cancel check: a cancel
+        that came while it waited for a slot aborts it here."""
+        if self.lost:
+            raise FencedOut(f"execution {self.execution_id} was taken over by another agent")
+        begun = await self.ctx.store.start_run(self.execution_id, self.owner, self.epoch,
+                                               status="RUNNING", started_at=started)
+        if begun.stopped is not None:
+            self.abort_reason = begun.stopped
+            raise asyncio.CancelledError
+        if not begun.written:
+            self.lost = True
+            raise FencedOut(f"execution {self.execution_id} was taken over by another agent")
+
     # -- the run ---------------------------------------------------------------------------------
     async def run(self) -> events_pb2.ScenarioResult | None:
         """Run to the end; the one final result, or None when another agent took the run over."""
@@ -120,9 +133,7 @@ class Execution:
         reason = "the run ended unexpectedly"
         try:
             try:
-                if self.cancelled_before_start:
-                    raise asyncio.CancelledError
-                await self._fence(status="RUNNING", started_at=started)
+                await self._start(started)
                 await failpoints.point("after-record")
                 await self._progress(S.EXECUTION_STATUS_RUNNING, "start", f"running '{self.scenario.name}'")
                 async with asyncio.timeout(self.scenario.spec.limits.timeout):
@@ -210,7 +221,8 @@ class Execution:
             await self._step(step)
 
     async def _step(self, step: Any) -> None:
-        await self._fence()
+        if not isinstance(step, FaultStep):  # a fault step's lease is written fenced (FaultManager.inject)
+            await self._fence()
         if isinstance(step, WaitStep):
             t0 = time.time()
             await asyncio.sleep(step.wait)

@@ -1,8 +1,9 @@
 """Injections: a lease before every fault, a correlation id on every injection, reverts that always
 happen, and reconciliation of faults whose owner is gone.
 
-An injection goes: refuse if halted -> new UUID4 correlation id -> lease written to Redis (with the
-driver's revert recipe), fenced by the execution's owner and epoch -> fault applied -> lease marked
+An injection goes: new UUID4 correlation id -> lease written to Redis (with the driver's revert
+recipe), fenced by the execution's owner and epoch and refused while halted, in one round trip ->
+fault applied -> lease marked
 injected, fenced again -> chaos event INJECTED. An agent that finds itself fenced out after applying
 the fault (it was paused and another agent took the run over) takes the fault back at once and
 publishes nothing. A revert goes: is the lease still ours -> driver revert from the recipe (retried
@@ -116,9 +117,6 @@ class FaultManager:
         self.stuck: dict[str, StuckLease] = {}
 
     async def inject(self, execution_id: str, scenario: Scenario, step: FaultStep, epoch: int = 1) -> ActiveFault:
-        halted = await self.store.patiently(self.store.halted)
-        if halted:
-            raise TargetRefused(f"the agent is halted ({halted}): no new faults until resumed")
         target = scenario.spec.targets.get(step.target)
         if target is None:
             raise TargetRefused(f"target '{step.target}' is not declared by the scenario")
@@ -150,7 +148,11 @@ class FaultManager:
             service=service, fault=step.fault, step_name=step.name, recipe=driver.recipe(request),
             owner=self.owner, created_at=now, expires_at=now + self.settings.lease_ttl, scenario_name=scenario.name,
         )
-        if not await self.store.write_lease_fenced(lease, epoch):  # before anything is touched
+        # before anything is touched, in one step: still this agent's run, and the kill switch is off
+        written = await self.store.write_lease_guarded(lease, epoch)
+        if written.stopped is not None:
+            raise TargetRefused(f"the agent is halted ({written.stopped}): no new faults until resumed")
+        if not written.written:
             raise FencedOut(f"execution {execution_id} is no longer run by this agent ({self.owner})")
         await failpoints.point("after-lease")
         # the injection's time is when the fault starts to act, not when the driver returns: a restart

@@ -50,7 +50,7 @@ async def test_leases_and_runs_change_hands_only_by_compare_and_set(stack_env: d
                                                          status="PENDING", owner="b/2")) == "e-1"
         lease = Lease(correlation_id="c-1", execution_id="e-1", driver="toxiproxy", target="link", service="link",
                       fault="latency", step_name="slow", recipe={}, owner="a/1", created_at=now, expires_at=now + 3)
-        assert await store.write_lease_fenced(lease, 1)
+        assert await store.write_lease_guarded(lease, 1) == (True, None)
         [read] = await store.leases()
         await store.renew_leases("a/1", ["c-1"], 3)  # the owner's heartbeat after the lease was read
         assert not await store.take_lease(read, "b/2", 3), "a lease renewed since it was read is not orphaned"
@@ -69,6 +69,49 @@ async def test_leases_and_runs_change_hands_only_by_compare_and_set(stack_env: d
         stored = await store.get_execution("e-1")
         assert stored is not None and (stored.status, stored.result_state, stored.epoch) == ("ABORTED", "published", 2)
         assert await store.get_result("e-1") == b"y"
+    finally:
+        for key in [k async for k in store.redis.scan_iter(match=f"{store.prefix}:*")]:
+            await store.redis.delete(key)
+        await store.aclose()
+
+
+async def test_a_claim_a_run_start_and_a_lease_read_the_kill_switch_or_a_cancel_in_the_same_step(
+    stack_env: dict[str, str],
+) -> None:
+    from agent.store import ExecutionRecord
+
+    store = Store(stack_env["COORDINATOR_REDIS_URL"], f"test-{uuid.uuid4().hex[:8]}")
+    try:
+        now = time.time()
+        record = ExecutionRecord(execution_id="e-1", request_id="r-1", scenario_name="s", status="PENDING",
+                                 owner="a/1", started_at=now)
+        await store.halt("maintenance")
+        assert await store.claim_unless_halted(record) == (None, "maintenance")
+        assert await store.claimed_request("r-1") is None, "nothing is claimed while halted"
+        await store.resume()
+        assert await store.claim_unless_halted(record) == (None, None)
+        await store.halt("again")
+        second = ExecutionRecord(execution_id="e-2", request_id="r-1", scenario_name="s", status="PENDING",
+                                 owner="b/2", started_at=now)
+        assert await store.claim_unless_halted(second) == ("e-1", None), "a duplicate is one, halted or not"
+
+        lease = Lease(correlation_id="c-1", execution_id="e-1", driver="toxiproxy", target="link", service="link",
+                      fault="latency", step_name="slow", recipe={}, owner="a/1", created_at=now, expires_at=now + 3)
+        assert await store.write_lease_guarded(lease, 1) == (False, "again")
+        assert await store.leases() == [], "no lease is written while halted"
+        await store.resume()
+        assert await store.write_lease_guarded(lease, 2) == (False, None), "fenced: the run is at epoch 1"
+        assert await store.write_lease_guarded(lease, 1) == (True, None)
+
+        assert await store.start_run("e-1", "b/2", 1, status="RUNNING") == (False, None), "not b/2's run"
+        await store.request_cancel("e-1", "not today")
+        assert await store.start_run("e-1", "a/1", 1, status="RUNNING") == (False, "not today")
+        stored = await store.get_execution("e-1")
+        assert stored is not None and stored.status == "PENDING", "a cancelled run is not marked RUNNING"
+        await store.redis.delete(store.key("cancel", "e-1"))
+        assert await store.start_run("e-1", "a/1", 1, status="RUNNING") == (True, None)
+        stored = await store.get_execution("e-1")
+        assert stored is not None and stored.status == "RUNNING"
     finally:
         for key in [k async for k in store.redis.scan_iter(match=f"{store.prefix}:*")]:
             await store.redis.delete(key)

@@ -14,6 +14,7 @@ import pytest
 
 from agent import codec, topics, vocabulary
 from agent._proto.coordinator.v1 import events_pb2
+from agent.constants import STAGES_HEADER
 from agent.settings import Settings
 from tests.helpers.agent import AgentProcess
 from tests.helpers.engine import applied_settings, engine_env, read_all, settings_from, wait_for
@@ -114,11 +115,19 @@ async def test_a_recovery_event_within_the_deadline_passes(worker: AgentProcess,
     cid, t0 = await inject(settings, "risk-monitor", expectation("back", S.EXPECTATION_KIND_APPEARS,
                                                                  event_type="service_ready", service="risk-monitor"))
     await asyncio.sleep(1.0)  # the service takes a moment to come back
+    sent = time.time()
     await audit(settings, "risk-monitor", "service_ready")
     [verdict] = await verdicts(settings, cid)
     assert verdict.status == S.VERDICT_STATUS_PASSED, verdict.reason
     assert 0.9 < verdict.time_to_recover.ToNanoseconds() / 1e9 < 5
     assert verdict.first_seen_at.ToNanoseconds() / 1e9 > t0
+    # the verdict says when each stage of the worker handled the event that decided it
+    [record] = await wait_for(settings.kafka_bootstrap_servers, settings.topics.verdicts,
+                              lambda r: codec.headers_to_dict(r.headers).get("correlation-id") == cid
+                              and verdict_of(r).expectation_name == "back", timeout=10)
+    stages = dict(part.split("=") for part in codec.headers_to_dict(record.headers)[STAGES_HEADER].split(","))
+    times = [float(stages[name]) for name in ("fetched", "routed", "judged", "published")]
+    assert sent - 0.5 < times[0] and times == sorted(times) and times[-1] < time.time(), stages
 
 
 async def test_the_same_event_after_the_deadline_fails_with_both_times(
