@@ -9,6 +9,7 @@ Names are checked by the scenario models and each one is quoted as a single URL 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
@@ -103,6 +104,10 @@ def toxic_attributes(fault: str, parameters: dict[str, Any]) -> dict[str, int]:
     raise ActionError(f"the toxiproxy driver cannot apply fault '{fault}'")
 
 
+#: connections kept to the Toxiproxy API
+HTTP_CONNECTIONS = 8
+
+
 class ToxiproxyDriver(FaultDriver):
     name = "toxiproxy"
     settings: ToxiproxySettings
@@ -112,6 +117,7 @@ class ToxiproxyDriver(FaultDriver):
         self._session: aiohttp.ClientSession | None = None
         #: proxies seen to exist (a proxy deleted behind our back makes the toxic call fail: 404, retried)
         self._known: set[str] = set()
+        self._making: dict[str, asyncio.Lock] = {}
 
     @property
     def base(self) -> str:
@@ -119,7 +125,10 @@ class ToxiproxyDriver(FaultDriver):
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+            # a few kept-alive connections, reused: a burst of faults queues for them instead of
+            # opening one each (Toxiproxy changes one proxy's toxics one at a time anyway)
+            connector = aiohttp.TCPConnector(limit=HTTP_CONNECTIONS, keepalive_timeout=60)
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10), connector=connector)
         return self._session
 
     async def aclose(self) -> None:
@@ -185,15 +194,20 @@ class ToxiproxyDriver(FaultDriver):
         proxy = selector["proxy"]
         if proxy in self._known:
             return
-        status, _ = await self._raw("GET", f"/proxies/{seg(proxy)}", None)
-        if status == 200:
+        # one look (and creation) per proxy at a time: simultaneous first faults on a proxy that does
+        # not exist yet would each try to create it, and all but one get 409
+        async with self._making.setdefault(proxy, asyncio.Lock()):
+            if proxy in self._known:
+                return
+            status, _ = await self._raw("GET", f"/proxies/{seg(proxy)}", None)
+            if status != 200:
+                if not (selector.get("listen") and selector.get("upstream")):
+                    raise ActionError(f"toxiproxy has no proxy '{proxy}' (give listen and upstream to create it)")
+                status, data = await self._raw("POST", "/proxies", {
+                    "name": proxy, "listen": selector["listen"], "upstream": selector["upstream"], "enabled": True})
+                if status >= 300 and status != 409:  # 409: made by someone else meanwhile, as asked
+                    raise ActionError(f"toxiproxy answered {status} to POST /proxies: {data}", retryable=status >= 500)
             self._known.add(proxy)
-            return
-        if not (selector.get("listen") and selector.get("upstream")):
-            raise ActionError(f"toxiproxy has no proxy '{proxy}' (give listen and upstream to create it)")
-        await self._send("POST", "/proxies", {"name": proxy, "listen": selector["listen"],
-                                              "upstream": selector["upstream"], "enabled": True})
-        self._known.add(proxy)
 
     async def _send(self, method: str, path: str, body: Any, *, base: str | None = None,
                     missing_ok: bool = False) -> Any:
