@@ -55,6 +55,10 @@ PART_TRANSIENT = (*TRANSIENT, KafkaError)
 PART_SETTLE_S = 5.0
 
 
+#: requests taken in one fetch, all accepted concurrently
+INGRESS_BATCH = 500
+
+
 class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -242,19 +246,19 @@ class Service:
 
     async def _ingress(self, consumer: AIOKafkaConsumer) -> None:
         while True:
-            batch = await consumer.getmany(timeout_ms=200, max_records=100)
-            pending = dict(batch)
+            batch = await consumer.getmany(timeout_ms=200, max_records=INGRESS_BATCH)
+            if not batch:
+                continue
             try:
-                if batch:
-                    await failpoints.point("after-consume")
-                for tp, records in batch.items():
-                    # accepted concurrently: the Redis claim keeps a duplicate out even within one batch
-                    await asyncio.gather(*(self.engine.accept(record) for record in records))
-                    await consumer.commit({tp: records[-1].offset + 1})
-                    pending.pop(tp)
+                await failpoints.point("after-consume")
+                # the whole fetch accepted concurrently (the Redis claim keeps a duplicate out even
+                # within one fetch), then its offsets committed at once
+                await asyncio.gather(*(self.engine.accept(record) for records in batch.values() for record in records))
+                await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
             except BaseException:
-                # read what was not committed again when the part restarts: nothing is skipped
-                for tp, records in pending.items():
+                # read the fetch again when the part restarts: nothing is skipped, and what was
+                # accepted already is a duplicate then
+                for tp, records in batch.items():
                     with contextlib.suppress(Exception):
                         consumer.seek(TopicPartition(tp.topic, tp.partition), records[0].offset)
                 raise
