@@ -105,7 +105,7 @@ def toxic_attributes(fault: str, parameters: dict[str, Any]) -> dict[str, int]:
 
 
 #: connections kept to the Toxiproxy API
-HTTP_CONNECTIONS = 8
+HTTP_CONNECTIONS = 32
 
 
 class ToxiproxyDriver(FaultDriver):
@@ -125,8 +125,8 @@ class ToxiproxyDriver(FaultDriver):
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            # a few kept-alive connections, reused: a burst of faults queues for them instead of
-            # opening one each (Toxiproxy changes one proxy's toxics one at a time anyway)
+            # kept-alive connections, reused for a minute: a burst of faults queues for them
+            # instead of opening one each
             connector = aiohttp.TCPConnector(limit=HTTP_CONNECTIONS, keepalive_timeout=60)
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10), connector=connector)
         return self._session
