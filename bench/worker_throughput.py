@@ -78,20 +78,25 @@ async def produce_events(settings, count: int) -> float:  # noqa: ANN001
     return time.perf_counter() - t0
 
 
+def injection(i: int, within: float) -> tuple[str, str, codec.OutgoingEvent]:
+    """The INJECTED chaos event of injection ``i``: one watch for ``ready-{i}`` from its service."""
+    cid, service = str(uuid.uuid4()), f"svc-{i % SERVICES}"
+    expectation = S.Expectation(name=f"up-{i}", kind=S.EXPECTATION_KIND_APPEARS, event_type=f"ready-{i}",
+                                service=service, attribution=S.ATTRIBUTION_ANY)
+    expectation.within.FromNanoseconds(int(within * 1e9))
+    event = S.ChaosEvent(correlation_id=cid, type=S.CHAOS_EVENT_TYPE_INJECTED, execution_id=cid,
+                         service=service, fault="kill", expectations=[expectation])
+    event.injected_at.GetCurrentTime()
+    return cid, service, codec.encode_event(event, key=cid, source="/bench")
+
+
 async def inject(settings, count: int, within: float) -> list[tuple[str, str]]:  # noqa: ANN001
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=5)
     await producer.start()
     made = []
     try:
         for i in range(count):
-            cid, service = str(uuid.uuid4()), f"svc-{i % SERVICES}"
-            expectation = S.Expectation(name=f"up-{i}", kind=S.EXPECTATION_KIND_APPEARS, event_type=f"ready-{i}",
-                                        service=service, attribution=S.ATTRIBUTION_ANY)
-            expectation.within.FromNanoseconds(int(within * 1e9))
-            event = S.ChaosEvent(correlation_id=cid, type=S.CHAOS_EVENT_TYPE_INJECTED, execution_id=cid,
-                                 service=service, fault="kill", expectations=[expectation])
-            event.injected_at.GetCurrentTime()
-            out = codec.encode_event(event, key=cid, source="/bench")
+            cid, service, out = injection(i, within)
             await producer.send(settings.topics.chaos_events, out.value, key=out.key, headers=out.headers)
             made.append((cid, service))
         await producer.flush()
