@@ -6,7 +6,7 @@ injections, the agent over thousands of executions, each one's RSS sampled every
   with each chunk, --injections / chunks injections whose watches wait 5 s for an event of their
   own, which half of them get (PASSED) and half do not (FAILED at the deadline): watches come and go
   all run long.
-- agent: `coordinator serve`; --executions scenario runs (a Toxiproxy latency toxic held 0.1 s), in
+- agent: `coordinator serve`; --executions scenario runs (a Toxiproxy latency toxic held --hold s), in
   waves of --wave simultaneous requests, each wave once the one before has all its results.
 
 Growth: the median RSS of the last 10% of samples against the median of the samples just after
@@ -142,7 +142,7 @@ async def soak_agent(opts, env: dict[str, str], logs: Path) -> dict:  # noqa: AN
     settings = settings_from(env)
     await topics.apply(settings)
     agent = AgentProcess(env, logs / "agent.log").start()
-    bench = Bench(settings, hold=0.1)
+    bench = Bench(settings, hold=opts.hold)
     bench.listen_port, bench.up_port = free_port(), free_port()
     bench.listening = asyncio.Event()
     listener = asyncio.create_task(bench.listen())
@@ -211,11 +211,18 @@ def main() -> None:
     parser.add_argument("--injections", type=int, default=10_000)
     parser.add_argument("--executions", type=int, default=5_000)
     parser.add_argument("--wave", type=int, default=50)
+    # long enough that the agent's run spans many samples (5,000 executions at 0.1 s took 26 s)
+    parser.add_argument("--hold", type=float, default=2.0, help="how long each execution holds its fault")
     parser.add_argument("--sample", type=float, default=10.0)
-    parser.add_argument("--only", choices=["worker", "agent"])
+    parser.add_argument("--only", choices=["worker", "agent"],
+                        help="run one part; the other's last figures and curve are kept from the JSON beside the plot")
     parser.add_argument("--plot", type=Path, default=RESULTS / "soak.png")
     opts = parser.parse_args()
     report: dict = {"benchmark": "soak", "sample_s": opts.sample}
+    earlier = opts.plot.with_suffix(".json")
+    if opts.only and earlier.exists():
+        kept = "agent" if opts.only == "worker" else "worker"
+        report.update({k: v for k, v in json.loads(earlier.read_text()).items() if k == kept})
     with local_stack() as (stack, scratch):
         if opts.only != "agent":
             env = engine_env(stack.env(), "http://127.0.0.1:1/RPC2", suffix=f"sw-{uuid.uuid4().hex[:6]}")

@@ -55,8 +55,11 @@ PART_TRANSIENT = (*TRANSIENT, KafkaError)
 PART_SETTLE_S = 5.0
 
 
-#: requests taken in one fetch, all accepted concurrently
+#: requests taken in one fetch
 INGRESS_BATCH = 500
+#: requests accepted concurrently. Accepting a whole burst at once made every run reach its fault at
+#: the end of the burst (bench/engine_latency.py, 200 requests: p50 287 ms, against 196 ms in waves)
+ACCEPT_TOGETHER = 10
 
 
 class Service:
@@ -247,18 +250,21 @@ class Service:
     async def _ingress(self, consumer: AIOKafkaConsumer) -> None:
         while True:
             batch = await consumer.getmany(timeout_ms=200, max_records=INGRESS_BATCH)
-            if not batch:
-                continue
+            pending = dict(batch)
             try:
-                await failpoints.point("after-consume")
-                # the whole fetch accepted concurrently (the Redis claim keeps a duplicate out even
-                # within one fetch), then its offsets committed at once
-                await asyncio.gather(*(self.engine.accept(record) for records in batch.values() for record in records))
-                await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
-            except BaseException:
-                # read the fetch again when the part restarts: nothing is skipped, and what was
-                # accepted already is a duplicate then
+                if batch:
+                    await failpoints.point("after-consume")
                 for tp, records in batch.items():
+                    # accepted a few at a time, in order (the Redis claim keeps a duplicate out even
+                    # within one group): the runs of a burst start in waves, so the first ones reach
+                    # their faults first instead of all of them together at the end
+                    for i in range(0, len(records), ACCEPT_TOGETHER):
+                        await asyncio.gather(*(self.engine.accept(r) for r in records[i:i + ACCEPT_TOGETHER]))
+                    await consumer.commit({tp: records[-1].offset + 1})
+                    pending.pop(tp)
+            except BaseException:
+                # read what was not committed again when the part restarts: nothing is skipped
+                for tp, records in pending.items():
                     with contextlib.suppress(Exception):
                         consumer.seek(TopicPartition(tp.topic, tp.partition), records[0].offset)
                 raise
