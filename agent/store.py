@@ -495,9 +495,6 @@ class Store:
         await self.redis.publish(self.key("control"),
                                  json.dumps({"action": "cancel", "execution_id": execution_id, "reason": reason}))
 
-    async def cancel_requested(self, execution_id: str) -> str | None:
-        return await self.redis.get(self.key("cancel", execution_id))  # type: ignore[no-any-return]
-
     async def control_messages(self) -> AsyncIterator[dict[str, Any]]:
         pubsub = self.redis.pubsub()
         await pubsub.subscribe(self.key("control"))

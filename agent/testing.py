@@ -176,9 +176,6 @@ class MemoryStore:
     async def halted(self) -> str | None:
         return self.halted_reason
 
-    async def cancel_requested(self, execution_id: str) -> str | None:
-        return self.cancels.get(execution_id)
-
     async def halt(self, reason: str) -> None:
         self.halted_reason = reason
         self.control.append({"action": "halt", "reason": reason})

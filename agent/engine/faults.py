@@ -3,13 +3,13 @@ happen, and reconciliation of faults whose owner is gone.
 
 An injection goes: new UUID4 correlation id -> lease written to Redis (with the driver's revert
 recipe), fenced by the execution's owner and epoch and refused while halted, in one round trip ->
-fault applied -> lease marked
-injected, fenced again -> chaos event INJECTED. An agent that finds itself fenced out after applying
-the fault (it was paused and another agent took the run over) takes the fault back at once and
-publishes nothing. A revert goes: is the lease still ours -> driver revert from the recipe (retried
-with backoff; any exception from the driver counts as a failed attempt) -> lease deleted -> chaos
-event REVERTED; when every attempt fails, REVERT_FAILED is published and the lease is left to expire
-so that a reconciler retries it, with back-off, for as long as it takes.
+fault applied -> lease marked injected, fenced again -> chaos event INJECTED. An agent that finds
+itself fenced out after applying the fault (it was paused and another agent took the run over) takes
+the fault back at once and publishes nothing. A revert goes: is the lease still ours -> driver
+revert from the recipe (retried with backoff; any exception from the driver counts as a failed
+attempt) -> lease deleted -> chaos event REVERTED; when every attempt fails, REVERT_FAILED is
+published and the lease is left to expire so that a reconciler retries it, with back-off, for as
+long as it takes.
 
 Each agent process has an ``owner`` id (instance id plus a per-process suffix) and heartbeats its
 leases. The reconciler, in every agent, takes over (compare-and-set on the owner) and reverts leases

@@ -58,7 +58,7 @@ PART_SETTLE_S = 5.0
 #: requests taken in one fetch
 INGRESS_BATCH = 500
 #: requests accepted concurrently. Accepting a whole burst at once made every run reach its fault at
-#: the end of the burst (bench/engine_latency.py, 200 requests: p50 287 ms, against 196 ms in waves)
+#: the end of the burst (bench/engine_latency.py, 200 requests: p50 287 ms, against 180 ms ten at a time)
 ACCEPT_TOGETHER = 10
 
 
