@@ -30,7 +30,7 @@ from aiokafka.structs import ConsumerRecord
 from agent.constants import CORRELATION_HEADER
 from agent.drivers.kafka import relay_key
 from agent.engine.publisher import send_dead_letter
-from agent.kafkaio import client_options
+from agent.kafkaio import FETCH_MAX_WAIT_MS, client_options
 from agent.logs import get_logger
 from agent.settings import Settings
 from agent.store import answer
@@ -118,6 +118,7 @@ class Relay:
             self.source, **client_options(self.settings),
             group_id=f"{self.settings.consumer_group}-relay-{self.source}-{self.topic}",
             enable_auto_commit=False, auto_offset_reset="earliest", metadata_max_age_ms=5000,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,  # a relayed event is not held back by a fetch in flight
         )
         producer = AIOKafkaProducer(**client_options(self.settings), acks="all",
                                     enable_idempotence=True, linger_ms=2)

@@ -41,7 +41,7 @@ from agent.errors import CoordinatorError, DecodeError
 from agent.grpc_api import GrpcServer
 from agent.health import CheckResult
 from agent.http import HttpServer
-from agent.kafkaio import client_options, diagnose, topic_partitions
+from agent.kafkaio import FETCH_MAX_WAIT_MS, client_options, diagnose, topic_partitions
 from agent.logs import get_logger
 from agent.platform import PlatformWatch
 from agent.registry import SelfRegistration
@@ -240,7 +240,7 @@ class Service:
         consumer = AIOKafkaConsumer(
             self.settings.topics.scenario_requests, **client_options(self.settings),
             group_id=self.settings.consumer_group, client_id=f"{self.settings.kafka_client_id}-ingress",
-            enable_auto_commit=False, auto_offset_reset="earliest",
+            enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             # a requests topic created after the agent started is found within seconds, not minutes
             metadata_max_age_ms=5000,
         )
@@ -271,7 +271,8 @@ class Service:
 
     async def _verdict_listener(self, positioned: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(**client_options(self.settings), enable_auto_commit=False,
-                                    client_id=f"{self.settings.kafka_client_id}-verdicts")
+                                    client_id=f"{self.settings.kafka_client_id}-verdicts",
+                                    fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
         await consumer.start()
         try:
             topic = self.settings.topics.verdicts

@@ -53,7 +53,7 @@ from agent._proto.coordinator.v1 import events_pb2
 from agent.constants import STAGES_HEADER
 from agent.engine.publisher import dead_letter_parts
 from agent.errors import ConfigError, DecodeError
-from agent.kafkaio import client_options, ssl_context
+from agent.kafkaio import FETCH_MAX_WAIT_MS, client_options, ssl_context
 from agent.logs import get_logger
 from agent.settings import KafkaSecurity, Settings
 from agent.vocabulary import verdict_value
@@ -375,13 +375,6 @@ def _recovery_progress(app: faust.App) -> tuple[Any, ...]:
 _STAGES: contextvars.ContextVar[tuple[float, float, float] | None] = contextvars.ContextVar("stages", default=None)
 
 AUDIT_BATCH = 5000
-#: how long a fetch may wait at the broker for records. aiokafka keeps one fetch in flight per
-#: broker, holding only the partitions that had nothing buffered when it was sent: a partition whose
-#: records were consumed meanwhile waits for that fetch to come back, up to this long, while its new
-#: records sit at the broker. At faust's 1,500 ms the first verdicts after a quiet spell took ~1 s
-#: (bench/worker_throughput.py, stage ``inbox_hop``); at 100 ms an idle worker sends ~10 small
-#: fetches a second per consumer.
-FETCH_MAX_WAIT_MS = 100
 AUDIT_FETCH_WAIT_MS = 50
 
 
