@@ -363,17 +363,20 @@ class Engine:
         )
         result.started_at.GetCurrentTime()
         result.ended_at.GetCurrentTime()
-        # claimed first, with its record (ended_at 0: no result yet), so that a redelivered copy is a
-        # duplicate, and a crash before the result is finished by the reconciler with this REJECTED
+        # claimed first, with its record (ended_at 0: no result yet), so that one request id gets one
+        # REJECTED result, and a crash before the result is finished by the reconciler with this one
         earlier = await self.store.claim_request(ExecutionRecord(
             execution_id=execution_id, request_id=request_id, scenario_name=result.scenario_name, status="REJECTED",
             owner=self.owner, requester=request.requester, started_at=time.time(), reason=result.reason,
             labels=dict(request.labels)))
+        # every record is dead-lettered, a second record with the same request id too: only the result
+        # is kept to one per request id (an exact redelivery may be dead-lettered again: at least once)
+        await self.publisher.dead_letter(record, exc.code, str(exc))
         if earlier is not None:
             metrics.REQUESTS.labels(outcome="duplicate").inc()
-            log.info("duplicate request ignored", request_id=request_id, execution_id=earlier)
+            log.info("rejected record dead-lettered; its request id already has a result", request_id=request_id,
+                     execution_id=earlier, offset=f"{record.topic}-{record.partition}-{record.offset}")
             return
-        await self.publisher.dead_letter(record, exc.code, str(exc))
         await self._publish_result(result, self.owner, 1)
         metrics.EXECUTIONS.labels(status="REJECTED").inc()
 

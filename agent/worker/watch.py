@@ -165,6 +165,8 @@ class Watch:
         if self.kind == "stable":
             return self._stability(event)
         if self._recovery() and self._ended(event.service, event.instance) and event.timestamp >= self.injected_at:
+            if not self._first_time(event):
+                return False  # the same last words delivered (or replayed to this watch) again
             self.old_words += 1  # the old process's last words: not evidence that the service recovered
             self.old_words_at = max(self.old_words_at or 0.0, event.timestamp)
             return True
@@ -176,10 +178,19 @@ class Watch:
         if event.event_id and event.event_id in self.counted_ids:
             return False  # the same event delivered again
         counted = self._count(event)
-        if counted and event.event_id:
-            self.counted_ids.append(event.event_id)
-            del self.counted_ids[:-MAX_COUNTED_IDS]
+        if counted:
+            self._first_time(event)
         return counted
+
+    def _first_time(self, event: AuditObservation) -> bool:
+        """Note ``event`` as counted; False when it was already (a repeated delivery or a replay)."""
+        if not event.event_id:
+            return True
+        if event.event_id in self.counted_ids:
+            return False
+        self.counted_ids.append(event.event_id)
+        del self.counted_ids[:-MAX_COUNTED_IDS]
+        return True
 
     def _open(self, event: AuditObservation) -> bool:
         """onlyAfter: is this the gate's event (the earliest so far)? Then events held before it that

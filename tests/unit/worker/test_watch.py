@@ -251,6 +251,20 @@ def test_the_last_words_of_the_process_a_fault_ended_are_not_recovery() -> None:
     assert verdict is not None and verdict.status == PASSED and verdict.time_to_recover == 4.0
 
 
+def test_last_words_delivered_or_replayed_again_are_counted_once_in_the_reason() -> None:
+    w = watch(kind="time_to_recover", event_type="risk_report", ended_instance="4242")
+    last = AuditObservation(service="risk-monitor", event_type="risk_report", timestamp=T0 + 0.1, instance="4242",
+                            event_id="risk-monitor#e1")
+    assert w.observe(last, GRACE)
+    for _ in range(3):  # redelivered, and replayed from the worker's buffer when the watch arrived
+        assert not w.observe(last, GRACE), "nothing new learnt from a repeat"
+    other = AuditObservation(service="risk-monitor", event_type="risk_report", timestamp=T0 + 0.2, instance="4242",
+                             event_id="risk-monitor#e2")
+    assert w.observe(other, GRACE) and w.old_words == 2
+    verdict = w.decide(now=T0 + 13, watermark=T0 + 13, grace=GRACE)
+    assert verdict is not None and "2 matching event(s) came from the incarnation the fault ended" in verdict.reason
+
+
 def test_a_service_that_only_spoke_through_its_old_incarnation_is_silent_and_the_verdict_says_so() -> None:
     w = watch(kind="time_to_recover", event_type="risk_report", ended_instance="4242")
     w.observe(old_or_new(0.1, "4242"), GRACE)
