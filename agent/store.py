@@ -9,6 +9,9 @@ key                                    what
 ``{p}:result:{id}``                    the final result (protobuf bytes)
 ``{p}:executions``                     sorted set of execution ids by start time (listing)
 ``{p}:lease:{correlation_id}``         hash: a fault's revert recipe, owner, ``expires_at``
+``{p}:trail:{execution_id}``           hash: what a run recorded as it went, for whoever finishes it:
+                                       ``i:{cid}`` each applied fault, ``r:{cid}`` its revert,
+                                       ``j:{n}`` journal entries, ``v:{cid}|{name}`` verdicts (protobuf)
 ``{p}:owner:{instance}``               heartbeat of an agent instance (expires)
 ``{p}:halted``                         the kill switch: present while halted, value is the reason
 ``{p}:cancel:{id}``                    a cancel request for execution ``id``
@@ -31,6 +34,13 @@ out and touches nothing more. A lease likewise changes hands by a compare-and-se
 **Outages.** A ``Store(patient=True)`` (the agent's) rides out Redis outages: the engine's calls are
 retried with back-off until Redis answers again, one log line per change of state. The CLI and
 read-only API calls use an impatient store and fail at once with the connection error.
+
+An outage never counts against a lease. When Redis answers again, the first call back runs
+``on_return`` (the agent renews its heartbeat and every lease it holds, restoring what Redis lost)
+before that call, or any other, returns to its caller: nothing is injected, reverted or published
+before the renewal. And a reconciler only takes what has gone unrenewed for a lease's TTL while
+Redis was reachable: ``steady_for`` is how long Redis has answered without a break, the shorter of
+its own uptime (a restart) and the time since this store last saw it come back (a pause or a cut).
 """
 
 from __future__ import annotations
@@ -58,6 +68,8 @@ from agent.logs import get_logger
 log = get_logger("agent.store")
 
 REQUEST_TTL_S = 7 * 24 * 3600
+#: the fields of a run's trail, by what they hold (``agent.engine.trail`` writes and reads them)
+INJECTION, REVERT, JOURNAL, VERDICT = "i:", "r:", "j:", "v:"
 EXECUTION_TTL_S = 30 * 24 * 3600
 #: errors that mean "Redis is not reachable now" (a retry may succeed), as opposed to a bad command
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError, OSError)
@@ -80,6 +92,8 @@ class Outage:
         self.name = name
         self.down_since: float | None = None
         self.failures = 0
+        #: when (``time.monotonic``) it last came back after an outage; None: never seen away
+        self.back_at: float | None = None
         metrics.DEPENDENCY_UP.labels(dependency=name).set(1)
 
     @property
@@ -101,6 +115,7 @@ class Outage:
             log.warning(f"{self.name} reachable again", down_s=round(time.time() - self.down_since, 1),
                         failed_calls=self.failures)
             self.down_since = None
+            self.back_at = time.monotonic()
             self.failures = 0
             metrics.DEPENDENCY_UP.labels(dependency=self.name).set(1)
 
@@ -199,7 +214,12 @@ class Store:
         self.prefix = prefix
         self.patient = patient
         self.outage = Outage("redis")
+        #: run when Redis answers again after an outage, before any waiting call returns
+        self.on_return: Callable[[], Awaitable[None]] | None = None
+        self._returning: asyncio.Future[None] | None = None
         self._renew = self.redis.register_script(self._RENEW_IF_OWNED)
+        self._restore_run = self.redis.register_script(self._RESTORE_RUN)
+        self._restore_lease = self.redis.register_script(self._RESTORE_LEASE)
         self._claim = self.redis.register_script(self._CLAIM)
         self._fenced_hset = self.redis.register_script(self._FENCED_HSET)
         self._guarded_hset = self.redis.register_script(self._GUARDED_HSET)
@@ -207,6 +227,8 @@ class Store:
         self._take_over = self.redis.register_script(self._TAKE_OVER)
         self._take_lease = self.redis.register_script(self._TAKE_LEASE)
         self._delete_if_owned = self.redis.register_script(self._DELETE_IF_OWNED)
+        self._mark_injected = self.redis.register_script(self._MARK_INJECTED)
+        self._release = self.redis.register_script(self._RELEASE)
 
     # a lease's expiry moves only while its owner still holds it (one reverted or taken meanwhile stays so)
     _RENEW_IF_OWNED = """
@@ -271,6 +293,44 @@ class Store:
     redis.call('hset', KEYS[1], 'owner', ARGV[2], 'expires_at', ARGV[3])
     return 1
     """
+    # KEYS: execution, lease, trail; ARGV: owner, epoch, injected_at, trail field, injection, ttl
+    _MARK_INJECTED = """
+    local run = redis.call('hmget', KEYS[1], 'owner', 'epoch')
+    if run[1] ~= ARGV[1] or run[2] ~= ARGV[2] then return 0 end
+    if redis.call('hget', KEYS[2], 'owner') ~= ARGV[1] then return -1 end
+    redis.call('hset', KEYS[2], 'injected', '1', 'injected_at', ARGV[3])
+    redis.call('hset', KEYS[3], ARGV[4], ARGV[5])
+    redis.call('expire', KEYS[3], ARGV[6])
+    return 1
+    """
+    # KEYS: lease, trail; ARGV: owner, trail field, revert, ttl
+    _RELEASE = """
+    if redis.call('hget', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+    redis.call('del', KEYS[1])
+    redis.call('hset', KEYS[2], ARGV[2], ARGV[3])
+    redis.call('expire', KEYS[2], ARGV[4])
+    return 1
+    """
+    # KEYS: execution, request, executions; ARGV: execution id, request ttl, execution ttl, score, fields...
+    # -> 1 when the record was missing (Redis lost it) and is written again
+    _RESTORE_RUN = """
+    if redis.call('exists', KEYS[1]) == 1 then return 0 end
+    redis.call('hset', KEYS[1], unpack(ARGV, 5))
+    redis.call('expire', KEYS[1], ARGV[3])
+    redis.call('set', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2])
+    redis.call('zadd', KEYS[3], ARGV[4], ARGV[1])
+    return 1
+    """
+    # KEYS: execution, lease; ARGV: owner, epoch, fields... -> 1 when the lease was missing while its run
+    # is still the owner's at that epoch (Redis lost it; a lease taken or reverted by another agent
+    # went with its run's epoch, and is not written again)
+    _RESTORE_LEASE = """
+    if redis.call('exists', KEYS[2]) == 1 then return 0 end
+    local run = redis.call('hmget', KEYS[1], 'owner', 'epoch')
+    if run[1] ~= ARGV[1] or run[2] ~= ARGV[2] then return 0 end
+    redis.call('hset', KEYS[2], unpack(ARGV, 3))
+    return 1
+    """
     _DELETE_IF_OWNED = """
     if redis.call('hget', KEYS[1], 'owner') == ARGV[1] then return redis.call('del', KEYS[1]) end
     return 0
@@ -292,8 +352,39 @@ class Store:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            self.outage.answered()
+            await self.returned()
             return result
+
+    async def returned(self) -> None:
+        """A call was answered: after an outage, ``on_return`` runs first (once, however many calls
+        were waiting; retried until it succeeds), then the outage is over."""
+        if not self.outage.down:
+            return
+        if self.on_return is not None:
+            if self._returning is None or self._returning.done():
+                self._returning = asyncio.ensure_future(self._after_outage(self.on_return))
+            await asyncio.shield(self._returning)
+        self.outage.answered()
+
+    async def _after_outage(self, hook: Callable[[], Awaitable[None]]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await hook()
+                return
+            except TRANSIENT as exc:
+                self.outage.failed(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    @patient
+    async def steady_for(self) -> float:
+        """How long Redis has answered without a break, as far as this store can tell: the shorter of
+        its uptime and the time since this store last saw it come back from an outage."""
+        info = await answer(self.redis.info("server"))
+        uptime = float(info.get("uptime_in_seconds", 0))
+        back_at = self.outage.back_at
+        return uptime if back_at is None else min(uptime, time.monotonic() - back_at)
 
     async def aclose(self) -> None:
         await self.redis.aclose()
@@ -412,12 +503,39 @@ class Store:
                                    self.key("lease", lease.correlation_id), self.key("halted"), lease.to_redis())
 
     @patient
-    async def mark_injected(self, lease: Lease, epoch: int) -> bool:
-        """Record that the fault is applied; False when the run or the lease changed hands meanwhile."""
-        done = await self._fenced_hset(
-            keys=[self.key("execution", lease.execution_id), self.key("lease", lease.correlation_id)],
-            args=[lease.owner, epoch, "1", "injected", "1", "injected_at", repr(lease.injected_at)])
+    async def mark_injected(self, lease: Lease, epoch: int, injection: bytes = b"") -> bool:
+        """Record that the fault is applied, on its lease and (``injection``) in its run's trail; False
+        when the run or the lease changed hands meanwhile."""
+        done = await self._mark_injected(
+            keys=[self.key("execution", lease.execution_id), self.key("lease", lease.correlation_id),
+                  self.key("trail", lease.execution_id)],
+            args=[lease.owner, epoch, repr(lease.injected_at), INJECTION + lease.correlation_id, injection,
+                  EXECUTION_TTL_S])
         return bool(done == 1)
+
+    @patient
+    async def release_lease(self, lease: Lease, owner: str, revert: bytes) -> bool:
+        """A reverted fault: delete its lease while ``owner`` holds it and, in the same step, note
+        ``revert`` in its run's trail. False when the lease is not ``owner``'s (nothing written)."""
+        done = await self._release(
+            keys=[self.key("lease", lease.correlation_id), self.key("trail", lease.execution_id)],
+            args=[owner, REVERT + lease.correlation_id, revert, EXECUTION_TTL_S])
+        return bool(done)
+
+    @patient
+    async def add_to_trail(self, execution_id: str, name: str, value: bytes) -> None:
+        """Note ``value`` under ``name`` in a run's trail (a journal entry, a verdict, a failed revert)."""
+        key = self.key("trail", execution_id)
+        async with self._binary.pipeline(transaction=False) as pipe:
+            pipe.hset(key, mapping={name: value})
+            pipe.expire(key, EXECUTION_TTL_S)
+            await pipe.execute()
+
+    @patient
+    async def trail(self, execution_id: str) -> dict[str, bytes]:
+        """Everything a run noted in its trail, by field name."""
+        raw = await answer(self._binary.hgetall(self.key("trail", execution_id)))
+        return {k.decode(): v for k, v in raw.items()}
 
     async def delete_lease(self, correlation_id: str) -> None:
         await self.redis.delete(self.key("lease", correlation_id))
@@ -464,6 +582,24 @@ class Store:
                 log.warning("incomplete lease removed", key=key, fields=sorted(raw), error=repr(exc))
                 await self.redis.delete(key)
         return found
+
+    async def restore(self, runs: list[ExecutionRecord], leases: list[tuple[Lease, int]]) -> tuple[int, int]:
+        """After an outage in which Redis may have lost writes (a crash loses up to a second of the
+        append-only file): write again the records of ``runs`` and the ``leases`` (with their run's
+        epoch) that are missing, when they are still the owner's. How many of each were written."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for record in runs:
+                await self._restore_run(
+                    keys=[self.key("execution", record.execution_id), self.key("request", record.request_id),
+                          self.key("executions")],
+                    args=[record.execution_id, REQUEST_TTL_S, EXECUTION_TTL_S, record.started_at or time.time(),
+                          *_flat(_fields(record))], client=pipe)
+            for lease, epoch in leases:
+                await self._restore_lease(
+                    keys=[self.key("execution", lease.execution_id), self.key("lease", lease.correlation_id)],
+                    args=[lease.owner, epoch, *_flat(lease.to_redis())], client=pipe)
+            done = await pipe.execute()
+        return sum(done[:len(runs)]), sum(done[len(runs):])
 
     async def renew_leases(self, owner: str, correlation_ids: list[str], ttl: float) -> None:
         expires = repr(time.time() + ttl)

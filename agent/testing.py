@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 from agent._proto.coordinator.v1 import events_pb2
 from agent.drivers.base import FaultDriver, FaultRequest
 from agent.errors import ActionError, RevertError
-from agent.store import ExecutionRecord, Guarded, Lease, Outage
+from agent.store import INJECTION, REVERT, ExecutionRecord, Guarded, Lease, Outage
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -32,6 +32,7 @@ class MemoryStore:
         self.executions: dict[str, ExecutionRecord] = {}
         self.results: dict[str, bytes] = {}
         self.lease_table: dict[str, Lease] = {}
+        self.trails: dict[str, dict[str, bytes]] = {}
         self.owners: dict[str, float] = {}  # owner -> heartbeat expiry
         self.halted_reason: str | None = None
         self.cancels: dict[str, str] = {}
@@ -39,9 +40,17 @@ class MemoryStore:
         self.control: list[dict[str, Any]] = []
         self.outage = Outage("redis")
         self.patient = True
+        self.steady = float("inf")
 
     async def patiently(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         return await fn(*args, **kwargs)
+
+    async def returned(self) -> None:
+        self.outage.answered()
+
+    async def steady_for(self) -> float:
+        """How long the store has answered without a break (settable: ``steady``)."""
+        return self.steady
 
     async def aclose(self) -> None:
         pass
@@ -128,12 +137,25 @@ class MemoryStore:
         await self.write_lease(lease)
         return Guarded(True)
 
-    async def mark_injected(self, lease: Lease, epoch: int) -> bool:
+    async def mark_injected(self, lease: Lease, epoch: int, injection: bytes = b"") -> bool:
         held = self.lease_table.get(lease.correlation_id)
         if not self._holds(lease.execution_id, lease.owner, epoch) or held is None or held.owner != lease.owner:
             return False
         held.injected, held.injected_at = True, lease.injected_at
+        await self.add_to_trail(lease.execution_id, INJECTION + lease.correlation_id, injection)
         return True
+
+    async def release_lease(self, lease: Lease, owner: str, revert: bytes) -> bool:
+        if not await self.delete_lease_if_owned(lease.correlation_id, owner):
+            return False
+        await self.add_to_trail(lease.execution_id, REVERT + lease.correlation_id, revert)
+        return True
+
+    async def add_to_trail(self, execution_id: str, name: str, value: bytes) -> None:
+        self.trails.setdefault(execution_id, {})[name] = value
+
+    async def trail(self, execution_id: str) -> dict[str, bytes]:
+        return dict(self.trails.get(execution_id, {}))
 
     async def delete_lease(self, correlation_id: str) -> None:
         self.lease_table.pop(correlation_id, None)

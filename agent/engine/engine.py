@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import time
 import uuid
@@ -41,7 +42,7 @@ from agent._proto.coordinator.v1 import events_pb2
 from agent.config_service import ConfigService
 from agent.drivers import DriverRegistry
 from agent.drivers.probes import Prober
-from agent.engine import views
+from agent.engine import trail, views
 from agent.engine.execution import EngineContext, Execution, Verdicts
 from agent.engine.faults import FaultManager
 from agent.engine.publisher import Publisher
@@ -155,6 +156,8 @@ class Engine:
         self.catalog = CatalogCache(default_directories(settings.scenario_dirs))
         self.scenarios_cache = ScenarioCache()
         self._closed = False
+        if patient:  # after an outage, before any waiting call goes on: what this agent holds
+            self.store.on_return = self._after_outage
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -165,6 +168,24 @@ class Engine:
             yield engine
         finally:
             await engine.aclose()
+
+    async def _after_outage(self) -> None:
+        """Redis answers again: write back what it lost of this agent's runs and faults (a crash
+        loses up to a second of its append-only file), then renew the heartbeat and every lease."""
+        runs = [r.execution for r in self.running.values() if r.task is not None and not r.execution.lost]
+        epochs = {e.execution_id: e.epoch for e in runs}
+        records = [ExecutionRecord(
+            execution_id=e.execution_id, request_id=e.request_id, scenario_name=e.scenario.name, status="RUNNING",
+            owner=self.owner, requester=e.request.requester, started_at=e.received_at,
+            labels=dict(e.request.labels), epoch=e.epoch) for e in runs]
+        expires = time.time() + self.settings.lease_ttl
+        leases = [(dataclasses.replace(a.lease, injected=True, expires_at=expires), epochs[a.lease.execution_id])
+                  for a in self.faults.active.values() if a.lease.execution_id in epochs]
+        runs_back, leases_back = await self.store.restore(records, leases)
+        if runs_back or leases_back:
+            log.warning("redis had lost part of this agent's state; written again", runs=runs_back,
+                        leases=leases_back)
+        await self.faults.renew()
 
     async def start(self) -> None:
         """Connect for serving: topics (when asked to create them), the producer, this owner's heartbeat."""
@@ -423,7 +444,10 @@ class Engine:
 
     # -- runs whose agent stopped ---------------------------------------------------------------------
     async def reconcile_once(self) -> None:
-        """Revert orphaned faults; finish, with exactly one result, the runs of agents that stopped."""
+        """Revert orphaned faults; finish, with exactly one result, the runs of agents that stopped.
+        Nothing is judged until Redis has answered for a lease TTL without a break."""
+        if not await self.faults.steady():
+            return
         await self.faults.reconcile()
         orphans = [r for r in await self.store.list_executions(limit=500)
                    if r.owner != self.owner and _unfinished(r)]
@@ -442,7 +466,9 @@ class Engine:
             await self._publish_result(await self._orphan_result(record), self.owner, epoch)
 
     async def _orphan_result(self, record: ExecutionRecord) -> events_pb2.ScenarioResult:
-        """The one result of a run whose agent stopped: the one it had stored, else REJECTED / ABORTED."""
+        """The one result of a run whose agent stopped: the one it had stored, else REJECTED, else
+        ABORTED with everything the run noted in its trail (applied faults and their reverts, journal,
+        verdicts): the same result the running agent would have published, but for the status."""
         if record.result_state == "publishing":
             stored = await self.store.get_result(record.execution_id)
             if stored:
@@ -455,6 +481,15 @@ class Engine:
         )
         if record.status == "REJECTED":
             result.status, result.reason = S.EXECUTION_STATUS_REJECTED, record.reason
+        else:
+            found = trail.Trail.parse(await self.store.trail(record.execution_id))
+            result.injections.extend(found.injections)
+            result.verdicts.extend(found.verdicts)
+            result.journal.extend(found.journal)
+            entry = result.journal.add(phase="takeover", name=f"finished by {self.owner}",
+                                       status=S.JOURNAL_ENTRY_STATUS_FAILED, error=result.reason)
+            entry.started_at.GetCurrentTime()
+            entry.ended_at.GetCurrentTime()
         result.started_at.FromNanoseconds(int(record.started_at * 1e9))
         result.ended_at.GetCurrentTime()
         return result

@@ -28,6 +28,7 @@ from agent import failpoints, metrics, vocabulary
 from agent._proto.coordinator.v1 import events_pb2
 from agent.drivers import DriverRegistry
 from agent.drivers.probes import ProbeOutcome, Prober
+from agent.engine import trail
 from agent.engine.faults import ActiveFault, FaultManager
 from agent.engine.publisher import Publisher
 from agent.errors import CoordinatorError, FencedOut
@@ -288,11 +289,8 @@ class Execution:
             metrics.FIRST_FAULT_SECONDS.observe(max(0.0, active.injected_at - self.received_at))
         cid = active.lease.correlation_id
         self._active[cid] = active
-        injection = events_pb2.Injection(correlation_id=cid, step_name=step.name, target=step.target,
-                                         fault=step.fault, driver=active.lease.driver,
-                                         final_state=S.CHAOS_EVENT_TYPE_INJECTED, touched=active.event.touched)
-        injection.injected_at.FromNanoseconds(int(active.injected_at * 1e9))
-        self.injections[cid] = injection
+        self.injections[cid] = events_pb2.Injection()
+        self.injections[cid].CopyFrom(active.injection)
         return cid
 
     async def _hold(self, correlation_id: str, seconds: float) -> None:
@@ -377,7 +375,7 @@ class Execution:
                                      verdict.reason)
             elif key in waiting:
                 waiting.pop(key)
-                self.verdicts[key] = verdict
+                await self._verdict(verdict)
                 await self._entry("expectations", verdict.expectation_name,
                                   verdict.status == S.VERDICT_STATUS_PASSED, output=verdict.reason,
                                   error="" if verdict.status == S.VERDICT_STATUS_PASSED else verdict.reason)
@@ -392,7 +390,7 @@ class Execution:
                 reason=f"no verdict from the stream worker by the deadline plus {format_duration(grace)} grace",
             )
             verdict.deadline.FromNanoseconds(int(deadline * 1e9))
-            self.verdicts[(cid, name)] = verdict
+            await self._verdict(verdict)
             await self._entry("expectations", name, False, error=verdict.reason)
         await self._await_late_evidence(queue)
         failed = [f"{v.expectation_name}: {v.reason}" for v in self.verdicts.values()
@@ -416,6 +414,14 @@ class Execution:
                 return
             if verdict.HasField("late_evidence_at"):
                 missed.discard(self._late_evidence(verdict))
+
+    async def _verdict(self, verdict: events_pb2.ExpectationVerdict) -> None:
+        """Keep a verdict for the result, and in the run's trail for whoever finishes the run."""
+        self.verdicts[(verdict.correlation_id, verdict.expectation_name)] = verdict
+        if not self.lost:
+            await self.ctx.store.add_to_trail(
+                self.execution_id, trail.verdict_key(verdict.correlation_id, verdict.expectation_name),
+                verdict.SerializeToString())
 
     def _late_evidence(self, late: events_pb2.ExpectationVerdict) -> tuple[str, str]:
         """Note on a decided verdict the evidence that came after its deadline; the status stands."""
@@ -476,6 +482,9 @@ class Execution:
         entry.started_at.FromNanoseconds(int((started or now) * 1e9))
         entry.ended_at.FromNanoseconds(int(now * 1e9))
         self.journal.append(entry)
+        if not self.lost:  # in the run's trail too, for whoever finishes the run
+            await self.ctx.store.add_to_trail(self.execution_id, trail.journal_key(len(self.journal) - 1),
+                                              entry.SerializeToString())
         await self._progress(S.EXECUTION_STATUS_RUNNING, phase, f"{name}: {'ok' if ok else error or 'failed'}",
                              entry)
 

@@ -31,13 +31,14 @@ from agent import drivers, failpoints, metrics
 from agent._proto.coordinator.v1 import events_pb2
 from agent.drivers import DriverRegistry, FaultRequest
 from agent.drivers.base import ENDED_INSTANCE, TOUCHED
+from agent.engine import trail
 from agent.engine.publisher import Publisher
 from agent.errors import ActionError, FencedOut, TargetRefused
 from agent.logs import get_logger
 from agent.policy import PolicySource
 from agent.scenario.models import Expectation, FaultStep, Scenario
 from agent.settings import Settings
-from agent.store import Lease, Store
+from agent.store import TRANSIENT, Lease, Store
 from agent.vocabulary import ATTRIBUTIONS, EXPECTATION_KINDS
 
 log = get_logger("agent.faults")
@@ -45,6 +46,8 @@ log = get_logger("agent.faults")
 REVERT_ATTEMPTS = 4
 #: longest pause between two reconciliation attempts on a lease whose revert keeps failing
 MAX_RETRY_BACKOFF_S = 300.0
+#: the heartbeat retries this often while Redis is away: it must be among the first calls back
+HEARTBEAT_RETRY_S = 0.25
 
 
 @dataclass
@@ -52,6 +55,8 @@ class ActiveFault:
     lease: Lease
     injected_at: float
     event: events_pb2.ChaosEvent
+    #: the fault as its run's result lists it (also in the run's trail in the store)
+    injection: events_pb2.Injection
     reverted_at: float = 0.0
     error: str = ""
     #: another agent took the lease (and the revert) over: this one reports nothing about it
@@ -115,6 +120,7 @@ class FaultManager:
         self.owner = owner
         self.active: dict[str, ActiveFault] = {}
         self.stuck: dict[str, StuckLease] = {}
+        self._waiting_for_steady = False
 
     async def inject(self, execution_id: str, scenario: Scenario, step: FaultStep, epoch: int = 1) -> ActiveFault:
         target = scenario.spec.targets.get(step.target)
@@ -169,7 +175,13 @@ class FaultManager:
             raise
         await failpoints.point("after-inject")
         lease.injected_at = injected_at  # every event about this injection carries this one time
-        if not await self.store.mark_injected(lease, epoch):
+        touched = [str(t) for t in (observed or {}).get(TOUCHED) or []]
+        injection = events_pb2.Injection(correlation_id=correlation_id, step_name=step.name, target=step.target,
+                                         fault=step.fault, driver=target.driver,
+                                         final_state=events_pb2.CHAOS_EVENT_TYPE_INJECTED, touched=touched)
+        injection.injected_at.FromNanoseconds(int(injected_at * 1e9))
+        # in the run's trail in the same step: whoever finishes the run lists this fault
+        if not await self.store.mark_injected(lease, epoch, injection.SerializeToString()):
             # paused while the fault went in, and the run was taken over meanwhile: take it back now
             log.warning("fenced out while injecting; taking the fault back", correlation_id=correlation_id,
                         execution_id=execution_id, owner=self.owner)
@@ -184,8 +196,8 @@ class FaultManager:
         event.parameters.update(parameters.model_dump(mode="json", by_alias=True))
         event.injected_at.FromNanoseconds(int(injected_at * 1e9))
         event.ended_instance = str((observed or {}).get(ENDED_INSTANCE) or "")
-        event.touched.extend(str(t) for t in (observed or {}).get(TOUCHED) or [])
-        active = ActiveFault(lease=lease, injected_at=injected_at, event=event)
+        event.touched.extend(touched)
+        active = ActiveFault(lease=lease, injected_at=injected_at, event=event, injection=injection)
         self.active[correlation_id] = active
         metrics.INJECTIONS.labels(fault=step.fault, outcome="injected").inc()
         metrics.ACTIVE_FAULTS.set(len(self.active))
@@ -207,11 +219,12 @@ class FaultManager:
         if await self.store.lease_owner(correlation_id) != self.owner:
             # reverted (and reported) by whoever took the lease: halt-all, or a reconciler while we were away
             active.taken_over = True
-            ok, error = True, ""
+            found = trail.Trail.parse(await self.store.trail(active.lease.execution_id)).reverted(correlation_id)
+            active.reverted_at = found.reverted_at.ToNanoseconds() / 1e9 if found else time.time()
+            active.error = found.error if found else ""
         else:
-            ok, error = await self._revert_lease(active.lease)
-        active.reverted_at = time.time()
-        active.error = error
+            _, active.error = await self._revert_lease(active.lease)
+            active.reverted_at = time.time()
         # a failed revert is no longer heartbeated: its lease expires and a reconciler retries it
         self.active.pop(correlation_id, None)
         metrics.ACTIVE_FAULTS.set(len(self.active))
@@ -223,14 +236,38 @@ class FaultManager:
         results = await asyncio.gather(*(self.revert(cid) for cid in mine))
         return [r for r in results if r is not None]
 
+    async def renew(self) -> None:
+        """This agent's heartbeat and every lease it holds, pushed a TTL forward."""
+        await self.store.renew_leases(self.owner, list(self.active), self.settings.lease_ttl)
+
     async def heartbeat_forever(self) -> None:
+        """Renew every TTL/3; while Redis is away, retry every HEARTBEAT_RETRY_S (not with a part's
+        back-off) so that the renewal is among the first calls back."""
         interval = max(0.5, self.settings.lease_ttl / 3)
         while True:
-            await self.store.renew_leases(self.owner, list(self.active), self.settings.lease_ttl)
+            try:
+                await self.renew()
+            except TRANSIENT as exc:
+                self.store.outage.failed(exc)
+                await asyncio.sleep(HEARTBEAT_RETRY_S)
+                continue
+            await self.store.returned()  # after an outage: the store's on_return first
             await asyncio.sleep(interval)
+
+    async def steady(self) -> bool:
+        """May a reconciler judge leases and owners now? Only once Redis has answered for a whole
+        lease TTL without a break: an outage (or a restart) is nobody's failure to renew."""
+        steady_for = await self.store.steady_for()
+        waiting = steady_for < self.settings.lease_ttl
+        if waiting and not self._waiting_for_steady:
+            log.info("reconciliation waits until redis has answered for a lease ttl",
+                     answered_for_s=round(steady_for, 1), lease_ttl_s=self.settings.lease_ttl)
+        self._waiting_for_steady = waiting
+        return not waiting
 
     async def reconcile(self, *, everything: bool = False) -> int:
         """Revert leases that nobody owns any more (or every lease, for halt-all). Returns how many.
+        The caller asks ``steady`` first (halt-all does not).
 
         A lease whose revert fails is retried on later rounds with back-off; it never makes this
         call fail, so an unrevertable fault cannot stop an agent from starting or serving.
@@ -283,12 +320,18 @@ class FaultManager:
                 log.warning("revert failed", correlation_id=lease.correlation_id, attempt=attempt + 1, error=error)
                 await asyncio.sleep(min(5.0, self.revert_backoff * 2**attempt))
                 continue
-            await self.store.delete_lease_if_owned(lease.correlation_id, self.owner)
+            now = time.time()
+            # the lease goes and the revert is noted in the run's trail in one step
+            done = trail.revert(lease, events_pb2.CHAOS_EVENT_TYPE_REVERTED, at=now)
+            await self.store.release_lease(lease, self.owner, done)
             metrics.REVERTS.labels(outcome="reverted").inc()
-            await self._publish_revert(lease, events_pb2.CHAOS_EVENT_TYPE_REVERTED, "")
+            await self._publish_revert(lease, events_pb2.CHAOS_EVENT_TYPE_REVERTED, "", now)
             return True, ""
         metrics.REVERTS.labels(outcome="failed").inc()
-        await self._publish_revert(lease, events_pb2.CHAOS_EVENT_TYPE_REVERT_FAILED, error)
+        now = time.time()
+        await self.store.add_to_trail(lease.execution_id, trail.revert_key(lease.correlation_id),
+                                      trail.revert(lease, events_pb2.CHAOS_EVENT_TYPE_REVERT_FAILED, error, now))
+        await self._publish_revert(lease, events_pb2.CHAOS_EVENT_TYPE_REVERT_FAILED, error, now)
         return False, error
 
     async def _undo_failed(self, lease: Lease) -> None:
@@ -300,12 +343,12 @@ class FaultManager:
             return
         await self.store.delete_lease_if_owned(lease.correlation_id, lease.owner)
 
-    async def _publish_revert(self, lease: Lease, kind: int, error: str) -> None:
+    async def _publish_revert(self, lease: Lease, kind: int, error: str, at: float) -> None:
         event = events_pb2.ChaosEvent(
             correlation_id=lease.correlation_id, type=kind, execution_id=lease.execution_id,  # type: ignore[arg-type]
             step_name=lease.step_name, target=lease.target, service=lease.service, driver=lease.driver,
             fault=lease.fault, error=error, owner=self.owner, scenario_name=lease.scenario_name,
         )
         event.injected_at.FromNanoseconds(int((lease.injected_at or lease.created_at) * 1e9))
-        event.reverted_at.GetCurrentTime()
+        event.reverted_at.FromNanoseconds(int(at * 1e9))
         await self.publisher.chaos(event)

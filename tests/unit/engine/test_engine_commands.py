@@ -264,3 +264,47 @@ async def test_a_rejected_request_keeps_the_request_id_its_requester_sent(engine
     ids = [r.request_id for r in publisher.results]
     assert ids[:2] == ["mine-1", "mine-2"] and ids[2].startswith("requests-0-"), ids
     assert all(r.status == S.EXECUTION_STATUS_REJECTED for r in publisher.results)
+
+
+async def test_a_run_finished_by_another_agent_lists_the_faults_journal_and_verdicts_its_owner_noted(
+    engine: Engine
+) -> None:
+    store, publisher, driver = memory(engine)
+    await engine.accept(request_record(S.ScenarioRequest(request_id="r-12", scenario_yaml=scenario(30))))
+    await until(lambda: bool(driver.applied) and len(engine.running) == 1)
+    (execution_id,) = engine.running
+    await until(lambda: any(e.phase == "steps" for r in [engine.running[execution_id]] for e in r.execution.journal))
+    (cid,) = [lease.correlation_id for lease in await store.leases()]
+    # agent-a stops heartbeating (as if it died): agent-b takes its fault and then its run over
+    store.owners[engine.owner] = 0.0
+    settings = Settings(lease_ttl=3, reconcile_interval=1, verdict_grace=0.1)
+    drivers = DriverRegistry(settings)
+    drivers.use("toxiproxy", driver)
+    async with Engine.open(settings, owner="agent-b/2", store=store, publisher=publisher,  # type: ignore[arg-type]
+                           drivers=drivers) as other:
+        await store.renew_leases(other.owner, [], 3)
+        await other.reconcile_once()  # reverts the orphaned fault
+        await other.reconcile_once()  # no fault left: finishes the run
+    await engine.abort_all("stopping")  # agent-a finds its run taken over: it publishes nothing
+    (result,) = [r for r in publisher.results if r.execution_id == execution_id]
+    assert result.status == S.EXECUTION_STATUS_ABORTED and "agent-a/1" in result.reason
+    (injection,) = result.injections
+    assert (injection.correlation_id, injection.step_name, injection.fault) == (cid, "slow", "latency")
+    assert injection.final_state == S.CHAOS_EVENT_TYPE_REVERTED and injection.reverted_at.ToNanoseconds() > 0
+    reverted = [e for e in publisher.chaos_events if e.type == S.CHAOS_EVENT_TYPE_REVERTED]
+    assert [(e.correlation_id, e.reverted_at) for e in reverted] == [(cid, injection.reverted_at)]
+    assert [(e.phase, e.name) for e in result.journal][:1] == [("steps", "slow")], "the owner's journal"
+    assert result.journal[-1].phase == "takeover" and "agent-b/2" in result.journal[-1].name
+    assert driver.applied == set()
+
+
+async def test_nothing_is_taken_over_until_the_store_has_answered_for_a_lease_ttl(engine: Engine) -> None:
+    store, publisher, _ = memory(engine)
+    await store.claim_request(ExecutionRecord(execution_id="e-13", request_id="r-13", scenario_name="x",
+                                              status="RUNNING", owner="agent-c/3", started_at=time.time()))
+    store.steady = 2.5  # Redis came back 2.5 s ago: agent-c's silence may be the outage's, not its own
+    await engine.reconcile_once()
+    assert publisher.results == [] and (await store.get_execution("e-13")).owner == "agent-c/3"  # type: ignore[union-attr]
+    store.steady = 3.0  # a whole lease TTL since: agent-c had its chance to renew
+    await engine.reconcile_once()
+    assert [(r.execution_id, r.status) for r in publisher.results] == [("e-13", S.EXECUTION_STATUS_ABORTED)]
