@@ -82,8 +82,9 @@ class _Agents:
         self.dir = directory
         self.all: list[AgentProcess] = []
 
-    def start(self, name: str, failpoint_spec: str = "", *, serving: bool = True) -> AgentProcess:
-        env = {**self.env, "COORDINATOR_INSTANCE_ID": name, failpoints.ENV: failpoint_spec}
+    def start(self, name: str, failpoint_spec: str = "", *, serving: bool = True,
+              env: dict[str, str] | None = None) -> AgentProcess:
+        env = {**self.env, **(env or {}), "COORDINATOR_INSTANCE_ID": name, failpoints.ENV: failpoint_spec}
         agent = AgentProcess(env, self.dir / f"{name}.log")
         self.all.append(agent)
         agent.start(timeout=90)
@@ -177,8 +178,26 @@ async def test_a_crash_at_any_failpoint_ends_the_request_with_one_result_and_no_
     assert status(result) == EXPECTED_AFTER_CRASH[point], result.reason
     if status(result) == "ABORTED":
         assert "stopped" in result.reason and "reverted by lease reconciliation" in result.reason
+        # the result the successor finished lists every fault the chaos events tell of, as the dead
+        # agent's own result would have, with the correlation-ids header
+        told = {e.correlation_id for e in chaos(await read_all(engine_settings.kafka_bootstrap_servers,
+                                                                engine_settings.topics.chaos_events))
+                if e.execution_id == result.execution_id}
+        assert {i.correlation_id for i in result.injections} == told
+        assert all(i.final_state == 2 and i.reverted_at.seconds for i in result.injections), result.injections
+        assert set(filter(None, (await _result_header(engine_settings, result) or "").split(","))) == told
+        if point in ("after-chaos-event",):
+            assert len(told) == 1 and result.injections[0].injected_at.seconds, "applied and noted: listed"
     await _no_fault_left(engine_settings, proxy)
     await _serving(successor)
+
+
+async def _result_header(settings: Settings, result, name: str = "correlation-ids") -> str | None:  # noqa: ANN001
+    """A header of ``result``'s record on the results topic."""
+    for record in await read_all(settings.kafka_bootstrap_servers, settings.topics.scenario_results):
+        if [r.execution_id for r in results([record])] == [result.execution_id]:
+            return header(record, name)
+    raise AssertionError(f"no result record for {result.execution_id}")
 
 
 async def test_sigkill_at_random_moments_loses_no_request_and_leaves_no_fault(
@@ -284,6 +303,48 @@ async def test_redis_down_mid_fault_is_ridden_out_and_the_run_ends_with_one_resu
         await store.aclose()
 
 
+async def test_a_redis_restart_shorter_than_the_lease_ttl_cuts_no_fault_short_and_takes_over_nothing(
+    agents: _Agents, engine_settings: Settings, stack: Stack
+) -> None:
+    settings = engine_settings
+    ttl = {"COORDINATOR_LEASE_TTL": "8"}  # the heartbeat renews every 2.7 s
+    both = [agents.start("steady-a", env=ttl), agents.start("steady-b", env=ttl)]
+    request_id, proxy = await _submit_slow(settings, hold="10s")
+    seen: list[float] = []
+
+    async def watch_toxic() -> None:  # when the toxic is live, as Toxiproxy itself says
+        while True:
+            if await _toxics(settings, proxy):
+                seen.append(time.monotonic())
+            await asyncio.sleep(0.1)
+
+    watcher = asyncio.create_task(watch_toxic())
+    try:
+        deadline = time.monotonic() + 60
+        while not seen:
+            assert time.monotonic() < deadline, "the fault never went in"
+            await asyncio.sleep(0.05)
+        down = time.monotonic()
+        await asyncio.to_thread(stack.stop, "redis")
+        await asyncio.sleep(5)  # longer than the TTL less a heartbeat, shorter than the TTL
+        await asyncio.to_thread(stack.start, "redis")
+        outage = time.monotonic() - down
+        result = await _one_result(settings, request_id)
+    finally:
+        watcher.cancel()
+    assert outage < 8, f"Redis was away {outage:.1f}s: the test needs less than the lease TTL"
+    assert status(result) == "PASSED", f"{result.reason} (Redis away {outage:.1f}s)"
+    held = seen[-1] - seen[0]
+    assert held >= 9.5, f"the 10s fault was live for {held:.1f}s (Redis away {outage:.1f}s)"
+    for agent in both:
+        assert "reverting orphaned fault" not in agent.output()
+        assert "finishing an execution whose agent stopped" not in agent.output()
+    owner = [a for a in both if "redis reachable again" in a.output() and "fault injected" in a.output()]
+    assert owner, "the owner rode the outage out"
+    await _no_fault_left(settings, proxy)
+    await _serving(*both)
+
+
 async def test_kafka_down_mid_fault_is_ridden_out_and_the_run_ends_with_one_result(
     agents: _Agents, engine_settings: Settings, stack: Stack
 ) -> None:
@@ -373,6 +434,37 @@ async def test_oversized_and_empty_records_on_every_input_topic_are_dead_lettere
         assert ok is not None and status(ok) == "PASSED"
         await _serving(agent)
         assert "Traceback" not in agent.output()
+    finally:
+        agent.stop()
+
+
+async def test_nine_distinct_bad_records_with_one_key_leave_nine_dead_letters_and_one_rejected_result(
+    tmp_path: Path, stack_env: dict[str, str]
+) -> None:
+    env = engine_env(stack_env, "http://127.0.0.1:9/RPC2")  # fresh topics: every record below is ours
+    settings = settings_from(env)
+    from agent import topics
+
+    await topics.apply(settings)
+    agent = _Agents(env, tmp_path).start("bad-records")
+    try:
+        bad = [b"not json at all", b"{", b"[]", b'{"scenarioName": "no-such-scenario"}',
+               b'{"scenarioName": "another-missing-one"}', b'{"dryRun": true}', b'{"scenarioYaml": "kind: Nope"}',
+               b'{"scenarioYaml": "apiVersion: coordinator/v1\\nkind: Scenario\\nmetadata: {name: x}\\nspec: {steps: 5}"}',
+               b'{"scenarioName": "kill-victim", "parameters": {"nonesuch": 1}}']
+        assert len(set(bad)) == 9
+        bootstrap = settings.kafka_bootstrap_servers
+        for value in bad:
+            await produce(bootstrap, settings.topics.scenario_requests, value, key=b"one-key", partition=0,
+                          headers=[("content-type", b"application/json")])
+        dead = await wait_for(bootstrap, settings.topics.dead_letters, lambda r: True, count=9, timeout=90)
+        assert sorted(int(header(r, "dlq-source-offset") or -1) for r in dead) == list(range(9))
+        assert sorted(r.value for r in dead) == sorted(bad), "each record, byte for byte"
+        await asyncio.sleep(3)
+        found = results(await read_all(bootstrap, settings.topics.scenario_results))
+        assert [(r.request_id, status(r)) for r in found] == [("one-key", "REJECTED")]
+        assert len(await read_all(bootstrap, settings.topics.dead_letters)) == 9
+        await _serving(agent)
     finally:
         agent.stop()
 
