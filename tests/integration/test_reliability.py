@@ -450,7 +450,8 @@ async def test_nine_distinct_bad_records_with_one_key_leave_nine_dead_letters_an
     try:
         bad = [b"not json at all", b"{", b"[]", b'{"scenarioName": "no-such-scenario"}',
                b'{"scenarioName": "another-missing-one"}', b'{"dryRun": true}', b'{"scenarioYaml": "kind: Nope"}',
-               b'{"scenarioYaml": "apiVersion: coordinator/v1\\nkind: Scenario\\nmetadata: {name: x}\\nspec: {steps: 5}"}',
+               b'{"scenarioYaml": "apiVersion: coordinator/v1\\nkind: Scenario\\n'
+               b'metadata: {name: x}\\nspec: {steps: 5}"}',
                b'{"scenarioName": "kill-victim", "parameters": {"nonesuch": 1}}']
         assert len(set(bad)) == 9
         bootstrap = settings.kafka_bootstrap_servers
