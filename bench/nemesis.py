@@ -339,7 +339,8 @@ async def check(settings: Settings, knobs: Knobs, cast: Cast, requests: list[eve
         while (code := await _ready(agent)) != 200 and time.monotonic() < deadline:
             await asyncio.sleep(1)
         if code != 200:
-            failures["agents_ready_at_the_end"].append(f"{agent.env['COORDINATOR_INSTANCE_ID']}: ready {code}")
+            name = agent.env["COORDINATOR_INSTANCE_ID"]
+            failures["agents_ready_at_the_end"].append(f"{name}: ready {code}")
     if cast.worker is None or cast.worker.proc is None or cast.worker.proc.poll() is not None:
         failures["agents_ready_at_the_end"].append("the worker is not running")
 
