@@ -336,7 +336,9 @@ async def check(settings: Settings, knobs: Knobs, cast: Cast, requests: list[eve
 
     for agent in cast.agents:
         deadline = time.monotonic() + 60
-        while (code := await _ready(agent)) != 200 and time.monotonic() < deadline:
+        while (code := await _ready(agent)) != 200:
+            if time.monotonic() > deadline:
+                break
             await asyncio.sleep(1)
         if code != 200:
             name = agent.env["COORDINATOR_INSTANCE_ID"]
