@@ -307,7 +307,7 @@ async def test_a_redis_restart_shorter_than_the_lease_ttl_cuts_no_fault_short_an
     agents: _Agents, engine_settings: Settings, stack: Stack
 ) -> None:
     settings = engine_settings
-    ttl = {"COORDINATOR_LEASE_TTL": "8"}  # the heartbeat renews every 2.7 s
+    ttl = {"COORDINATOR_LEASE_TTL": "9"}  # the heartbeat renews every 3 s
     both = [agents.start("steady-a", env=ttl), agents.start("steady-b", env=ttl)]
     request_id, proxy = await _submit_slow(settings, hold="10s")
     seen: list[float] = []
@@ -319,20 +319,29 @@ async def test_a_redis_restart_shorter_than_the_lease_ttl_cuts_no_fault_short_an
             await asyncio.sleep(0.1)
 
     watcher = asyncio.create_task(watch_toxic())
+    store = Store(settings.redis_url.get_secret_value(), settings.redis_key_prefix)
     try:
         deadline = time.monotonic() + 60
-        while not seen:
+        while not (leases := [x for x in await store.leases() if proxy in json.dumps(x.recipe)]) or not seen:
             assert time.monotonic() < deadline, "the fault never went in"
             await asyncio.sleep(0.05)
+        # Redis goes just before the owner's next heartbeat: its key (9 s) expires while Redis is away
+        # (after about 6 s), so only the outage rule keeps the other agent from taking the run over
+        heartbeat = store.key("owner", leases[0].owner)
+        for _ in range(500):
+            if await store.redis.pttl(heartbeat) <= 6300:
+                break
+            await asyncio.sleep(0.02)
         down = time.monotonic()
         await asyncio.to_thread(stack.stop, "redis")
-        await asyncio.sleep(5)  # longer than the TTL less a heartbeat, shorter than the TTL
+        await asyncio.sleep(7)
         await asyncio.to_thread(stack.start, "redis")
         outage = time.monotonic() - down
         result = await _one_result(settings, request_id)
     finally:
         watcher.cancel()
-    assert outage < 8, f"Redis was away {outage:.1f}s: the test needs less than the lease TTL"
+        await store.aclose()
+    assert 6.5 < outage < 9, f"Redis was away {outage:.1f}s: past a heartbeat key's expiry, within the TTL"
     assert status(result) == "PASSED", f"{result.reason} (Redis away {outage:.1f}s)"
     held = seen[-1] - seen[0]
     assert held >= 9.5, f"the 10s fault was live for {held:.1f}s (Redis away {outage:.1f}s)"
