@@ -32,6 +32,36 @@ class _Group(click.Group):
                 traceback.print_exc()
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except Exception as exc:
+            unreachable = _unreachable(exc)
+            if unreachable is None:
+                raise
+            if ctx.obj and ctx.obj.get("verbose"):
+                traceback.print_exc()
+            click.echo(f"error: {unreachable}", err=True)
+            ctx.exit(EXIT_INTERNAL)
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """A dependency that could not be reached, in one line naming it and the setting to check; None
+    for any other error. (Exit 3, as ``Unavailable``: a broken set-up, not a failed experiment.)"""
+    import asyncio
+
+    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+    from agent.kafkaio import diagnose
+    from agent.logs import redact
+    from agent.store import TRANSIENT
+
+    settings = get_settings()
+    if isinstance(exc, KafkaConnectionError | KafkaTimeoutError):
+        servers = settings.kafka_bootstrap_servers
+        why = asyncio.run(diagnose(servers, settings.kafka)) or str(exc)
+        return f"kafka unreachable at {servers} (COORDINATOR_KAFKA_BOOTSTRAP_SERVERS): {why}"
+    if isinstance(exc, TRANSIENT):
+        url = redact(settings.redis_url.get_secret_value())
+        return f"redis unreachable at {url} (COORDINATOR_REDIS_URL): {exc}"
+    return None
 
 
 @click.group(cls=_Group)

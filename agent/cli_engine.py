@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -99,6 +100,7 @@ def run(ctx: click.Context, scenario: str, params: tuple[str, ...], dry_run: boo
     from agent._proto.coordinator.v1 import events_pb2
 
     settings = get_settings()
+    _quiet_clients(ctx)
     request = client.build_request(scenario, parse_params(params), dry_run=dry_run, labels=parse_params(labels))
 
     executions: list[str] = []
@@ -145,6 +147,7 @@ def submit(scenario: str, params: tuple[str, ...], dry_run: bool, request_id: st
     from agent import client
 
     settings = get_settings()
+    _quiet_clients(click.get_current_context())
     request = client.build_request(scenario, parse_params(params), dry_run=dry_run, request_id=request_id)
     if not wait:
         asyncio.run(client.submit(settings, request))
@@ -156,6 +159,15 @@ def submit(scenario: str, params: tuple[str, ...], dry_run: bool, request_id: st
     click.echo(request.request_id)
     execution = seen[0] if seen else (result.execution_id if result is not None else "")
     click.echo(f"execution {execution or 'unknown'}")
+
+
+def _quiet_clients(ctx: click.Context) -> None:
+    """A one-shot command says itself what it could not reach (one line, exit 3): the client
+    library's own connection warnings are kept for -v."""
+    import logging
+
+    if not (ctx.find_root().obj or {}).get("verbose"):
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 def _write_reports(result: Any, paths: dict[str, str | None]) -> None:
@@ -301,11 +313,45 @@ def worker(loglevel: str) -> None:
     settings = get_settings()
     asyncio.run(ensure_topics(settings))
     app = create_app(settings)
-    process = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    process = _worker_class(Worker)(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     # faust's start-up spinner sets the root logger to DEBUG for good, so that every library's debug
     # line is built and then dropped (7% of the worker's CPU at 2,000 audit events/s)
     process.spinner = None
     process.execute_from_commandline()
+
+
+#: seconds the worker has to stop after SIGTERM before it exits anyway (faust waits for its Kafka
+#: clients to close, which never happens while the broker is away)
+WORKER_STOP_GRACE_S = 3.0
+
+
+def _worker_class(base: type) -> type:
+    """faust's Worker, with the agent's hold-back of repeated client-library lines on the handlers
+    faust installs, and a bounded stop: SIGTERM exits within WORKER_STOP_GRACE_S whatever it waits for."""
+    import logging
+    import threading
+
+    from agent.logs import RepeatFilter
+
+    class CoordinatorWorker(base):  # type: ignore[misc]
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            super().on_setup_root_logger(logger, level)
+            for handler in logger.handlers:
+                if not any(isinstance(f, RepeatFilter) for f in handler.filters):
+                    handler.addFilter(RepeatFilter())
+
+        def _on_sigterm(self) -> None:
+            def give_up() -> None:
+                print(f"worker not stopped {WORKER_STOP_GRACE_S:g}s after SIGTERM (Kafka away?); exiting",
+                      file=sys.stderr, flush=True)
+                os._exit(0)
+
+            timer = threading.Timer(WORKER_STOP_GRACE_S, give_up)
+            timer.daemon = True
+            timer.start()
+            super()._on_sigterm()
+
+    return CoordinatorWorker
 
 
 COMMANDS = [serve, run, submit, cancel, halt, resume, executions, report, relay, worker]

@@ -15,7 +15,7 @@ from google.protobuf import struct_pb2
 from agent import codec, vocabulary
 from agent._proto.coordinator.v1 import events_pb2
 from agent.errors import DecodeError
-from agent.kafkaio import client_options, topic_partitions
+from agent.kafkaio import client_options, started, topic_partitions
 from agent.settings import Settings
 
 S = events_pb2
@@ -45,7 +45,7 @@ def build_request(scenario: str, params: dict[str, str], *, dry_run: bool = Fals
 async def submit(settings: Settings, request: events_pb2.ScenarioRequest) -> None:
     producer = AIOKafkaProducer(**client_options(settings), acks="all",
                                 enable_idempotence=True)
-    await producer.start()
+    await started(producer)
     try:
         event = codec.encode_event(request, key=request.request_id, source=f"/cli/{_user()}",
                                    content_type=settings.content_type)
@@ -61,7 +61,7 @@ async def run_and_follow(settings: Settings, request: events_pb2.ScenarioRequest
     """Publish ``request`` and return its final result (None when ``timeout`` passes first);
     ``until_accepted``: return as soon as an agent reports the execution it started (progress)."""
     consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
-    await consumer.start()
+    await started(consumer)
     accepted: list[events_pb2.ExecutionProgress] = []
 
     def progressed(progress: events_pb2.ExecutionProgress) -> None:

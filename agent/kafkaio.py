@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from functools import lru_cache
@@ -105,6 +106,17 @@ async def diagnose(bootstrap_servers: str, security: KafkaSecurity, timeout: flo
     finally:  # whatever happened, the connection (one that came too late, too) is closed
         connecting.add_done_callback(_close_quietly)
     return None
+
+
+async def started(client: Any) -> None:
+    """Start an aiokafka consumer or producer; one that fails to start is stopped before the error
+    goes on (else its resources are reported unclosed when it is collected)."""
+    try:
+        await client.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await client.stop()
+        raise
 
 
 def _close_quietly(connecting: asyncio.Future[Any]) -> None:

@@ -117,12 +117,20 @@ class SelfRegistration:
             await pipe.execute()
 
     async def keep_alive(self) -> None:
-        """Refresh the entry every third of the TTL until cancelled; Redis errors are logged and retried."""
+        """Refresh the entry every third of the TTL until cancelled; while Redis fails, retried at the
+        same pace, with one log line when it starts failing and one when it works again."""
+        failing = False
         while True:
             try:
                 await self.write()
             except (aioredis.RedisError, OSError) as exc:
-                log.warning("registry heartbeat failed", error=str(exc))
+                if not failing:
+                    log.warning("registry heartbeat failing; retrying quietly", error=str(exc))
+                failing = True
+            else:
+                if failing:
+                    log.info("registry heartbeat written again")
+                failing = False
             await asyncio.sleep(max(0.5, self.ttl / 3))
 
     async def remove(self) -> None:

@@ -551,4 +551,4 @@ async def _redis(call: Awaitable[T]) -> T:
     try:
         return await call
     except (RedisError, OSError) as exc:
-        raise Unavailable(f"redis: {exc}") from exc
+        raise Unavailable(f"redis unreachable (COORDINATOR_REDIS_URL): {exc}") from exc

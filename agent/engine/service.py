@@ -173,18 +173,24 @@ class Service:
     async def _start_when_possible(self, stop: asyncio.Event) -> AIOKafkaConsumer | None:
         """Connect to Kafka and Redis, retrying with back-off; None when stopped first."""
         delay = 0.5
+        said = ""
         while not stop.is_set():
             try:
                 await self.engine.start()
                 # orphaned faults are reverted by the reconciler part: one that cannot be reverted
                 # must not keep the agent from serving
-                return await self._consumer()
+                consumer = await self._consumer()
+                if said:
+                    log.info("dependencies reachable; starting")
+                return consumer
             except Exception as exc:  # noqa: BLE001 - any dependency not there yet: wait and retry
                 why = f"{type(exc).__name__}: {exc}"
                 if isinstance(exc, KafkaError):  # "Unable to bootstrap" says nothing: ask the broker why
                     why = await diagnose(self.settings.kafka_bootstrap_servers, self.settings.kafka) or why
                 self.waiting = f"waiting for Kafka and Redis: {why}"
-                log.warning("waiting for dependencies", error=why, retry_in=delay)
+                if why != said:  # once per reason, not once per retry (readiness says it meanwhile)
+                    log.warning("waiting for dependencies", error=why, retry_in=delay)
+                    said = why
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
                 delay = min(delay * 2, 10.0)
