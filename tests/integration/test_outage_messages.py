@@ -4,6 +4,7 @@ wait say so once and back off; the worker stops on SIGTERM whatever it waits for
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -86,11 +87,11 @@ async def test_the_worker_with_kafka_down_for_a_minute_writes_few_lines_and_stop
     await applied_settings(env)
     worker = AgentProcess(env, tmp_path / "worker.log", ("worker", "--loglevel", "info"), r"Ready").start(timeout=180)
     try:
-        time.sleep(2)
+        await asyncio.sleep(2)
         before = len(worker.output().splitlines())
         stack.stop("kafka")
         try:
-            time.sleep(60)
+            await asyncio.sleep(60)
             written = worker.output().splitlines()[before:]
             assert len(written) < 20, "\n".join(written)
             assert any("held back" in line for line in written), "what was held back is counted"
