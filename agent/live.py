@@ -81,6 +81,7 @@ async def _stream(request: web.Request, settings: Settings) -> web.StreamRespons
                 for record in records:
                     message = _message(record, settings)
                     if message is not None:
+                        message["at"] = _at(record)
                         await response.write(f"data: {json.dumps(message)}\n\n".encode())
             if time.monotonic() - quiet > 15:  # a comment now and then keeps proxies from closing it
                 await response.write(b": keep-alive\n\n")
@@ -121,8 +122,15 @@ def _json(kind: str, message: Any) -> dict[str, Any]:
     return body
 
 
+def _at(record: Any) -> int:
+    """When a record was written (ms): the page orders a run's lines by it, whatever topic or
+    partition each came from and in whatever order the backlog is read."""
+    return int(record.timestamp) if record.timestamp and record.timestamp > 0 else int(time.time() * 1000)
+
+
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Chaos coordinator: live</title>
+<link rel="icon" href="data:,">
 <style>
 body{font:14px/1.45 system-ui,sans-serif;margin:1.5em;color:#222}
 h1{font-size:1.3em} .run{border:1px solid #ccc;border-radius:6px;margin:0 0 1em;padding:.6em 1em}
@@ -130,13 +138,14 @@ h1{font-size:1.3em} .run{border:1px solid #ccc;border-radius:6px;margin:0 0 1em;
 .status{padding:0 .5em;border-radius:4px;background:#eee} .PASSED{background:#cfc}
 .FAILED,.ERROR,.TIMED_OUT{background:#fcc} .RUNNING,.PENDING{background:#ffd} .ABORTED,.REJECTED{background:#ddd}
 ol{margin:.4em 0;padding-left:1.4em} li{margin:.1em 0} code{font-size:12px}
-.audit{color:#555} .verdict{font-weight:600}
+.audit{color:#555} .verdict{font-weight:600} li.FAILED,li.ERROR,li.TIMED_OUT{color:#b00000}
+li.PASSED{color:#106010} li.INCONCLUSIVE{color:#8a5a00} time{color:#888;font-size:12px;margin-right:.5em}
 </style></head>
 <body><h1>Chaos coordinator: live</h1>
 <p id="state">connecting&hellip;</p>
 <div id="runs"></div>
 <script>
-const runs = new Map(), injections = new Map();
+const runs = new Map(), injections = new Map(), early = new Map();
 const short = s => (s || "").replace(/^(EXECUTION_STATUS_|VERDICT_STATUS_|CHAOS_EVENT_TYPE_)/, "");
 function run(id) {
   if (!runs.has(id)) {
@@ -150,10 +159,18 @@ function run(id) {
   }
   return runs.get(id);
 }
-function line(el, cls, text) {
-  const li = document.createElement("li"); li.className = cls; li.textContent = text;
-  el.querySelector("ol").appendChild(li); return li;
+// a run's lines in the order they happened (by the time each record was written), not in the order
+// the topics' partitions are read: the backlog of a page opened late comes topic by topic
+function line(el, cls, text, at) {
+  const li = document.createElement("li"); li.className = cls; li.dataset.at = at;
+  const when = document.createElement("time"); when.textContent = new Date(at).toISOString().slice(11, 23);
+  li.append(when, document.createTextNode(text));
+  const ol = el.querySelector("ol");
+  const after = Array.from(ol.children).find(x => Number(x.dataset.at) > at);
+  ol.insertBefore(li, after || null); return li;
 }
+// "0.727838754s" -> "0.728s"
+const seconds = d => d ? Number(String(d).replace(/s$/, "")).toFixed(3) + "s" : "";
 function head(el, m) {
   if (m.scenarioName) el.querySelector(".name").textContent = m.scenarioName;
   if (m.requester) el.querySelector(".requester").textContent = "by " + m.requester;
@@ -165,11 +182,11 @@ function head(el, m) {
 const on = {
   progress(m) {
     const el = run(m.executionId); head(el, m);
-    if (m.phase !== "expectations") line(el, "step", "[" + m.phase + "] " + m.message);
+    if (m.phase !== "expectations") line(el, "step", "[" + m.phase + "] " + m.message, m.at);
   },
   result(m) {
     const el = run(m.executionId); head(el, m);
-    line(el, "result", "result: " + short(m.status) + (m.reason ? " - " + m.reason : ""));
+    line(el, "result " + short(m.status), "result: " + short(m.status) + (m.reason ? " - " + m.reason : ""), m.at);
     const link = el.querySelector(".report");
     link.innerHTML = '<a href="/api/v1/executions/' + encodeURIComponent(m.executionId) + '/report.html">report</a>';
   },
@@ -177,23 +194,32 @@ const on = {
     const el = run(m.executionId);
     if (short(m.type) === "INJECTED") {
       injections.set(m.correlationId, el);
-      line(el, "injection", "injected " + m.fault + " on " + m.target + " (correlation id " + m.correlationId + ")");
-    } else line(el, "injection", short(m.type).toLowerCase() + " " + m.fault + " on " + m.target);
+      (early.get(m.correlationId) || []).forEach(on.audit); early.delete(m.correlationId);
+      line(el, "injection", "injected " + m.fault + " on " + m.target + " (correlation id " + m.correlationId + ")",
+           m.at);
+    } else line(el, "injection", short(m.type).toLowerCase() + " " + m.fault + " on " + m.target, m.at);
   },
   verdict(m) {
     const el = run(m.executionId);
-    const ttr = m.timeToRecover ? " (time to recover " + m.timeToRecover + ")" : "";
-    line(el, "verdict", "verdict " + m.expectationName + ": " + short(m.status) + ttr + " - " + m.reason);
+    const ttr = m.timeToRecover ? " (time to recover " + seconds(m.timeToRecover) + ")" : "";
+    line(el, "verdict " + short(m.status), "verdict " + m.expectationName + ": " + short(m.status) + ttr + " - " +
+         m.reason, m.at);
   },
   audit(m) {
     const el = injections.get(m.correlationId);
-    if (el) line(el, "audit", "audit " + (m.serviceName || m.service_name) + ": " + (m.eventType || m.event_type));
+    if (!el) {  // read before its injection (another topic): shown once the injection is
+      if (!early.has(m.correlationId)) early.set(m.correlationId, []);
+      if (early.size > 1000) early.delete(early.keys().next().value);  // ids of runs not on the page
+      early.get(m.correlationId).push(m); return;
+    }
+    line(el, "audit", "audit " + (m.serviceName || m.service_name) + ": " + (m.eventType || m.event_type),
+                 m.at);
   },
 };
 const source = new EventSource("/api/v1/live");
 let opened = false;
 source.onopen = () => {  // a reconnection reads the backlog again: start from a clean page
-  if (opened) { runs.clear(); injections.clear(); document.getElementById("runs").innerHTML = ""; }
+  if (opened) { runs.clear(); injections.clear(); early.clear(); document.getElementById("runs").innerHTML = ""; }
   opened = true; document.getElementById("state").textContent = "live";
 };
 source.onerror = () => { document.getElementById("state").textContent = "reconnecting\u2026"; };

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -115,5 +116,26 @@ async def test_the_live_page_shows_a_run_as_it_happens_in_a_real_browser(
 
             report = await page.request.get(f"{running.url}/api/v1/executions/{result.execution_id}/report.html")
             assert report.status == 200 and "watcher-notices" in await report.text()
+
+            # opened after the run: the backlog (four topics, read in any order) is shown in order
+            late = await browser.new_page(viewport={"width": 1200, "height": 700})
+            problems: list[str] = []
+            late.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            late.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+            await late.goto(f"{running.url}/live")
+            lines = late.locator(f"#run-{result.execution_id} li")
+            await late.locator(f"#run-{result.execution_id} li.result").wait_for(timeout=30_000)
+            await late.wait_for_timeout(1000)  # the rest of the backlog
+            rows = await lines.evaluate_all("els => els.map(e => [Number(e.dataset.at), e.className, e.textContent])")
+            assert [at for at, _, _ in rows] == sorted(at for at, _, _ in rows), rows
+            kinds = [cls.split()[0] for _, cls, _ in rows]
+            assert "[start]" in rows[0][2], rows
+            passed = next(i for i, (_, cls, t) in enumerate(rows) if "watcher-notices: PASSED" in t)
+            assert kinds.index("injection") < kinds.index("audit") < passed < kinds.index("result"), rows
+            assert rows[passed][1] == "verdict PASSED" and rows[kinds.index("result")][1] == "result PASSED"
+            text = " ".join(t for _, _, t in rows)
+            assert not re.search(r"\d\.\d{4,}s", text), f"times are rounded: {text}"
+            assert problems == [], problems
+            await late.screenshot(path=str(tmp_path / "live-late.png"), full_page=True)
         finally:
             await browser.close()
