@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sim import kafka_security
+from sim.runtime import ensure_topics
 
 PROGRAMS = ("exchange", "risk-monitor", "trading-engine", "load-generator")
 PROXY = "engine-to-exchange"
@@ -242,27 +243,6 @@ class Sim:
             with contextlib.suppress(OSError):
                 _toxiproxy_request(info.proxy["api"], "DELETE", f"/proxies/{info.proxy['name']}")
         self.state.unlink(missing_ok=True)
-
-
-async def ensure_topics(bootstrap: str, audit_topic: str, partitions: int = 3,
-                        security: dict[str, str] | None = None) -> None:
-    """Create the sim's topics (and the audit topic) when missing; existing ones are left alone."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    from sim.services import TOPICS
-
-    admin = AIOKafkaAdminClient(**kafka_security.options(bootstrap, {**os.environ, **(security or {})}))
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        wanted = [NewTopic(t, partitions, 1) for t in TOPICS if t not in existing]
-        if audit_topic not in existing:
-            wanted.append(NewTopic(audit_topic, 6, 1))
-        if wanted:
-            with contextlib.suppress(Exception):  # a topic created meanwhile by someone else is fine
-                await admin.create_topics(wanted)
-    finally:
-        await admin.close()
 
 
 def _toxiproxy_proxy(api: str, name: str, listen: str, upstream: str) -> None:

@@ -175,6 +175,8 @@ class Service:
 
         self.producer = AIOKafkaProducer(**kafka_security.options(self.config.kafka), linger_ms=5, acks=1)
         await _retry(self.producer.start, stop, what="kafka")
+        # the sim's topics, made by whichever service starts first (compose runs no `sim up`)
+        await _retry(lambda: ensure_topics(self.config.kafka, self.config.audit_topic), stop, what="kafka topics")
         await self._register("starting")
         self.spawn(self._heartbeat(), "registry heartbeat")
         await self.audit("service_started", pid=os.getpid(), knobs=self.knobs.describe())
@@ -259,6 +261,27 @@ class Service:
         return runner
 
 
+async def ensure_topics(bootstrap: str, audit_topic: str, partitions: int = 3,
+                        security: dict[str, str] | None = None) -> None:
+    """Create the sim's topics (and the audit topic) when missing; existing ones are left alone."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from sim.services import TOPICS
+
+    admin = AIOKafkaAdminClient(**kafka_security.options(bootstrap, {**os.environ, **(security or {})}))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [NewTopic(t, partitions, 1) for t in TOPICS if t not in existing]
+        if audit_topic not in existing:
+            wanted.append(NewTopic(audit_topic, 6, 1))
+        if wanted:
+            with contextlib.suppress(Exception):  # a topic created meanwhile by someone else is fine
+                await admin.create_topics(wanted)
+    finally:
+        await admin.close()
+
+
 async def _retry(start: Callable[[], Awaitable[Any]], stop: asyncio.Event, *, what: str) -> None:
     delay = 0.2
     while True:
@@ -271,6 +294,19 @@ async def _retry(start: Callable[[], Awaitable[Any]], stop: asyncio.Event, *, wh
             log.warning("%s not reachable yet (%s); retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+#: how a channel gets back to a peer that restarted: gRPC's defaults back off from 1 s by 1.6x up to
+#: 120 s, and re-resolve a name at most every 30 s, so a peer away for a few seconds (a container
+#: restart) stayed unreachable for many more (orders were lost long after it was back). A service
+#: that must reach a restarted peer at once retries quickly, caps the back-off, re-resolves often,
+#: and bounds every call with its own deadline (the callers' timeouts).
+CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.dns_min_time_between_resolutions_ms", 500),
+)
 
 
 class Channels:
@@ -289,7 +325,7 @@ class Channels:
     def channel(self, address: str) -> grpc.aio.Channel:
         found = self._channels.get(address)
         if found is None:
-            found = self._channels[address] = grpc.aio.insecure_channel(address)
+            found = self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         return found
 
     async def close(self) -> None:

@@ -24,7 +24,7 @@ from agent.devstack.engine import BASE_IMAGE, STACK_LABEL, python_binds
 from agent.devstack.procs import free_port
 from agent.drivers.docker import COMPOSE_PROJECT, COMPOSE_SERVICE
 from agent.settings import Settings
-from sim.launch import ensure_topics
+from sim.runtime import ensure_topics
 from tests.helpers.agent import ROOT, AgentProcess, worker_and_agent
 from tests.helpers.engine import applied_settings, engine_env
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import redis
 
 from agent.devstack.procs import free_port
-from sim.launch import ensure_topics
+from sim.runtime import ensure_topics
 from tests.helpers.engine import read_all
 
 ROOT = Path(__file__).resolve().parents[2]

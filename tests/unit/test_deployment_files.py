@@ -144,3 +144,36 @@ def test_compose_config_reads_the_file_as_compose_does_with_every_service_and_th
                                                                                   "restrat: unless-stopped"),
                          capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode == 1 and "restrat" in bad.stderr, "a misspelt key is refused, not ignored"
+
+
+def _python_of(shell: str) -> str:
+    """The program of a ``python -c '...'`` shell command, as a shell would pass it."""
+    import shlex
+
+    words = shlex.split(shell)
+    assert words[:2] == ["python", "-c"] and len(words) == 3, words
+    return words[2]
+
+
+def test_healthchecks_are_shell_form_where_an_argument_has_spaces_and_each_parses() -> None:
+    # podman splits an exec-form argument on spaces; shell form works on Docker and podman alike
+    for name, service in _compose()["services"].items():
+        test = service.get("healthcheck", {}).get("test")
+        if not test:
+            continue
+        if test[0] == "CMD":
+            assert not any(" " in arg for arg in test[1:]), f"{name}: exec form with spaces in an argument"
+        elif test[0] == "CMD-SHELL" and test[1].startswith("python "):
+            compile(_python_of(test[1]), f"{name} healthcheck", "exec")
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    check = re.search(r"^HEALTHCHECK .*\\\n\s+CMD (.*)$", dockerfile, re.M)
+    assert check is not None and not check.group(1).startswith("["), "the image's healthcheck is shell form"
+    compile(_python_of(check.group(1)), "Dockerfile healthcheck", "exec")
+
+
+def test_the_image_takes_its_base_as_an_argument_and_the_context_leaves_out_what_it_does_not_need() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^ARG BASE=python:3\.11-slim$", dockerfile, re.M)
+    assert re.findall(r"^FROM (\S+)", dockerfile, re.M) == ["${BASE}", "${BASE}"]
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {"**/node_modules", "**/*.egg-info", ".venv", ".git", "tests"} <= set(ignored)
