@@ -180,7 +180,7 @@ class Engine:
             labels=dict(e.request.labels), epoch=e.epoch) for e in runs]
         expires = time.time() + self.settings.lease_ttl
         leases = [(dataclasses.replace(a.lease, injected=True, expires_at=expires), epochs[a.lease.execution_id])
-                  for a in self.faults.active.values() if a.lease.execution_id in epochs]
+                  for a in self.faults.active.values() if a.held and a.lease.execution_id in epochs]
         runs_back, leases_back = await self.store.restore(records, leases)
         if runs_back or leases_back:
             log.warning("redis had lost part of this agent's state; written again", runs=runs_back,

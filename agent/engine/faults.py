@@ -63,6 +63,11 @@ class ActiveFault:
     taken_over: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
+    @property
+    def held(self) -> bool:
+        """Applied and not being reverted: its lease must exist (one being reverted may be gone)."""
+        return self.reverted_at == 0.0 and not self.done.is_set()
+
 
 @dataclass
 class StuckLease:

@@ -116,3 +116,39 @@ async def test_a_claim_a_run_start_and_a_lease_read_the_kill_switch_or_a_cancel_
         for key in [k async for k in store.redis.scan_iter(match=f"{store.prefix}:*")]:
             await store.redis.delete(key)
         await store.aclose()
+
+
+async def test_what_redis_lost_of_a_live_agent_is_written_back_but_never_what_changed_hands(
+    stack_env: dict[str, str]
+) -> None:
+    from agent.store import ExecutionRecord
+
+    store = Store(stack_env["COORDINATOR_REDIS_URL"], f"test-{uuid.uuid4().hex[:8]}")
+    try:
+        now = time.time()
+
+        def lease(cid: str, execution_id: str) -> Lease:
+            return Lease(correlation_id=cid, execution_id=execution_id, driver="toxiproxy", target="link",
+                         service="link", fault="latency", step_name="slow", recipe={"proxy": cid}, owner="a/1",
+                         created_at=now, expires_at=now + 15, injected=True, injected_at=now)
+
+        ours = ExecutionRecord(execution_id="e-ours", request_id="r-ours", scenario_name="x", status="RUNNING",
+                               owner="a/1", started_at=now)
+        taken = ExecutionRecord(execution_id="e-taken", request_id="r-taken", scenario_name="x", status="RUNNING",
+                                owner="a/1", started_at=now)
+        for record in (ours, taken):
+            assert await store.claim_request(record) is None
+        assert await store.take_over("e-taken", "a/1", "b/2") == 2  # another agent has this one now
+        # Redis lost the record of e-ours with its claim, and the lease of each run
+        await store.redis.delete(store.key("execution", "e-ours"), store.key("request", "r-ours"))
+        runs, leases = await store.restore([ours], [(lease("c-ours", "e-ours"), 1), (lease("c-taken", "e-taken"), 1)])
+        assert (runs, leases) == (1, 1)
+        assert (await store.get_execution("e-ours")).owner == "a/1"  # type: ignore[union-attr]
+        assert await store.claimed_request("r-ours") == "e-ours"
+        assert [(x.correlation_id, x.injected) for x in await store.leases()] == [("c-ours", True)]
+        assert await store.restore([ours], [(lease("c-ours", "e-ours"), 1)]) == (0, 0), "nothing missing now"
+    finally:
+        await store.redis.delete(*[store.key(*k) for k in (("lease", "c-ours"), ("execution", "e-ours"),
+                                                           ("execution", "e-taken"), ("request", "r-ours"),
+                                                           ("request", "r-taken"), ("executions",))])
+        await store.aclose()
