@@ -283,15 +283,22 @@ async def ensure_topics(bootstrap: str, audit_topic: str, partitions: int = 3,
 
 
 async def _retry(start: Callable[[], Awaitable[Any]], stop: asyncio.Event, *, what: str) -> None:
+    """``start()`` until it succeeds, backing off to 5 s; one line when it first fails (and when the
+    reason changes), one when it works, not one per retry."""
     delay = 0.2
+    said: str | None = None
     while True:
         try:
             await start()
+            if said is not None:
+                log.info("%s reachable", what)
             return
         except Exception as exc:  # noqa: BLE001 - any failure to connect is retried
             if stop.is_set():
                 raise
-            log.warning("%s not reachable yet (%s); retrying in %.1fs", what, exc, delay)
+            if str(exc) != said:
+                log.warning("%s not reachable yet (%s); retrying with back-off", what, exc)
+                said = str(exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
