@@ -116,11 +116,13 @@ class SelfRegistration:
             pipe.expire(self.key, max(1, int(self.ttl)))
             await pipe.execute()
 
-    async def keep_alive(self) -> None:
-        """Refresh the entry every third of the TTL until cancelled; while Redis fails, retried at the
-        same pace, with one log line when it starts failing and one when it works again."""
+    async def keep_alive(self, stop: asyncio.Event) -> None:
+        """Refresh the entry every third of the TTL until ``stop`` is set; while Redis fails, retried at
+        the same pace, with one log line when it starts failing and one when it works again. Stopping
+        lets a write in flight finish: a write cut short by cancellation could still reach Redis after
+        the entry was removed, and leave a stopped agent registered until the TTL."""
         failing = False
-        while True:
+        while not stop.is_set():
             try:
                 await self.write()
             except (aioredis.RedisError, OSError) as exc:
@@ -131,8 +133,20 @@ class SelfRegistration:
                 if failing:
                     log.info("registry heartbeat written again")
                 failing = False
-            await asyncio.sleep(max(0.5, self.ttl / 3))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.5, self.ttl / 3))
 
-    async def remove(self) -> None:
-        with contextlib.suppress(aioredis.RedisError, OSError):
-            await self.redis.delete(self.key)
+    async def remove(self, attempts: int = 3) -> bool:
+        """Delete the entry (a few tries, a moment apart); False, with a warning, when Redis would not:
+        the entry then expires after the TTL."""
+        for attempt in range(attempts):
+            try:
+                await self.redis.delete(self.key)
+                return True
+            except (aioredis.RedisError, OSError) as exc:
+                if attempt == attempts - 1:
+                    log.warning("registry entry not removed; it expires after the ttl", key=self.key,
+                                ttl=self.ttl, error=str(exc))
+                    return False
+                await asyncio.sleep(0.5)
+        return False

@@ -60,6 +60,8 @@ INGRESS_BATCH = 500
 #: requests accepted concurrently. Accepting a whole burst at once made every run reach its fault at
 #: the end of the burst (bench/engine_latency.py, 200 requests: p50 287 ms, against 180 ms ten at a time)
 ACCEPT_TOGETHER = 10
+#: seconds a registry refresh in flight may take at stop before it is cut short
+REGISTRY_STOP_S = 5.0
 
 
 class Service:
@@ -87,7 +89,8 @@ class Service:
         await self.http.start()
         await self.grpc.start()
         self.registration.ports = {"grpc": self.grpc.port, "http": self.http.port or 0}
-        registration = asyncio.create_task(self.registration.keep_alive(), name="registry")
+        unregister = asyncio.Event()
+        registration = asyncio.create_task(self.registration.keep_alive(unregister), name="registry")
         self.http_started.set()
         parts: list[asyncio.Task[Any]] = []
         consumer: AIOKafkaConsumer | None = None
@@ -103,8 +106,9 @@ class Service:
             if consumer is not None:
                 with contextlib.suppress(Exception):
                     await consumer.stop()
-            registration.cancel()
-            await asyncio.gather(registration, return_exceptions=True)
+            unregister.set()  # a refresh in flight finishes before the entry is removed
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(registration, REGISTRY_STOP_S)
             await self.registration.remove()
             await self.grpc.stop()
             await self.http.aclose()

@@ -101,10 +101,12 @@ async def test_the_agent_registers_itself_with_a_ttl_and_leaves_when_it_stops(
         assert entry["grpc_port"] == agent.url and entry["type"] == "coordinator" and entry["host"] == "127.0.0.1"
         assert entry["updated_at"].endswith("Z") and int(entry["http_port"]) > 0
         assert 0 < await registry.ttl(key) <= 15
+        agent.stop()
+        assert agent.proc is not None and agent.proc.returncode == 0, agent.output()[-3000:]
+        assert not await registry.exists(key), "a clean stop removes the entry\n" + agent.output()[-3000:]
     finally:
         agent.stop()
-    assert not await registry.exists(key), "a clean stop removes the entry"
-    await registry.aclose()
+        await registry.aclose()
 
 
 async def test_the_allow_list_comes_from_the_configuration_service_and_changes_while_the_agent_runs(
