@@ -316,12 +316,21 @@ CHANNEL_OPTIONS = (
 )
 
 
+#: a channel that failed a call (unavailable, or no answer in time) is replaced by a new one, at most
+#: this often per address: a new channel resolves the name again and connects afresh, where an old one
+#: may keep trying the address a restarted container had (its IP can change on restart)
+CHANNEL_RENEW_S = 1.0
+_RENEW_ON = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
 class Channels:
     """gRPC channels to other sim services, one per address, found through the registry."""
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._made: dict[str, float] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def address(self, service: str) -> str | None:
         entry = await self.redis.hgetall(REGISTRY_KEY.format(name=service))
@@ -333,9 +342,24 @@ class Channels:
         found = self._channels.get(address)
         if found is None:
             found = self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self._made[address] = time.monotonic()
         return found
+
+    def failed(self, address: str, error: grpc.aio.AioRpcError) -> bool:
+        """A call to ``address`` failed: replace its channel when the peer looks away and the channel
+        is older than ``CHANNEL_RENEW_S``. True when it was replaced."""
+        if error.code() not in _RENEW_ON or time.monotonic() - self._made.get(address, 0.0) < CHANNEL_RENEW_S:
+            return False
+        old = self._channels.pop(address, None)
+        if old is None:
+            return False
+        closing = asyncio.ensure_future(old.close(grace=None))  # calls still on it fail and are retried
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+        return True
 
     async def close(self) -> None:
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
+        await asyncio.gather(*self._closing, return_exceptions=True)

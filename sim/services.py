@@ -305,14 +305,22 @@ class TradingEngine(Service, trading_pb2_grpc.TradingEngineServiceServicer):
         if address is None:
             raise LookupError("risk-monitor is not registered")
         stub = trading_pb2_grpc.RiskMonitorServiceStub(self.channels.channel(address))
-        return await stub.CheckOrder(P.CheckOrderRequest(order=order), timeout=1.0)
+        try:
+            return await stub.CheckOrder(P.CheckOrderRequest(order=order), timeout=1.0)
+        except grpc.aio.AioRpcError as exc:
+            self.channels.failed(address, exc)
+            raise
 
     async def _execute(self, order: trading_pb2.Order, correlation: str) -> trading_pb2.ExecuteOrderResponse:
         address = self.exchange_address or await self.channels.address("exchange")
         if not address:
             raise LookupError("exchange is not registered")
         stub = trading_pb2_grpc.ExchangeServiceStub(self.channels.channel(address))
-        return await stub.ExecuteOrder(P.ExecuteOrderRequest(order=order, correlation_id=correlation), timeout=3.0)
+        try:
+            return await stub.ExecuteOrder(P.ExecuteOrderRequest(order=order, correlation_id=correlation), timeout=3.0)
+        except grpc.aio.AioRpcError as exc:
+            self.channels.failed(address, exc)
+            raise
 
     async def _on_fill(self, record: ConsumerRecord) -> None:
         try:

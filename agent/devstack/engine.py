@@ -47,6 +47,8 @@ runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 events_logfile_path = "{events}"
+[network]
+network_config_dir = "{networks}"
 """
 
 
@@ -61,19 +63,27 @@ def socket_path(directory: Path) -> Path:
     return run_dir(directory) / "podman.sock"
 
 
-def command(directory: Path) -> tuple[list[str], dict[str, str]]:
-    """The engine's command line and environment, its files under ``directory``."""
-    podman = install.ensure_podman()
+def podman(directory: Path, storage_driver: str = "vfs") -> tuple[list[str], dict[str, str]]:
+    """podman's command line (before the subcommand) and environment for the engine whose files
+    live under ``directory``: its store, volumes, networks and configuration there, its run state in
+    ``run_dir``. The engine's service and any ``podman`` command on the same store use these."""
+    binary = install.ensure_podman()
     directory.mkdir(parents=True, exist_ok=True)
     conf = directory / "containers.conf"
     nofile, nproc = _limit("RLIMIT_NOFILE", 1024), _limit("RLIMIT_NPROC", 1000)
-    conf.write_text(_CONTAINERS_CONF.format(nofile=nofile, nproc=nproc, events=directory / "events.log"))
+    conf.write_text(_CONTAINERS_CONF.format(nofile=nofile, nproc=nproc, events=directory / "events.log",
+                                            networks=directory / "networks"))
     run = run_dir(directory)
-    argv = [podman, "--root", str(directory / "storage"), "--runroot", str(run / "run"),
+    argv = [binary, "--root", str(directory / "storage"), "--runroot", str(run / "run"),
             "--tmpdir", str(run / "tmp"), "--volumepath", str(directory / "volumes"),
-            "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--runtime", "runc",
-            "system", "service", "--time=0", f"unix://{socket_path(directory)}"]
+            "--storage-driver", storage_driver, "--cgroup-manager", "cgroupfs", "--runtime", "runc"]
     return argv, {"CONTAINERS_CONF": str(conf)}
+
+
+def command(directory: Path, storage_driver: str = "vfs") -> tuple[list[str], dict[str, str]]:
+    """The engine's service (the Docker API on ``socket_path``): command line and environment."""
+    argv, env = podman(directory, storage_driver)
+    return [*argv, "system", "service", "--time=0", f"unix://{socket_path(directory)}"], env
 
 
 def _limit(name: str, wanted: int) -> int:

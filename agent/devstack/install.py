@@ -39,20 +39,20 @@ _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <version>1</version>
   <packaging>pom</packaging>
   <dependencies>
-    <dependency>
-      <groupId>org.apache.kafka</groupId>
-      <artifactId>kafka_{scala}</artifactId>
-      <version>{kafka}</version>
-    </dependency>
-    <!-- the broker artifact brings slf4j 1.7 and log4j-core but no binding between them -->
-    <dependency>
-      <groupId>org.apache.logging.log4j</groupId>
-      <artifactId>log4j-slf4j-impl</artifactId>
-      <version>{log4j}</version>
-    </dependency>
+{dependencies}
   </dependencies>
 </project>
 """
+_DEPENDENCY = """    <dependency>
+      <groupId>{group}</groupId>
+      <artifactId>{artifact}</artifactId>
+      <version>{version}</version>
+    </dependency>"""
+#: the broker; it brings slf4j 1.7 and log4j-core but no binding between them: log4j-slf4j-impl
+BROKER_ARTIFACTS = (f"org.apache.kafka:kafka_{SCALA_VERSION}:{KAFKA_VERSION}",
+                    f"org.apache.logging.log4j:log4j-slf4j-impl:{LOG4J_VERSION}")
+#: Kafka's command-line tools (kafka-broker-api-versions and the like), for the broker's image
+TOOLS_ARTIFACTS = (f"org.apache.kafka:kafka-tools:{KAFKA_VERSION}",)
 
 
 def cache_dir() -> Path:
@@ -68,25 +68,31 @@ def kafka_libs() -> Path:
 
 def ensure_kafka() -> Path:
     """Return the directory of the broker's jars, resolving them with Maven the first time."""
-    libs = kafka_libs()
+    return ensure_jars(kafka_libs(), BROKER_ARTIFACTS)
+
+
+def ensure_jars(libs: Path, artifacts: tuple[str, ...]) -> Path:
+    """``libs``, holding ``artifacts`` (group:artifact:version) and their runtime dependencies as one
+    consistent set, resolved with Maven the first time."""
     if (libs / ".complete").exists():
         return libs
     java_binary()
     mvn = _which_or_apt("mvn", "maven")
     staging = Path(tempfile.mkdtemp(prefix="kafka-libs-", dir=libs.parent.parent))
     try:
-        (staging / "pom.xml").write_text(
-            _POM.format(scala=SCALA_VERSION, kafka=KAFKA_VERSION, log4j=LOG4J_VERSION)
-        )
+        dependencies = "\n".join(_DEPENDENCY.format(group=g, artifact=a, version=v)
+                                 for g, a, v in (coordinates.split(":") for coordinates in artifacts))
+        (staging / "pom.xml").write_text(_POM.format(dependencies=dependencies))
         procs.run(
             [mvn, "-B", "-q", f"{DEPENDENCY_PLUGIN}:copy-dependencies", "-DincludeScope=runtime",
              "-DoutputDirectory=libs"],
-            what=f"resolving Kafka {KAFKA_VERSION} jars with Maven",
+            what=f"resolving {', '.join(artifacts)} with Maven",
             cwd=staging,
         )
         jars = list((staging / "libs").glob("*.jar"))
-        if not any(j.name.startswith(f"kafka_{SCALA_VERSION}-") for j in jars):
-            raise MissingDependencyError("maven resolved no kafka broker jar")
+        wanted = {f"{coordinates.split(':')[1]}-{coordinates.split(':')[2]}.jar" for coordinates in artifacts}
+        if missing := wanted - {j.name for j in jars}:
+            raise MissingDependencyError(f"maven did not resolve {', '.join(sorted(missing))}")
         (staging / "libs" / ".complete").write_text(f"{len(jars)} jars\n")
         libs.parent.mkdir(parents=True, exist_ok=True)
         if libs.exists():

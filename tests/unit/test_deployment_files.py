@@ -74,7 +74,7 @@ def test_the_agent_reaches_docker_only_through_a_proxy_limited_to_containers() -
     services = _compose()["services"]
     mounts = {name: [v for v in s.get("volumes", []) if "docker.sock" in v] for name, s in services.items()}
     assert {name: v for name, v in mounts.items() if v} == {
-        "docker-proxy": ["/var/run/docker.sock:/var/run/docker.sock:ro"]}
+        "docker-proxy": ["${DOCKER_SOCKET:-/var/run/docker.sock}:/var/run/docker.sock:ro"]}
     proxy = services["docker-proxy"]["environment"]
     assert (proxy["CONTAINERS"], proxy["POST"]) == (1, 1)
     assert all(proxy[refused] == 0 for refused in ("IMAGES", "EXEC", "VOLUMES", "NETWORKS", "BUILD", "SWARM"))
@@ -177,3 +177,23 @@ def test_the_image_takes_its_base_as_an_argument_and_the_context_leaves_out_what
     assert re.findall(r"^FROM (\S+)", dockerfile, re.M) == ["${BASE}", "${BASE}"]
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {"**/node_modules", "**/*.egg-info", ".venv", ".git", "tests"} <= set(ignored)
+
+
+def test_every_image_the_compose_file_names_has_a_stand_in_for_machines_without_a_registry() -> None:
+    from agent.devstack.composehost import STANDINS, STANDINS_DIR, canonical
+
+    named = {canonical(s["image"]) for s in _compose()["services"].values() if "image" in s}
+    base = re.search(r"^ARG BASE=(\S+)$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert base, "the Dockerfile's base is a build argument"
+    assert named | {canonical(base.group(1))} == set(STANDINS)
+    for directory in filter(None, STANDINS.values()):
+        assert (STANDINS_DIR / directory / "Dockerfile").exists(), directory
+
+
+def test_image_references_are_completed_as_the_engine_stores_them() -> None:
+    from agent.devstack.composehost import canonical
+
+    assert canonical("redis:7.4-alpine") == "docker.io/library/redis:7.4-alpine"
+    assert canonical("apache/kafka:4.1.1") == "docker.io/apache/kafka:4.1.1"
+    assert canonical("ghcr.io/shopify/toxiproxy:2.12.0") == "ghcr.io/shopify/toxiproxy:2.12.0"
+    assert canonical("localhost/coordinator-debian:bookworm") == "localhost/coordinator-debian:bookworm"

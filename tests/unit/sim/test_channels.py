@@ -50,3 +50,24 @@ async def test_a_channel_reaches_a_peer_back_from_a_twenty_second_absence_within
     finally:
         await channels.close()
         await server.stop(grace=None)
+
+
+async def test_a_channel_that_fails_is_replaced_at_most_once_a_second_and_the_new_one_reaches_the_peer() -> None:
+    port = free_port()
+    channels = Channels(redis=None)  # type: ignore[arg-type]
+    address = f"127.0.0.1:{port}"
+    first = channels.channel(address)
+    assert not await check(first)  # nobody listens yet
+    unavailable = grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata())
+    assert not channels.failed(address, unavailable), "a channel younger than a second is kept"
+    await asyncio.sleep(1.1)
+    rejected = grpc.aio.AioRpcError(grpc.StatusCode.INVALID_ARGUMENT, grpc.aio.Metadata(), grpc.aio.Metadata())
+    assert not channels.failed(address, rejected), "an answer from the peer is no reason to reconnect"
+    assert channels.failed(address, unavailable)
+    server = await serve(port)
+    try:
+        second = channels.channel(address)
+        assert second is not first and await check(second)
+    finally:
+        await server.stop(None)
+        await channels.close()
