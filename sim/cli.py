@@ -123,7 +123,8 @@ def _run(opts: argparse.Namespace, kafka: str, redis_url: str) -> int:
     from sim.runtime import Config
     from sim.services import SERVICES
 
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {opts.service} %(levelname)s %(message)s")
+    level = os.environ.get("SIM_LOG_LEVEL", "INFO").upper()  # DEBUG shows each failed call to a peer
+    logging.basicConfig(level=level, format=f"%(asctime)s {opts.service} %(levelname)s %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     flags = {name: getattr(opts, name) for name in Knobs.names()}
     try:

@@ -320,6 +320,10 @@ CHANNEL_OPTIONS = (
 #: this often per address: a new channel resolves the name again and connects afresh, where an old one
 #: may keep trying the address a restarted container had (its IP can change on restart)
 CHANNEL_RENEW_S = 1.0
+#: a replaced channel is closed with this grace, longer than any call's own deadline: closing it with
+#: none cancels the calls still on it, and a cancelled call raises CancelledError in its caller (which
+#: ended the order's task and lost the order)
+CHANNEL_CLOSE_GRACE_S = 5.0
 _RENEW_ON = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
@@ -353,7 +357,7 @@ class Channels:
         old = self._channels.pop(address, None)
         if old is None:
             return False
-        closing = asyncio.ensure_future(old.close(grace=None))  # calls still on it fail and are retried
+        closing = asyncio.ensure_future(old.close(grace=CHANNEL_CLOSE_GRACE_S))  # calls on it end by their deadline
         self._closing.add(closing)
         closing.add_done_callback(self._closing.discard)
         return True

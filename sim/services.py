@@ -296,6 +296,11 @@ class TradingEngine(Service, trading_pb2_grpc.TradingEngineServiceServicer):
                 return await call(*args)
             except (grpc.aio.AioRpcError, LookupError) as exc:
                 log.debug("call failed, retrying: %s", exc)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise  # this order's task is being stopped
+                log.debug("call cancelled (its channel was closed), retrying")  # not the order's end
             await asyncio.sleep(min(delay, max(0.0, give_up - time.time())))
             delay = min(delay * 2, 1.0)
         return None

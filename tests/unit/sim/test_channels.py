@@ -1,5 +1,6 @@
 """The sim's gRPC channels get back to a peer that was away for twenty seconds within about a second of
-its return (real gRPC servers and channels on loopback; gRPC's default back-off took many seconds)."""
+its return (real gRPC servers and channels on loopback; gRPC's default back-off took many seconds), and
+replacing a channel never ends the calls on it early: an order whose call was cancelled was lost."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agent.devstack.procs import free_port
-from sim.runtime import Channels
+from sim._proto.sim.v1 import trading_pb2
+from sim.knobs import Knobs
+from sim.runtime import Channels, Config
+from sim.services import TradingEngine
 
 
 async def serve(port: int) -> grpc.aio.Server:
@@ -71,3 +75,69 @@ async def test_a_channel_that_fails_is_replaced_at_most_once_a_second_and_the_ne
     finally:
         await server.stop(None)
         await channels.close()
+
+
+class Silent(health.aio.HealthServicer):
+    """A peer that takes calls and never answers them: they stay in flight until their deadline."""
+
+    async def Check(self, request: health_pb2.HealthCheckRequest,  # noqa: N802 - gRPC method name
+                    context: grpc.aio.ServicerContext) -> health_pb2.HealthCheckResponse:
+        await asyncio.sleep(60)
+        return health_pb2.HealthCheckResponse()
+
+
+async def test_a_call_in_flight_on_a_replaced_channel_ends_by_its_own_deadline_not_by_cancellation() -> None:
+    port = free_port()
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(Silent(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    address = f"127.0.0.1:{port}"
+    channels = Channels(redis=None)  # type: ignore[arg-type]
+    try:
+        stub = health_pb2_grpc.HealthStub(channels.channel(address))
+        in_flight = asyncio.ensure_future(stub.Check(health_pb2.HealthCheckRequest(), timeout=2.5))
+        await asyncio.sleep(1.1)
+        late = grpc.aio.AioRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata())
+        assert channels.failed(address, late)
+        # a CancelledError here ended the caller's task (an order lost); an RpcError is retried
+        outcome = (await asyncio.gather(in_flight, return_exceptions=True))[0]
+        assert isinstance(outcome, grpc.aio.AioRpcError), f"the call ended with {outcome!r}"
+        assert outcome.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        await channels.close()
+        await server.stop(grace=None)
+
+
+async def test_the_engine_retries_a_call_that_a_channel_close_cancelled_and_the_order_goes_on() -> None:
+    engine = TradingEngine(Config(name="trading-engine", kafka="127.0.0.1:9", redis_url="redis://127.0.0.1:9",
+                                  grpc_port=0, http_port=0), Knobs())
+    order = trading_pb2.Order(order_id="o-1")
+    engine.pending[order.order_id] = (time.time(), "")
+    attempts: list[int] = []
+
+    async def cancelled_once(_: trading_pb2.Order) -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise asyncio.CancelledError  # what awaiting a call raises when its channel is closed under it
+        return "answered"
+
+    try:
+        assert await engine._call(time.time() + 5, cancelled_once, order) == "answered"  # noqa: SLF001
+        assert len(attempts) == 2
+
+        async def forever(_: trading_pb2.Order) -> str:
+            await asyncio.sleep(60)
+            return "never"
+
+        stopping = asyncio.ensure_future(engine._call(time.time() + 5, forever, order))  # noqa: SLF001
+        await asyncio.sleep(0.1)
+        stopping.cancel()  # the order's own task being stopped still stops
+        try:
+            await stopping
+        except asyncio.CancelledError:
+            pass
+        else:
+            raise AssertionError("a cancelled order task kept going")
+    finally:
+        await engine.redis.aclose()
