@@ -54,7 +54,7 @@ def serve(http_port: int | None, grpc_port: int | None) -> None:
 
 
 async def _serve(settings: Settings) -> int:
-    from agent.engine.service import Service
+    from agent.service import Service
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

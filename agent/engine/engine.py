@@ -9,7 +9,7 @@ manager, prober, policy, catalog) and the one API everybody else calls. Commands
   hears them.
 - ``get(execution_id)``, ``list(...)``, ``watch(execution_id)``: what ran and runs.
 
-The serving process (``agent.engine.service``) also hands it requests read from Kafka
+The serving process (``agent.service``) also hands it requests read from Kafka
 (``accept``), verdicts (``verdicts.deliver``), control messages (``on_control``) and reconciliation
 rounds (``reconcile_once``). Build it with ``async with Engine.open(settings) as engine``; ``aclose``
 is idempotent and gives running executions ``drain`` seconds to finish before aborting them.

@@ -24,6 +24,7 @@ from pydantic import Discriminator, Field, Tag, create_model, field_validator, m
 from agent import drivers, vocabulary
 from agent.fields import NAME_PATTERN, Duration, Strict
 from agent.scenario.faults import FAULTS
+from agent.scenario.parameters import Parameter
 from agent.scenario.probes import SteadyState, exactly_one
 
 API_VERSION = "coordinator/v1"
@@ -285,25 +286,6 @@ class Limits(Strict):
     #: the whole run, from the first probe to the last rollback
     timeout: Duration = 600.0
     max_concurrent_faults: int = Field(default=10, ge=1, le=1000)
-
-
-ParameterType = Literal["string", "int", "float", "bool", "duration", "enum"]
-
-
-class Parameter(Strict):
-    type: ParameterType
-    default: str | int | float | bool | None = None
-    description: str = ""
-    min: int | float | str | None = None
-    max: int | float | str | None = None
-    values: list[str] | None = None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Parameter:
-        from agent.scenario.parameters import check_definition
-
-        check_definition(self)
-        return self
 
 
 # -- the scenario ----------------------------------------------------------------------------------

@@ -15,13 +15,13 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
+from pydantic import model_validator
+
+from agent.fields import Strict
 from agent.scenario.base import format_duration
 from agent.settings import to_seconds
-
-if TYPE_CHECKING:
-    from agent.scenario.models import Parameter
 
 _REF = re.compile(r"\$\$\{|\$\{([^}]*)\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -32,6 +32,25 @@ _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 class ParameterIssue:
     path: tuple[str | int, ...]
     message: str
+
+
+ParameterType = Literal["string", "int", "float", "bool", "duration", "enum"]
+
+
+class Parameter(Strict):
+    """A parameter's definition in a scenario's ``spec.parameters``."""
+
+    type: ParameterType
+    default: str | int | float | bool | None = None
+    description: str = ""
+    min: int | float | str | None = None
+    max: int | float | str | None = None
+    values: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Parameter:
+        check_definition(self)
+        return self
 
 
 def check_definition(param: Parameter) -> None:

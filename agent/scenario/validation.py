@@ -15,8 +15,8 @@ from agent.fields import SELECTOR_NAME_PATTERN, TOPIC_PATTERN
 from agent.scenario import checks
 from agent.scenario.base import NAME_PATTERN
 from agent.scenario.loader import Document, Path, format_path, load_yaml
-from agent.scenario.models import Parameter, Scenario, scenario_model, suggest
-from agent.scenario.parameters import placeholder, resolve, resolve_for_catalog, substitute
+from agent.scenario.models import Scenario, scenario_model, suggest
+from agent.scenario.parameters import Parameter, placeholder, resolve, resolve_for_catalog, substitute
 
 _TYPE_WORDS = {
     "int_type": "an int", "int_parsing": "an int", "float_type": "a number", "float_parsing": "a number",

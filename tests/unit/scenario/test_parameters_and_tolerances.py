@@ -4,8 +4,7 @@ import pytest
 
 from agent.errors import ScenarioError
 from agent.scenario import load_scenario, plan
-from agent.scenario.models import Parameter
-from agent.scenario.parameters import coerce, resolve, substitute
+from agent.scenario.parameters import Parameter, coerce, resolve, substitute
 from agent.scenario.probes import Tolerance
 
 
