@@ -47,7 +47,7 @@ from agent.platform import PlatformWatch
 from agent.registry import SelfRegistration
 from agent.relay import Relay
 from agent.settings import Settings
-from agent.store import TRANSIENT
+from agent.store import TRANSIENT, RedisStore
 
 log = get_logger("agent.service")
 #: failures that mean a dependency is away for now: the part is restarted, the agent stays up
@@ -67,12 +67,14 @@ REGISTRY_STOP_S = 5.0
 class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.engine = Engine(settings, patient=True)
+        #: the Redis store itself: the registry and control messages use its client beside the engine
+        self.store = RedisStore(settings.redis_url.get_secret_value(), settings.redis_key_prefix, patient=True)
+        self.engine = Engine(settings, patient=True, store=self.store)
         self.http = HttpServer(settings, self.health, self._html_report)
         self.grpc = GrpcServer(self.engine, settings, lambda: self.ready.is_set())
         host = settings.registry_host or (settings.grpc_host if settings.grpc_host not in ("0.0.0.0", "::")  # noqa: S104
                                           else socket.gethostname())
-        self.registration = SelfRegistration(self.engine.store.redis, settings.registry_name, host,
+        self.registration = SelfRegistration(self.store.redis, settings.registry_name, host,
                                              settings.registry_ttl)
         #: parts failing now (name -> why), for readiness
         self.failing: dict[str, str] = {}
@@ -313,7 +315,7 @@ class Service:
             await consumer.stop()
 
     async def _control(self) -> None:
-        async for message in self.engine.store.control_messages():
+        async for message in self.store.control_messages():
             await self.engine.on_control(message)
 
     async def _reconcile_forever(self) -> None:

@@ -31,7 +31,11 @@ whoever takes a run over (the reconciler, when the owner's heartbeat is gone) ch
 and bumps the epoch in one script, so an owner that was paused and comes back finds itself fenced
 out and touches nothing more. A lease likewise changes hands by a compare-and-set on its ``owner``.
 
-**Outages.** A ``Store(patient=True)`` (the agent's) rides out Redis outages: the engine's calls are
+**One interface, two stores.** ``Store`` is the interface the engine uses (a ``typing.Protocol``);
+``RedisStore`` is the real one, ``agent.testing.MemoryStore`` the in-memory one for unit tests. One
+contract suite (tests/integration/test_store_contract.py) runs against both.
+
+**Outages.** A ``RedisStore(patient=True)`` (the agent's) rides out Redis outages: the engine's calls are
 retried with back-off until Redis answers again, one log line per change of state. The CLI and
 read-only API calls use an impatient store and fail at once with the connection error.
 
@@ -50,10 +54,10 @@ import functools
 import inspect
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
-from typing import Any, NamedTuple, ParamSpec, TypeVar
+from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
 
 import redis
 import redis.asyncio as aioredis
@@ -120,13 +124,14 @@ class Outage:
             metrics.DEPENDENCY_UP.labels(dependency=self.name).set(1)
 
 
-def patient(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+def patient(method: Callable[Concatenate[RedisStore, P], Coroutine[Any, Any, T]]
+            ) -> Callable[Concatenate[RedisStore, P], Coroutine[Any, Any, T]]:
     """On a patient store, retry ``method`` with back-off while Redis is unreachable."""
 
-    @functools.wraps(method)
-    async def wrapper(self: Store, *args: Any, **kwargs: Any) -> T:
+    async def wrapper(self: RedisStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return await self.patiently(method, self, *args, **kwargs)
 
+    functools.update_wrapper(wrapper, method)
     return wrapper
 
 
@@ -207,7 +212,64 @@ class ExecutionRecord:
     result_state: str = ""
 
 
-class Store:
+class Store(Protocol):
+    """What the engine keeps and reads: claims, runs, results, leases, trails, owners and the kill
+    switch, each write that needs it fenced by owner and epoch (see the module's docstring)."""
+
+    #: the store's reachability (a patient store rides out an outage; calls wait meanwhile)
+    outage: Outage
+    #: run when the store answers again after an outage, before any waiting call returns
+    on_return: Callable[[], Awaitable[None]] | None
+
+    async def patiently(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T: ...
+    async def returned(self) -> None: ...
+    async def steady_for(self) -> float: ...
+    async def aclose(self) -> None: ...
+
+    # requests and executions
+    async def claim_request(self, record: ExecutionRecord) -> str | None: ...
+    async def claim_unless_halted(self, record: ExecutionRecord) -> tuple[str | None, str | None]: ...
+    async def claimed_request(self, request_id: str) -> str | None: ...
+    async def get_execution(self, execution_id: str) -> ExecutionRecord | None: ...
+    async def list_executions(self, limit: int = 50) -> list[ExecutionRecord]: ...
+    async def update_execution(self, execution_id: str, **fields: Any) -> None: ...
+    async def fenced_update(self, execution_id: str, owner: str, epoch: int, **fields: Any) -> bool: ...
+    async def start_run(self, execution_id: str, owner: str, epoch: int, **fields: Any) -> Guarded: ...
+    async def take_over(self, execution_id: str, expected_owner: str, new_owner: str) -> int | None: ...
+    async def begin_result(self, execution_id: str, owner: str, epoch: int, payload: bytes,
+                           **fields: Any) -> bool: ...
+    async def result_published(self, execution_id: str) -> None: ...
+    async def get_result(self, execution_id: str) -> bytes | None: ...
+    async def get_results(self, execution_ids: list[str]) -> dict[str, bytes]: ...
+
+    # leases, trails and owners
+    async def write_lease(self, lease: Lease) -> None: ...
+    async def write_lease_guarded(self, lease: Lease, epoch: int) -> Guarded: ...
+    async def mark_injected(self, lease: Lease, epoch: int, injection: bytes = b"") -> bool: ...
+    async def release_lease(self, lease: Lease, owner: str, revert: bytes) -> bool: ...
+    async def add_to_trail(self, execution_id: str, name: str, value: bytes) -> None: ...
+    async def trail(self, execution_id: str) -> dict[str, bytes]: ...
+    async def delete_lease(self, correlation_id: str) -> None: ...
+    async def delete_lease_if_owned(self, correlation_id: str, owner: str) -> bool: ...
+    async def lease_owner(self, correlation_id: str) -> str | None: ...
+    async def take_lease(self, lease: Lease, new_owner: str, ttl: float, *, unchanged: bool = True) -> bool: ...
+    async def hold_lease(self, correlation_id: str, owner: str, until: float) -> None: ...
+    async def leases(self) -> list[Lease]: ...
+    async def restore(self, runs: list[ExecutionRecord],
+                      leases: list[tuple[Lease, int]]) -> tuple[int, int]: ...
+    async def renew_leases(self, owner: str, correlation_ids: list[str], ttl: float) -> None: ...
+    async def owner_alive(self, owner: str) -> bool: ...
+
+    # control
+    async def halted(self) -> str | None: ...
+    async def halt(self, reason: str) -> None: ...
+    async def resume(self) -> None: ...
+    async def request_cancel(self, execution_id: str, reason: str) -> None: ...
+
+
+class RedisStore:
+    """The ``Store`` in Redis (atomic steps are Lua scripts)."""
+
     def __init__(self, url: str, prefix: str = "coordinator", *, patient: bool = False) -> None:
         self.redis: aioredis.Redis = connect(url, decode_responses=True)
         self._binary: aioredis.Redis = connect(url, decode_responses=False)
@@ -425,8 +487,10 @@ class Store:
         await answer(self.redis.hset(self.key("execution", execution_id),
                                      mapping={k: str(v) for k, v in fields.items()}))
 
+    # ``self, /``: with ``**fields`` after it, a ``self`` that could be passed by name cannot be typed
+    # through ``patient`` (mypy)
     @patient
-    async def fenced_update(self, execution_id: str, owner: str, epoch: int, **fields: Any) -> bool:
+    async def fenced_update(self, /, execution_id: str, owner: str, epoch: int, **fields: Any) -> bool:
         """Write ``fields`` to the execution record only while ``owner`` at ``epoch`` still runs it;
         with no fields, only tell whether it does."""
         key = self.key("execution", execution_id)
@@ -434,7 +498,7 @@ class Store:
         return bool(done == 1)
 
     @patient
-    async def start_run(self, execution_id: str, owner: str, epoch: int, **fields: Any) -> Guarded:
+    async def start_run(self, /, execution_id: str, owner: str, epoch: int, **fields: Any) -> Guarded:
         """Write ``fields`` (a run's start) while ``owner`` at ``epoch`` still runs it and no cancel
         is pending, in one step: ``stopped`` is the cancel's reason."""
         key = self.key("execution", execution_id)
@@ -479,7 +543,7 @@ class Store:
         return {e: r for e, r in zip(execution_ids, raws, strict=True) if r}
 
     @patient
-    async def begin_result(self, execution_id: str, owner: str, epoch: int, payload: bytes, **fields: Any) -> bool:
+    async def begin_result(self, /, execution_id: str, owner: str, epoch: int, payload: bytes, **fields: Any) -> bool:
         """Store the final result and ``fields`` (status, times) and mark it ``publishing``, while
         ``owner`` at ``epoch`` runs the execution and no result was published yet. False otherwise:
         the caller must not publish. After publishing, ``result_published``."""
@@ -674,3 +738,7 @@ def _record(raw: dict[str, str]) -> ExecutionRecord | None:
         labels=json.loads(raw.get("labels") or "{}"), epoch=int(raw.get("epoch") or 1),
         result_state=raw.get("result_state", ""),
     )
+
+
+def _conforms(store: RedisStore) -> Store:
+    return store  # mypy checks here that RedisStore is a Store

@@ -1,8 +1,9 @@
 """In-memory stand-ins for the agent's own interfaces, so that ``Execution`` and ``FaultManager``
 can be exercised without Kafka, Redis or a backend (in the spirit of httpx's ``MockTransport``).
 
-- ``MemoryStore``: the ``agent.store.Store`` methods the engine uses, with the same atomic
-  semantics (claims with their record, owner/epoch fencing, lease compare-and-set), in dicts.
+- ``MemoryStore``: an ``agent.store.Store`` in dicts, with the same atomic semantics as the Redis
+  store (claims with their record, owner/epoch fencing, lease compare-and-set, what is restored
+  after an outage): tests/integration/test_store_contract.py runs one suite against both.
 - ``MemoryPublisher``: keeps every chaos event, progress message, result and dead letter in lists.
 - ``MemoryDriver``: a fault driver whose faults are entries in a set, with hooks to fail or to run
   code at the moment a fault goes in.
@@ -20,7 +21,7 @@ from typing import Any, ParamSpec, TypeVar
 from agent._proto.coordinator.v1 import events_pb2
 from agent.drivers.base import FaultDriver, FaultRequest
 from agent.errors import ActionError, RevertError
-from agent.store import INJECTION, REVERT, ExecutionRecord, Guarded, Lease, Outage
+from agent.store import INJECTION, REVERT, ExecutionRecord, Guarded, Lease, Outage, Store
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -39,6 +40,7 @@ class MemoryStore:
         #: control messages sent (what every agent would hear on pub/sub)
         self.control: list[dict[str, Any]] = []
         self.outage = Outage("redis")
+        self.on_return: Callable[[], Awaitable[None]] | None = None
         self.patient = True
         self.steady = float("inf")
 
@@ -46,6 +48,8 @@ class MemoryStore:
         return await fn(*args, **kwargs)
 
     async def returned(self) -> None:
+        if self.outage.down and self.on_return is not None:
+            await self.on_return()
         self.outage.answered()
 
     async def steady_for(self) -> float:
@@ -186,6 +190,19 @@ class MemoryStore:
     async def leases(self) -> list[Lease]:
         return [replace(lease) for lease in self.lease_table.values()]
 
+    async def restore(self, runs: list[ExecutionRecord], leases: list[tuple[Lease, int]]) -> tuple[int, int]:
+        runs_back = leases_back = 0
+        for record in runs:
+            if record.execution_id not in self.executions:
+                self.executions[record.execution_id] = replace(record)
+                self.requests.setdefault(record.request_id, record.execution_id)
+                runs_back += 1
+        for lease, epoch in leases:
+            if lease.correlation_id not in self.lease_table and self._holds(lease.execution_id, lease.owner, epoch):
+                self.lease_table[lease.correlation_id] = replace(lease)
+                leases_back += 1
+        return runs_back, leases_back
+
     async def renew_leases(self, owner: str, correlation_ids: list[str], ttl: float) -> None:
         for cid in correlation_ids:
             await self.hold_lease(cid, owner, time.time() + ttl)
@@ -215,6 +232,10 @@ class MemoryStore:
     def _holds(self, execution_id: str, owner: str, epoch: int) -> bool:
         record = self.executions.get(execution_id)
         return record is not None and record.owner == owner and record.epoch == int(epoch)
+
+
+def _conforms(store: MemoryStore) -> Store:
+    return store  # mypy checks here that MemoryStore is a Store
 
 
 def _typed(record: ExecutionRecord, fields: dict[str, Any]) -> dict[str, Any]:

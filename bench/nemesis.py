@@ -49,7 +49,7 @@ from agent.constants import CORRELATION_IDS_HEADER  # noqa: E402
 from agent.devstack import Stack  # noqa: E402
 from agent.devstack.procs import free_port  # noqa: E402
 from agent.settings import Settings  # noqa: E402
-from agent.store import Store  # noqa: E402
+from agent.store import RedisStore  # noqa: E402
 from tests.helpers.agent import AgentProcess  # noqa: E402
 from tests.helpers.engine import chaos, engine_env, header, read_all, results, settings_from, status  # noqa: E402
 
@@ -312,7 +312,7 @@ async def check(settings: Settings, knobs: Knobs, cast: Cast, requests: list[eve
     for request in requests:
         if left := await _toxics(settings.toxiproxy_url, request.labels["proxy"]):
             failures["no_fault_left"].append(f"proxy {request.labels['proxy']}: {left}")
-    store = Store(settings.redis_url.get_secret_value(), settings.redis_key_prefix)
+    store = RedisStore(settings.redis_url.get_secret_value(), settings.redis_key_prefix)
     try:
         if leases := await store.leases():
             failures["no_fault_left"].extend(f"lease {lease.correlation_id} of {lease.owner}" for lease in leases)

@@ -63,7 +63,7 @@ from agent.scenario import Scenario, default_directories
 from agent.scenario.catalog import CatalogCache, ScenarioCache
 from agent.scenario.validation import load_scenario
 from agent.settings import Settings
-from agent.store import ExecutionRecord, Store
+from agent.store import ExecutionRecord, RedisStore, Store
 
 log = get_logger("agent.engine")
 S = events_pb2
@@ -137,8 +137,8 @@ class Engine:
         in-memory ones); ``patient``: Redis calls of a run retry through an outage."""
         self.settings = settings
         self.owner = owner or f"{settings.instance_id}/{uuid.uuid4().hex[:8]}"
-        self.store = store or Store(settings.redis_url.get_secret_value(), settings.redis_key_prefix,
-                                    patient=patient)
+        self.store: Store = store or RedisStore(settings.redis_url.get_secret_value(), settings.redis_key_prefix,
+                                                patient=patient)
         self.publisher = publisher or Publisher(settings)
         self.drivers = drivers or DriverRegistry(settings)
         self.config = ConfigService(settings.config_service_url, settings.config_environment,

@@ -29,7 +29,7 @@ from agent import client, failpoints
 from agent.devstack import Stack
 from agent.devstack.procs import free_port
 from agent.settings import Settings
-from agent.store import Lease, Store
+from agent.store import Lease, RedisStore
 from tests.helpers.agent import AgentProcess
 from tests.helpers.engine import chaos, engine_env, header, read_all, results, settings_from, status, wait_for
 from tests.helpers.kafka import produce
@@ -296,7 +296,7 @@ async def test_redis_down_mid_fault_is_ridden_out_and_the_run_ends_with_one_resu
     await _serving(agent)
     log_lines = agent.output().count("redis unreachable; retrying until it answers")
     assert 1 <= log_lines <= 3, f"{log_lines} outage warnings: one per change of state is expected"
-    store = Store(settings.redis_url.get_secret_value(), settings.redis_key_prefix)
+    store = RedisStore(settings.redis_url.get_secret_value(), settings.redis_key_prefix)
     try:  # the append-only file kept the claim across the restart: a redelivery is still a duplicate
         assert await store.claimed_request(request_id) == result.execution_id
     finally:
@@ -319,7 +319,7 @@ async def test_a_redis_restart_shorter_than_the_lease_ttl_cuts_no_fault_short_an
             await asyncio.sleep(0.1)
 
     watcher = asyncio.create_task(watch_toxic())
-    store = Store(settings.redis_url.get_secret_value(), settings.redis_key_prefix)
+    store = RedisStore(settings.redis_url.get_secret_value(), settings.redis_key_prefix)
     try:
         deadline = time.monotonic() + 60
         while not (leases := [x for x in await store.leases() if proxy in json.dumps(x.recipe)]) or not seen:
@@ -486,7 +486,7 @@ async def test_hostile_selectors_are_refused_and_an_unrevertable_lease_never_sto
     settings = engine_settings
     # leases whose revert cannot succeed (written by a tampered or older agent): one aims at
     # Toxiproxy's API root, one names a driver that does not exist
-    store = Store(settings.redis_url.get_secret_value(), settings.redis_key_prefix)
+    store = RedisStore(settings.redis_url.get_secret_value(), settings.redis_key_prefix)
     now = time.time()
     bad = [Lease(correlation_id=str(uuid.uuid4()), execution_id=str(uuid.uuid4()), driver=driver, target="link",
                  service="link", fault="down", step_name="evil", recipe=recipe, owner="gone/0", created_at=now,

@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 import uuid
 
-from agent.store import Lease, Store
+from agent.store import Lease, RedisStore
 
 
 async def test_renewing_a_reverted_lease_does_not_recreate_it_and_fragments_are_dropped(
     stack_env: dict[str, str]
 ) -> None:
-    store = Store(stack_env["COORDINATOR_REDIS_URL"], f"test-{uuid.uuid4().hex[:8]}")
+    store = RedisStore(stack_env["COORDINATOR_REDIS_URL"], f"test-{uuid.uuid4().hex[:8]}")
     try:
         now = time.time()
         lease = Lease(correlation_id="c-1", execution_id="e-1", driver="toxiproxy", target="link", service="link",
@@ -39,7 +39,7 @@ async def test_renewing_a_reverted_lease_does_not_recreate_it_and_fragments_are_
 async def test_leases_and_runs_change_hands_only_by_compare_and_set(stack_env: dict[str, str]) -> None:
     from agent.store import ExecutionRecord
 
-    store = Store(stack_env["COORDINATOR_REDIS_URL"], f"test-{uuid.uuid4().hex[:8]}")
+    store = RedisStore(stack_env["COORDINATOR_REDIS_URL"], f"test-{uuid.uuid4().hex[:8]}")
     try:
         now = time.time()
         record = ExecutionRecord(execution_id="e-1", request_id="r-1", scenario_name="s", status="PENDING",
@@ -80,7 +80,7 @@ async def test_a_claim_a_run_start_and_a_lease_read_the_kill_switch_or_a_cancel_
 ) -> None:
     from agent.store import ExecutionRecord
 
-    store = Store(stack_env["COORDINATOR_REDIS_URL"], f"test-{uuid.uuid4().hex[:8]}")
+    store = RedisStore(stack_env["COORDINATOR_REDIS_URL"], f"test-{uuid.uuid4().hex[:8]}")
     try:
         now = time.time()
         record = ExecutionRecord(execution_id="e-1", request_id="r-1", scenario_name="s", status="PENDING",
@@ -123,7 +123,7 @@ async def test_what_redis_lost_of_a_live_agent_is_written_back_but_never_what_ch
 ) -> None:
     from agent.store import ExecutionRecord
 
-    store = Store(stack_env["COORDINATOR_REDIS_URL"], f"test-{uuid.uuid4().hex[:8]}")
+    store = RedisStore(stack_env["COORDINATOR_REDIS_URL"], f"test-{uuid.uuid4().hex[:8]}")
     try:
         now = time.time()
 
