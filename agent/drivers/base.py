@@ -61,6 +61,10 @@ class DriverSpec:
     configure: Callable[[Settings], Any] = lambda settings: settings
     #: actions a scenario's rollbacks may ask of this driver
     rollbacks: tuple[str, ...] = ()
+    #: the names of what a selector acts on (a program, a proxy, topics, containers), which the
+    #: allow-list's ``DRIVER:PATTERN`` entries must admit; None: the driver cannot say, and a target
+    #: of it is refused wherever such entries name it
+    touches: Callable[[dict[str, Any]], list[str]] | None = None
     summary: str = ""
 
     def __post_init__(self) -> None:

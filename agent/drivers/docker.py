@@ -380,9 +380,17 @@ def _configure(settings: Settings) -> DockerSettings:
                           tls_key=settings.docker_tls_key, tls_verify=settings.docker_tls_verify)
 
 
+def _touches(selector: dict[str, Any]) -> list[str]:
+    """The containers chosen (at injection), else the one named."""
+    chosen = selector.get("chosen")
+    if chosen:
+        return [str(c["name"]) for c in chosen]
+    return [str(selector["name"])] if selector.get("name") else []
+
+
 SPEC = DriverSpec(
     name="docker", selector=DockerSelector, factory=DockerDriver, configure=_configure,
-    rollbacks=("start", "unpause"), summary="containers, over the Docker Engine API",
+    rollbacks=("start", "unpause"), touches=_touches, summary="containers, over the Docker Engine API",
     faults=(
         FaultKind("restart", StopParameters, False, summary="restart the container (stopped within timeout)"),
         FaultKind("kill", KillParameters, False, summary="send a signal (SIGKILL by default); its restart policy "

@@ -188,6 +188,7 @@ def _configure(settings: Settings) -> KafkaDriverSettings:
 
 SPEC = DriverSpec(
     name="kafka", selector=KafkaSelector, factory=KafkaDriver, configure=_configure,
+    touches=lambda selector: [str(t) for t in (selector.get("topic"), selector.get("source")) if t],
     summary="event faults on Kafka topics: injected events, and relays that damage what they copy",
     faults=(
         FaultKind("inject-events", InjectEventsParameters, False,

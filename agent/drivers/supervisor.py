@@ -203,9 +203,14 @@ def _configure(settings: Settings) -> SupervisorSettings:
     return SupervisorSettings(url=settings.supervisor_url)
 
 
+def _touches(selector: dict[str, Any]) -> list[str]:
+    program = str(selector.get("program", ""))
+    return [f"{selector['group']}:{program}" if selector.get("group") else program]
+
+
 SPEC = DriverSpec(
     name="supervisor", selector=SupervisorSelector, factory=SupervisorDriver, configure=_configure,
-    rollbacks=("start", "stop", "restart"), summary="processes run by supervisord (XML-RPC)",
+    rollbacks=("start", "stop", "restart"), touches=_touches, summary="processes run by supervisord (XML-RPC)",
     faults=(
         FaultKind("restart", NoParameters, False, summary="restart the process"),
         FaultKind("kill", KillParameters, False, summary="send a signal (SIGKILL by default); the supervisor brings "

@@ -245,7 +245,8 @@ def _configure(settings: Settings) -> ToxiproxySettings:
 
 SPEC = DriverSpec(
     name="toxiproxy", selector=ToxiproxySelector, factory=ToxiproxyDriver, configure=_configure,
-    rollbacks=("remove-toxics", "enable-proxy"), summary="network faults on TCP links through Toxiproxy",
+    rollbacks=("remove-toxics", "enable-proxy"), touches=lambda selector: [str(selector.get("proxy", ""))],
+    summary="network faults on TCP links through Toxiproxy",
     faults=(
         FaultKind("latency", LatencyParameters, True, summary="add latency (and jitter)"),
         FaultKind("bandwidth", BandwidthParameters, True, summary="limit to rate KB/s"),

@@ -157,22 +157,13 @@ def target_allowed(service: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(service, pattern) for pattern in patterns if not _qualified(pattern))
 
 
-def touched(driver: str, selector: dict[str, Any]) -> list[str]:
-    """What a driver acts on for ``selector``: a supervisord program, containers, a Toxiproxy proxy,
-    Kafka topics."""
-    if driver == "supervisor":
-        program = str(selector.get("program", ""))
-        return [f"{selector['group']}:{program}" if selector.get("group") else program]
-    if driver == "toxiproxy":
-        return [str(selector.get("proxy", ""))]
-    if driver == "kafka":
-        return [str(t) for t in (selector.get("topic"), selector.get("source")) if t]
-    if driver == "docker":  # the containers chosen (at injection), else the one named
-        chosen = selector.get("chosen")
-        if chosen:
-            return [str(c["name"]) for c in chosen]
-        return [str(selector["name"])] if selector.get("name") else []
-    return []
+def touched(driver: str, selector: dict[str, Any]) -> list[str] | None:
+    """What a driver acts on for ``selector`` (its spec's ``touches``): a supervisord program, containers,
+    a Toxiproxy proxy, Kafka topics. None when the driver is unknown or cannot say."""
+    spec = drivers.specs().get(driver)
+    if spec is None or spec.touches is None:
+        return None
+    return spec.touches(selector)
 
 
 def refused_by_allow_list(service: str, driver: str, selector: dict[str, Any], patterns: list[str]) -> str | None:
@@ -185,9 +176,17 @@ def refused_by_allow_list(service: str, driver: str, selector: dict[str, Any], p
     """
     if not target_allowed(service, patterns):
         return f"target '{service}' is not in the agent's allow-list"
+    if driver not in drivers.specs():
+        return f"target '{service}': driver '{driver}' is not a driver this agent has"
     mine = [p.partition(":")[2] for p in patterns if p.partition(":")[0] == driver and _qualified(p)]
     plain = [p for p in patterns if not _qualified(p)]
-    for name in touched(driver, selector):
+    names = touched(driver, selector)
+    if names is None:
+        if mine:  # entries for this driver exist, and nothing tells whether they admit the target
+            return (f"target '{service}': driver '{driver}' does not say what a selector touches, so the "
+                    f"allow-list's '{driver}:' entries cannot admit it")
+        return None
+    for name in names:
         if not any(fnmatch.fnmatchcase(name, p) for p in plain + mine):
             return f"target '{service}': {driver} '{name}' is not in the agent's allow-list"
     return None

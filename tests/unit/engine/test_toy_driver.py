@@ -167,3 +167,21 @@ async def test_the_engine_runs_the_new_drivers_faults_with_leases_and_reverts(en
     kinds = [(e.fault, S.ChaosEventType.Name(e.type)) for e in publisher.chaos_events]
     assert kinds == [("dim", "CHAOS_EVENT_TYPE_INJECTED"), ("dim", "CHAOS_EVENT_TYPE_REVERTED"),
                      ("blink", "CHAOS_EVENT_TYPE_INJECTED"), ("blink", "CHAOS_EVENT_TYPE_REVERTED")]
+
+
+def test_the_allow_list_applies_a_drivers_entries_through_what_it_says_it_touches(lamps: None) -> None:
+    from dataclasses import replace
+
+    from agent.scenario.checks import refused_by_allow_list
+
+    assert refused_by_allow_list("hall", "lamps", {"lamp": "hall"}, ["hall"]) is None, "no lamps: entry to apply"
+    silent = refused_by_allow_list("hall", "lamps", {"lamp": "cellar"}, ["hall", "lamps:hall-*"])
+    assert silent is not None and "driver 'lamps' does not say what a selector touches" in silent
+    unknown = refused_by_allow_list("hall", "candles", {"candle": "x"}, ["*"])
+    assert unknown is not None and "driver 'candles' is not a driver this agent has" in unknown
+
+    drivers.unregister("lamps")
+    drivers.register(replace(SPEC, touches=lambda selector: [f"lamp-{selector['lamp']}"]))
+    assert refused_by_allow_list("hall", "lamps", {"lamp": "hall"}, ["hall", "lamps:lamp-h*"]) is None
+    refused = refused_by_allow_list("hall", "lamps", {"lamp": "cellar"}, ["hall", "lamps:lamp-h*"])
+    assert refused is not None and "lamps 'lamp-cellar' is not in the agent's allow-list" in refused
