@@ -84,10 +84,12 @@ class PlatformWatch:
 
     def _cause(self, driver: str, service: str) -> str:
         """The correlation id of this agent's active fault on ``service`` through ``driver``, if any."""
+        spec = drivers.specs().get(driver)
         for correlation_id, active in self.faults.active.items():
             lease = active.lease
-            program = str(lease.recipe.get("program", "")).rpartition(":")[2]
-            containers = {str(c.get("name")) for c in lease.recipe.get("containers") or []}
-            if lease.driver == driver and service in {program, lease.service, *containers}:
+            if lease.driver != driver:
+                continue
+            names = spec.acts_on(lease.recipe) if spec is not None and spec.acts_on is not None else set()
+            if service in {lease.service, *names}:
                 return correlation_id
         return ""

@@ -65,6 +65,9 @@ class DriverSpec:
     #: allow-list's ``DRIVER:PATTERN`` entries must admit; None: the driver cannot say, and a target
     #: of it is refused wherever such entries name it
     touches: Callable[[dict[str, Any]], list[str]] | None = None
+    #: the names this driver's platform events give the processes a fault's recipe acts on (so a
+    #: platform event is tied to the fault that caused it); None: only the target's service
+    acts_on: Callable[[dict[str, Any]], set[str]] | None = None
     summary: str = ""
 
     def __post_init__(self) -> None:

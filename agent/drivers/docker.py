@@ -390,7 +390,9 @@ def _touches(selector: dict[str, Any]) -> list[str]:
 
 SPEC = DriverSpec(
     name="docker", selector=DockerSelector, factory=DockerDriver, configure=_configure,
-    rollbacks=("start", "unpause"), touches=_touches, summary="containers, over the Docker Engine API",
+    rollbacks=("start", "unpause"), touches=_touches,
+    acts_on=lambda recipe: {str(c.get("name")) for c in recipe.get("containers") or []},
+    summary="containers, over the Docker Engine API",
     faults=(
         FaultKind("restart", StopParameters, False, summary="restart the container (stopped within timeout)"),
         FaultKind("kill", KillParameters, False, summary="send a signal (SIGKILL by default); its restart policy "

@@ -210,7 +210,9 @@ def _touches(selector: dict[str, Any]) -> list[str]:
 
 SPEC = DriverSpec(
     name="supervisor", selector=SupervisorSelector, factory=SupervisorDriver, configure=_configure,
-    rollbacks=("start", "stop", "restart"), touches=_touches, summary="processes run by supervisord (XML-RPC)",
+    rollbacks=("start", "stop", "restart"), touches=_touches,
+    acts_on=lambda recipe: {str(recipe.get("program", "")).rpartition(":")[2]},
+    summary="processes run by supervisord (XML-RPC)",
     faults=(
         FaultKind("restart", NoParameters, False, summary="restart the process"),
         FaultKind("kill", KillParameters, False, summary="send a signal (SIGKILL by default); the supervisor brings "
