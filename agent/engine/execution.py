@@ -458,13 +458,10 @@ class Execution:
         if run_rollbacks and not self.request.dry_run:
             for action in self.scenario.spec.rollbacks.actions:
                 t0 = time.time()
-                target = self.scenario.spec.targets[action.target]
                 try:
-                    driver = self.ctx.drivers.get(target.driver)
-                    await asyncio.wait_for(driver.rollback(action.action, target.selector.model_dump()),
-                                           action.timeout)
+                    await self.ctx.faults.rollback(self.scenario, action)
                 except Exception as exc:  # noqa: BLE001 - report, go on with the next action
-                    await self._entry("rollbacks", action.name, False, started=t0, error=str(exc) or "timed out")
+                    await self._entry("rollbacks", action.name, False, started=t0, error=str(exc) or "failed")
                 else:
                     await self._entry("rollbacks", action.name, True, started=t0,
                                       output=f"{action.action} {action.target}")

@@ -36,7 +36,7 @@ from agent.engine.publisher import Publisher
 from agent.errors import ActionError, FencedOut, TargetRefused
 from agent.logs import get_logger
 from agent.policy import PolicySource
-from agent.scenario.models import Expectation, FaultStep, Scenario
+from agent.scenario.models import Expectation, FaultStep, RollbackAction, Scenario
 from agent.settings import Settings
 from agent.store import TRANSIENT, Lease, Store
 from agent.vocabulary import ATTRIBUTIONS, EXPECTATION_KINDS
@@ -211,6 +211,23 @@ class FaultManager:
         log.info("fault injected", correlation_id=correlation_id, fault=step.fault, target=step.target,
                  execution_id=execution_id, observed=observed)
         return active
+
+    async def rollback(self, scenario: Scenario, action: RollbackAction) -> None:
+        """Run a scenario's rollback action under the same rules as a fault: a target the scenario
+        declares and the allow-list admits (``TargetRefused`` otherwise), bounded by its timeout. It
+        repairs rather than breaks, so the kill switch does not stop it."""
+        target = scenario.spec.targets.get(action.target)
+        if target is None:
+            raise TargetRefused(f"target '{action.target}' is not declared by the scenario")
+        selector = target.selector.model_dump(mode="python")
+        refused = self.policy.current.refused(target.service or action.target, target.driver, selector)
+        if refused:
+            raise TargetRefused(refused)
+        driver = self.drivers.get(target.driver)
+        try:
+            await asyncio.wait_for(driver.rollback(action.action, selector), action.timeout)
+        except TimeoutError as exc:
+            raise ActionError(f"rollback '{action.name}' took over {action.timeout:g}s") from exc
 
     async def revert(self, correlation_id: str) -> ActiveFault | None:
         """Revert one of this agent's faults; idempotent (a second call waits for the first)."""

@@ -185,3 +185,27 @@ def test_the_allow_list_applies_a_drivers_entries_through_what_it_says_it_touche
     assert refused_by_allow_list("hall", "lamps", {"lamp": "hall"}, ["hall", "lamps:lamp-h*"]) is None
     refused = refused_by_allow_list("hall", "lamps", {"lamp": "cellar"}, ["hall", "lamps:lamp-h*"])
     assert refused is not None and "lamps 'lamp-cellar' is not in the agent's allow-list" in refused
+
+
+async def test_a_rollback_is_refused_for_a_target_the_allow_list_does_not_admit(lamps: None) -> None:
+    from agent.drivers import DriverRegistry
+    from agent.engine.faults import FaultManager
+    from agent.errors import TargetRefused
+
+    scenario = load_scenario(SCENARIO.replace("hall: {driver: lamps, selector: {lamp: hall}}",
+                                              "hall: {driver: lamps, selector: {lamp: hall}}\n"
+                                              "    cellar: {driver: lamps, selector: {lamp: cellar}}")
+                             .replace("action: lights-on, target: hall", "action: lights-on, target: cellar"),
+                             "hall.yaml")
+    [action] = scenario.spec.rollbacks.actions
+    for allowed, outcome in ((["hall"], "refused"), (["hall", "cellar"], "ran")):
+        settings = Settings(instance_id="house-7", allowed_targets=allowed)
+        faults = FaultManager(settings, MemoryStore(), DriverRegistry(settings), MemoryPublisher(), "agent-a/1")  # type: ignore[arg-type]
+        LOG.clear()
+        try:
+            await faults.rollback(scenario, action)
+        except TargetRefused as exc:
+            assert outcome == "refused" and "target 'cellar' is not in the agent's allow-list" in str(exc)
+            assert LOG == [], "the driver was never called"
+        else:
+            assert outcome == "ran" and LOG == ["lights-on cellar"]
