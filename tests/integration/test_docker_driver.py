@@ -229,6 +229,13 @@ async def test_a_paused_container_is_unpaused_by_another_agent_when_its_agent_is
         return all([(await project.state(n))["Paused"] for n in replicas])
 
     await _wait(all_paused, "the agent paused both replicas")
+
+    async def told() -> bool:  # killed before its INJECTED event went out, no event could name them
+        events = chaos(await read_all(settings.kafka_bootstrap_servers, settings.topics.chaos_events))
+        return any(e.type == events_pb2.CHAOS_EVENT_TYPE_INJECTED and sorted(e.touched) == sorted(replicas)
+                   for e in events)
+
+    await _wait(told, "the agent told of the pause")
     doomed.signal(signal.SIGKILL)
     await asyncio.to_thread(doomed.wait, 30)
     assert await all_paused(), "nobody reverts while no agent runs"
