@@ -12,7 +12,7 @@ Flow (all topics and tables partitioned alike; Kafka and faust tables are the di
    (the rows by routing key, each key in the partition the producer's partitioner gives it, where
    its watches are); offsets are committed once the inbox has the rows. So a watch and every audit event that can
    concern it meet in one partition.
-3. ``judge`` reads the inbox (messages typed by ``agent.worker.judge``'s codec) and hands each to
+3. ``judge_inbox`` reads the inbox (messages typed by ``agent.worker.judge``'s codec) and hands each to
    a plain ``Judge`` (``agent.worker.judge``), which keeps the watches in the ``watches`` table
    (routing key -> watches), backed by a changelog topic: a restarted or replacement worker recovers them. Audit
    events and watches travel different paths, so an event can arrive first: the latest
@@ -142,15 +142,17 @@ def broker_credentials(security: KafkaSecurity) -> faust.auth.Credentials | None
 
 
 def create_app(settings: Settings) -> faust.App:
-    """The worker's faust app. Every faust and aiokafka internal the worker touches is in this module."""
-    check_versions()
-    n = settings.worker_partitions
-    app = faust.App(
+    """The worker's faust app (``WorkerApp(settings).app``)."""
+    return WorkerApp(settings).app
+
+
+def _faust_app(settings: Settings) -> faust.App:
+    return faust.App(
         settings.worker_app_id,
         broker=";".join(f"kafka://{b.strip()}" for b in settings.kafka_bootstrap_servers.split(",")),
         store="memory://",
         datadir=settings.worker_data_dir or str(Path(tempfile.gettempdir()) / f"{settings.worker_app_id}-data"),
-        topic_partitions=n,
+        topic_partitions=settings.worker_partitions,
         topic_replication_factor=settings.topic_replication_factor,
         table_standby_replicas=0,
         web_enabled=False,
@@ -163,114 +165,105 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         broker_credentials=broker_credentials(settings.kafka),
     )
-    raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    chaos_topic = app.topic(settings.topics.chaos_events, **raw)
-    inbox = app.topic(f"{settings.worker_app_id}-inbox", partitions=n, internal=True, **raw)
-    verdicts = app.topic(settings.topics.verdicts, **raw)
-    dead_letters = app.topic(settings.topics.dead_letters, **raw)
 
-    async def dead_letter(record: Any, reason: str, error: str) -> None:
+
+class WorkerApp:
+    """The stream worker: its topics, the ``watches`` table and the ``Judge``, and what each input does
+    (chaos events to watches, audit fetches to rows, inbox messages to the judge, ticks, the recovery
+    watchdog). ``_wire`` is the one place that hands these to faust; faust's worker runs the app's
+    lifecycle (start, rebalances, stop with its drain). Every faust and aiokafka internal the worker
+    touches is in this module."""
+
+    def __init__(self, settings: Settings) -> None:
+        check_versions()
+        self.settings = settings
+        self.partitions = settings.worker_partitions
+        self.app = _faust_app(settings)
+        raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+                               "value_serializer": "raw"}
+        self.chaos_topic = self.app.topic(settings.topics.chaos_events, **raw)
+        self.inbox = self.app.topic(f"{settings.worker_app_id}-inbox", partitions=self.partitions, internal=True,
+                                    **raw)
+        self.verdicts = self.app.topic(settings.topics.verdicts, **raw)
+        self.dead_letters = self.app.topic(settings.topics.dead_letters, **raw)
+        # plain JSON both ways: with value_type=dict, recovery calls dict.from_data and fails
+        self.table = self.app.Table("watches", default=dict, partitions=self.partitions,
+                                    schema=faust.Schema(key_serializer="json", value_serializer="json"))
+        self.partitioner = DefaultPartitioner()
+        self.source = f"/coordinator/{settings.worker_app_id}/{uuid.uuid4().hex[:6]}"
+        self.judge = Judge(self.table, self.publish, settings.worker_grace, settings.late_evidence,
+                           self.publish_late)
+        self.recovery = RecoveryWatch()
+        self._wire()
+
+    def _wire(self) -> None:
+        """The faust adapter: agents on the chaos topic and the inbox, the audit intake, two timers."""
+        app = self.app
+        app.agent(self.chaos_topic, name=f"{self.settings.worker_app_id}.route_chaos")(self.route_chaos)
+        app.agent(self.inbox, name=f"{self.settings.worker_app_id}.judge")(self.judge_inbox)
+        app.service(type("AuditIntake", (AuditIntake,), {"worker": self}))
+        app.timer(interval=self.settings.worker_tick_interval)(self.tick)
+        app.timer(interval=CHECK_INTERVAL_SECONDS)(self.recovery_watchdog)
+
+    def partition_of(self, key: str) -> int:
+        return _partition(self.partitioner, key, self.partitions)
+
+    # -- out -----------------------------------------------------------------------------------------
+    async def dead_letter(self, record: Any, reason: str, error: str) -> None:
         """An input record the worker cannot use: to the dead-letter topic with why (truncated when
         too large); a failure to do so is logged and counted, never fatal."""
-        value, key, headers = dead_letter_parts(record, reason, error, settings.dead_letter_max_bytes)
+        value, key, headers = dead_letter_parts(record, reason, error, self.settings.dead_letter_max_bytes)
         try:
-            await dead_letters.send(key=key, value=value, headers=headers)
+            await self.dead_letters.send(key=key, value=value, headers=headers)
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the worker
             metrics.DEAD_LETTER_FAILURES.inc()
             log.error("record could not be dead-lettered; skipped", topic=record.topic, offset=record.offset,
                       error=f"{type(exc).__name__}: {exc}")
-    table = app.Table("watches", default=dict, partitions=n,
-                      # plain JSON both ways: with value_type=dict, recovery calls dict.from_data and fails
-                      schema=faust.Schema(key_serializer="json", value_serializer="json"))
-    partitioner = DefaultPartitioner()
-    source = f"/coordinator/{settings.worker_app_id}/{uuid.uuid4().hex[:6]}"
 
-    async def publish(watch: Watch, verdict: Verdict) -> None:
+    async def publish(self, watch: Watch, verdict: Verdict) -> None:
         message = verdict_message(watch, verdict)
-        out = codec.encode_event(message, key=watch.execution_id, source=source,
-                                 content_type=settings.content_type, correlation_id=watch.correlation_id)
+        out = codec.encode_event(message, key=watch.execution_id, source=self.source,
+                                 content_type=self.settings.content_type, correlation_id=watch.correlation_id)
         headers = out.headers
         stages = _STAGES.get()
         if stages is not None:
             times = zip(("fetched", "routed", "judged", "published"), (*stages, time.time()), strict=True)
             headers = [*headers, (STAGES_HEADER, ",".join(f"{k}={v:.6f}" for k, v in times).encode())]
-        await verdicts.send(key=out.key, value=out.value, headers=headers)
+        await self.verdicts.send(key=out.key, value=out.value, headers=headers)
         log.info("verdict", execution_id=watch.execution_id, correlation_id=watch.correlation_id,
                  expectation=watch.name, status=verdict.status, reason=verdict.reason)
 
-    async def publish_late(watch: Watch, at: float) -> None:
+    async def publish_late(self, watch: Watch, at: float) -> None:
         """The evidence a decided watch missed, as a second message about it (the verdict stands)."""
         message = events_pb2.ExpectationVerdict(
             execution_id=watch.execution_id, correlation_id=watch.correlation_id, expectation_name=watch.name,
             status=verdict_value(watch.late_status), reason=watch.late_message(at))  # type: ignore[arg-type]
         message.late_evidence_at.FromNanoseconds(int(at * 1e9))
         message.deadline.FromNanoseconds(int(watch.deadline * 1e9))
-        out = codec.encode_event(message, key=watch.execution_id, source=source,
-                                 content_type=settings.content_type, correlation_id=watch.correlation_id)
-        await verdicts.send(key=out.key, value=out.value, headers=out.headers)
+        out = codec.encode_event(message, key=watch.execution_id, source=self.source,
+                                 content_type=self.settings.content_type, correlation_id=watch.correlation_id)
+        await self.verdicts.send(key=out.key, value=out.value, headers=out.headers)
         log.info("late evidence", execution_id=watch.execution_id, expectation=watch.name, reason=message.reason)
 
-    judge_ = Judge(table, publish, settings.worker_grace, settings.late_evidence, publish_late)
-
-    @app.agent(chaos_topic)
-    async def route_chaos(stream: faust.StreamT[Any]) -> None:
+    # -- in ------------------------------------------------------------------------------------------
+    async def route_chaos(self, stream: faust.StreamT[Any]) -> None:
+        """Each INJECTED event's expectations, as watches, to the inbox partition of their routing key."""
         async for event in stream.events():
             message = event.message
             try:
                 chaos = codec.decode_event(message.value, message.headers, events_pb2.ChaosEvent)
             except DecodeError as exc:
                 log.warning("undecodable chaos event dead-lettered", offset=message.offset, error=str(exc))
-                await dead_letter(message, exc.reason, str(exc))
+                await self.dead_letter(message, exc.reason, str(exc))
                 continue
             if chaos.type != S.CHAOS_EVENT_TYPE_INJECTED:
                 continue
             for watch in watches_from(chaos):
-                await inbox.send(key=routing_key(watch).encode(), value=inbox_codec.encode(WatchMessage(watch)))
+                await self.inbox.send(key=routing_key(watch).encode(),
+                                      value=inbox_codec.encode(WatchMessage(watch)))
 
-    @app.service
-    class AuditIntake(mode.Service):
-        """Audit events in, routed rows out: a plain aiokafka consumer in its own group
-        (``{app}-intake``), inside the faust app. Faust's floor is a few thousand records/s per process
-        here (bench/worker_throughput.py, ``faust_noop_agent_events_per_s``), whatever the agent does;
-        this path takes whole fetches instead of one record at a time.
-
-        Each fetch (up to AUDIT_BATCH records, no waiting when records are there) is decoded, its rows
-        grouped per routing key and sent to the inbox as one message per key; its offsets are committed
-        only once the inbox has them (at least once: a crash or a rebalance in between routes them
-        again). A second worker joins the group and takes half the partitions; a dead one's partitions
-        go to the others from its last commit."""
-
-        consumer: AIOKafkaConsumer | None = None
-
-        async def on_start(self) -> None:
-            session_ms = int(settings.worker_session_timeout * 1000)
-            self.consumer = AIOKafkaConsumer(
-                settings.topics.audit_events, **client_options(settings),
-                group_id=intake_group(settings), client_id=f"{settings.worker_app_id}-intake",
-                enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=AUDIT_BATCH,
-                fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-                session_timeout_ms=session_ms, heartbeat_interval_ms=max(1000, session_ms // 5))
-            await self.consumer.start()
-
-        async def on_stop(self) -> None:
-            if self.consumer is not None:
-                await self.consumer.stop()
-
-        @mode.Service.task
-        async def _route(self) -> None:
-            assert self.consumer is not None
-            consumer = self.consumer
-            while not self.should_stop:
-                fetched = await consumer.getmany(timeout_ms=AUDIT_FETCH_WAIT_MS, max_records=AUDIT_BATCH)
-                if not fetched:
-                    continue
-                await route(fetched, time.time())
-                try:
-                    await consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
-                except KafkaError as exc:  # a rebalance in between: the new owner routes them again
-                    log.warning("audit offsets not committed; they will be routed again", error=str(exc))
-
-    async def route(fetched: dict[Any, list[Any]], fetched_at: float) -> None:
+    async def route(self, fetched: dict[Any, list[Any]], fetched_at: float) -> None:
+        """A fetch of audit events, as rows grouped by routing key: one inbox message per partition."""
         by_key: dict[str, list[Row]] = {}
         for records in fetched.values():
             for record in records:
@@ -279,73 +272,115 @@ def create_app(settings: Settings) -> faust.App:
                 except DecodeError as exc:
                     log.warning("undecodable audit event dead-lettered", topic=record.topic,
                                 partition=record.partition, offset=record.offset, error=str(exc))
-                    await dead_letter(record, exc.reason, str(exc))
+                    await self.dead_letter(record, exc.reason, str(exc))
                     continue
-                judge_.saw(row.at)
+                self.judge.saw(row.at)
                 for key in row_keys(row):
                     by_key.setdefault(key, []).append(row)
         by_partition: dict[int, dict[str, list[Row]]] = {}
         for key, rows in by_key.items():
-            by_partition.setdefault(_partition(partitioner, key, n), {})[key] = rows
+            by_partition.setdefault(self.partition_of(key), {})[key] = rows
         routed_at = time.time()
-        sent = [await inbox.send(key=b"rows", partition=partition,
-                                 value=inbox_codec.encode(RowsMessage(keyed, fetched_at, routed_at)))
+        sent = [await self.inbox.send(key=b"rows", partition=partition,
+                                      value=inbox_codec.encode(RowsMessage(keyed, fetched_at, routed_at)))
                 for partition, keyed in by_partition.items()]
         await asyncio.gather(*sent)
 
-    @app.agent(inbox)
-    async def judge(stream: faust.StreamT[Any]) -> None:
+    async def judge_inbox(self, stream: faust.StreamT[Any]) -> None:
+        """Watches, rows and ticks from the inbox, to the judge."""
         async for event in stream.events():
             message = event.message
             try:
                 body = inbox_codec.decode(message.value)
             except DecodeError as exc:
                 log.warning("undecodable inbox message dead-lettered", offset=message.offset, error=str(exc))
-                await dead_letter(message, exc.reason, str(exc))
+                await self.dead_letter(message, exc.reason, str(exc))
                 continue
             now = time.time()
             if isinstance(body, TickMessage):
-                partition = message.partition
-                keys = [k for k in list(table.keys()) if _partition(partitioner, k, n) == partition]
-                await judge_.on_tick(keys, body.watermark, now)
+                keys = [k for k in list(self.table.keys()) if self.partition_of(k) == message.partition]
+                await self.judge.on_tick(keys, body.watermark, now)
             elif isinstance(body, WatchMessage):
-                await judge_.on_watch(message.key.decode(), body.watch, now)
+                await self.judge.on_watch(message.key.decode(), body.watch, now)
             else:
                 stages = _STAGES.set((body.fetched_at, body.routed_at, now) if body.fetched_at else None)
                 try:
                     for key, rows in body.by_key.items():
-                        await judge_.on_rows(key or message.key.decode(), rows, now)
+                        await self.judge.on_rows(key or message.key.decode(), rows, now)
                 finally:
                     _STAGES.reset(stages)
 
-    @app.timer(interval=settings.worker_tick_interval)  # type: ignore[untyped-decorator]
-    async def tick() -> None:
-        _shorten_fetch_wait(app)  # each tick: faust makes a new consumer after some failures
-        body = inbox_codec.encode(TickMessage(judge_.watermark))
-        for partition in range(n):
-            await inbox.send(key=b"tick", value=body, partition=partition)
-        if settings.worker_alive_file:  # alive and ticking: what a container healthcheck reads
-            await asyncio.to_thread(Path(settings.worker_alive_file).touch)
+    # -- timers --------------------------------------------------------------------------------------
+    async def tick(self) -> None:
+        """A tick to every inbox partition (deadlines fire with no event), with the audit watermark."""
+        _shorten_fetch_wait(self.app)  # each tick: faust makes a new consumer after some failures
+        body = inbox_codec.encode(TickMessage(self.judge.watermark))
+        for partition in range(self.partitions):
+            await self.inbox.send(key=b"tick", value=body, partition=partition)
+        if self.settings.worker_alive_file:  # alive and ticking: what a container healthcheck reads
+            await asyncio.to_thread(Path(self.settings.worker_alive_file).touch)
 
-    watch_recovery = RecoveryWatch()
-
-    @app.timer(interval=CHECK_INTERVAL_SECONDS)  # type: ignore[untyped-decorator]
-    async def recovery_watchdog() -> None:
-        table_recovery = _table_recovery(app)
+    async def recovery_watchdog(self) -> None:
+        """Table recovery that applies nothing for a while reads its changelog again from where it is."""
+        table_recovery = _table_recovery(self.app)
         running = table_recovery.in_recovery
-        if not watch_recovery.observe(running, _recovery_progress(app) if running else None, time.monotonic()):
+        progress = _recovery_progress(self.app) if running else None
+        if not self.recovery.observe(running, progress, time.monotonic()):
             return
         remaining = {tp: left for tp, left in table_recovery.active_remaining().items() if left > 0}
         if not remaining:
             return
         stalled = {tp: reread_from(table_recovery.active_offsets[tp]) for tp in remaining}
         log.warning("table recovery applied no changelog record for a while; reading its changelog again",
-                    stalled_seconds=watch_recovery.stall_after, times=watch_recovery.stalls,
+                    stalled_seconds=self.recovery.stall_after, times=self.recovery.stalls,
                     partitions={f"{tp.topic}[{tp.partition}]": offset for tp, offset in stalled.items()},
                     remaining=sum(remaining.values()))
-        await app.consumer.seek_wait(stalled)
+        await self.app.consumer.seek_wait(stalled)
 
-    return app
+
+class AuditIntake(mode.Service):
+    """Audit events in, routed rows out: a plain aiokafka consumer in its own group (``{app}-intake``),
+    inside the faust app. Faust's floor is a few thousand records/s per process here
+    (bench/worker_throughput.py, ``faust_noop_agent_events_per_s``), whatever the agent does; this path
+    takes whole fetches instead of one record at a time.
+
+    Each fetch (up to AUDIT_BATCH records, no waiting when records are there) is decoded, its rows
+    grouped per routing key and sent to the inbox as one message per key; its offsets are committed
+    only once the inbox has them (at least once: a crash or a rebalance in between routes them again).
+    A second worker joins the group and takes half the partitions; a dead one's partitions go to the
+    others from its last commit. faust makes it (``app.service``) from a subclass naming its ``worker``."""
+
+    worker: WorkerApp
+    consumer: AIOKafkaConsumer | None = None
+
+    async def on_start(self) -> None:
+        settings = self.worker.settings
+        session_ms = int(settings.worker_session_timeout * 1000)
+        self.consumer = AIOKafkaConsumer(
+            settings.topics.audit_events, **client_options(settings),
+            group_id=intake_group(settings), client_id=f"{settings.worker_app_id}-intake",
+            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=AUDIT_BATCH,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            session_timeout_ms=session_ms, heartbeat_interval_ms=max(1000, session_ms // 5))
+        await self.consumer.start()
+
+    async def on_stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+    @mode.Service.task
+    async def _route(self) -> None:
+        assert self.consumer is not None
+        consumer = self.consumer
+        while not self.should_stop:
+            fetched = await consumer.getmany(timeout_ms=AUDIT_FETCH_WAIT_MS, max_records=AUDIT_BATCH)
+            if not fetched:
+                continue
+            await self.worker.route(fetched, time.time())
+            try:
+                await consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
+            except KafkaError as exc:  # a rebalance in between: the new owner routes them again
+                log.warning("audit offsets not committed; they will be routed again", error=str(exc))
 
 
 def _shorten_fetch_wait(app: faust.App) -> None:
