@@ -95,7 +95,6 @@ class Execution:
     verdicts: dict[tuple[str, str], events_pb2.ExpectationVerdict] = field(default_factory=dict)
     steps_started: bool = False
     deviated: bool = False
-    _active: dict[str, ActiveFault] = field(default_factory=dict)
     _background: list[asyncio.Task[None]] = field(default_factory=list)
     _continuous_failures: list[str] = field(default_factory=list)
     _unanswered: set[tuple[str, str]] = field(default_factory=set)
@@ -244,7 +243,7 @@ class Execution:
         if step.delay:
             await asyncio.sleep(step.delay)
         limit = self.scenario.spec.limits.max_concurrent_faults
-        if len(self._active) >= limit:
+        if len(self.ctx.faults.of_execution(self.execution_id)) >= limit:
             raise StepFailed(f"step '{step.name}' would exceed maxConcurrentFaults ({limit})")
         t0 = time.time()
         injecting = asyncio.ensure_future(self.ctx.faults.inject(self.execution_id, self.scenario, step, self.epoch))
@@ -288,7 +287,6 @@ class Execution:
         if not self.injections:
             metrics.FIRST_FAULT_SECONDS.observe(max(0.0, active.injected_at - self.received_at))
         cid = active.lease.correlation_id
-        self._active[cid] = active
         self.injections[cid] = events_pb2.Injection()
         self.injections[cid].CopyFrom(active.injection)
         return cid
@@ -299,7 +297,6 @@ class Execution:
 
     async def _revert(self, correlation_id: str) -> None:
         active = await self.ctx.faults.revert(correlation_id)
-        self._active.pop(correlation_id, None)
         injection = self.injections.get(correlation_id)
         if active is None or injection is None or self.lost:
             return
@@ -313,7 +310,8 @@ class Execution:
                           output=f"{injection.fault} on {injection.target} reverted" if not active.error else "")
 
     async def _revert_all(self) -> None:
-        await asyncio.gather(*(self._revert(cid) for cid in list(self._active)))
+        # the run's faults are tracked by the fault manager alone (one that went in late included)
+        await asyncio.gather(*(self._revert(cid) for cid in self.ctx.faults.of_execution(self.execution_id)))
 
     # -- probes ----------------------------------------------------------------------------------
     async def _probes(self, phase: str, probes: list[Any]) -> list[ProbeOutcome]:
@@ -335,7 +333,7 @@ class Execution:
         interval = min(p.interval for p in probes)
         while True:
             for probe in probes:
-                if probe.mode == "OnChaos" and not self._active:
+                if probe.mode == "OnChaos" and not self.ctx.faults.of_execution(self.execution_id):
                     continue
                 outcome = await self.ctx.prober.run(probe.model_copy(update={"attempts": 1}), self.scenario)
                 if not outcome.ok:

@@ -253,8 +253,12 @@ class FaultManager:
         active.done.set()
         return active
 
+    def of_execution(self, execution_id: str) -> list[str]:
+        """The correlation ids of a run's faults applied by this agent and not reverted yet."""
+        return [cid for cid, a in self.active.items() if a.lease.execution_id == execution_id]
+
     async def revert_execution(self, execution_id: str) -> list[ActiveFault]:
-        mine = [cid for cid, a in self.active.items() if a.lease.execution_id == execution_id]
+        mine = self.of_execution(execution_id)
         results = await asyncio.gather(*(self.revert(cid) for cid in mine))
         return [r for r in results if r is not None]
 
