@@ -3,7 +3,7 @@
 Flow (all topics and tables partitioned alike; Kafka and faust tables are the distributed engine):
 
 1. ``route_chaos`` reads chaos events. Each INJECTED event's expectations become *watches*
-   (``agent.worker.watch``), sent to the internal ``{app}-inbox`` topic keyed by a routing key:
+   (``agent.expectations``), sent to the internal ``{app}-inbox`` topic keyed by a routing key:
    ``svc:{service}`` when the expectation names a service (or, for target-window attribution, the
    fault's target service), else ``type:{event_type}``.
 2. ``AuditIntake`` reads audit events a whole fetch at a time (an aiokafka consumer in the group
@@ -53,6 +53,7 @@ from agent._proto.coordinator.v1 import events_pb2
 from agent.constants import STAGES_HEADER
 from agent.engine.publisher import dead_letter_parts
 from agent.errors import ConfigError, DecodeError
+from agent.expectations import Verdict, Watch
 from agent.kafkaio import FETCH_MAX_WAIT_MS, client_options, ssl_context
 from agent.logs import get_logger
 from agent.settings import KafkaSecurity, Settings
@@ -70,7 +71,6 @@ from agent.worker.judge import (
     watches_from,
 )
 from agent.worker.recovery import CHECK_INTERVAL_SECONDS, RecoveryWatch, reread_from
-from agent.worker.watch import Verdict, Watch
 
 log = get_logger("agent.worker")
 S = events_pb2

@@ -24,8 +24,8 @@ from agent import codec
 from agent._proto.coordinator.v1 import events_pb2
 from agent.constants import CORRELATION_HEADER
 from agent.errors import DecodeError
+from agent.expectations import KINDS, AuditObservation, Verdict, Watch
 from agent.vocabulary import ATTRIBUTION_NAMES, EXPECTATION_KIND_NAMES, REACTION
-from agent.worker.watch import AuditObservation, Verdict, Watch
 
 #: rows kept per routing key for watches that arrive after their events, and how many keys
 RECENT_PER_KEY = 200
@@ -82,21 +82,17 @@ def watches_from(event: events_pb2.ChaosEvent) -> list[Watch]:
     out = []
     for expectation in event.expectations:
         kind = EXPECTATION_KIND_NAMES.get(expectation.kind)
-        if kind is None:
+        if kind is None or kind not in KINDS:
             continue
-        span = expectation.max_time_to_recover if kind == "time_to_recover" else expectation.within
-        stable_for = expectation.stable_for.ToNanoseconds() / 1e9 if kind == "stable" else 0.0
+        window, own = KINDS[kind].from_expectation(expectation)
         out.append(Watch(
             execution_id=event.execution_id, correlation_id=event.correlation_id, name=expectation.name, kind=kind,
-            injected_at=injected, deadline=injected + span.ToNanoseconds() / 1e9 + stable_for,
-            target_service=event.service,
+            injected_at=injected, deadline=injected + window, target_service=event.service,
             event_type=expectation.event_type, service=expectation.service, match=dict(expectation.match),
             attribution=ATTRIBUTION_NAMES[expectation.attribution],
-            min_count=expectation.min_count if kind == "count" else None,
-            max_count=expectation.max_count if kind == "count" else None,
             sequence=list(expectation.sequence), ended_instance=event.ended_instance,
-            stable_for=stable_for, since=expectation.since, down=list(expectation.down),
-            **_gate(expectation, named),
+            since=expectation.since, down=list(expectation.down),
+            **own, **_gate(expectation, named),
         ))
     if out and event.service:
         # decided by hearing alone (any event of the service's own): it asks for no event type
@@ -330,14 +326,7 @@ def _unheard(bucket: Bucket) -> bool:
 
 def _types_of(watch: dict[str, Any]) -> set[str] | None:
     """The event types a stored watch can use, before building it; None when it takes any type."""
-    gate = {watch["gate_type"]} if watch.get("gate_type") else set()
-    if watch["kind"] == "order":
-        return set(watch["sequence"]) | gate
-    if watch["kind"] == "stable":
-        return {watch["since"], *watch["down"]}
-    if watch["kind"] == "reaction":
-        return set()  # decided by hearing its service at all
-    return {watch["event_type"]} | gate if watch["event_type"] else None
+    return KINDS[watch["kind"]].event_types(watch)
 
 
 def _event_types(bucket: Bucket) -> set[str] | None:

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from agent.errors import DecodeError
+from agent.expectations import Verdict, Watch
 from agent.worker import judge as inbox
 from agent.worker.judge import Judge, Row, RowsMessage, TickMessage, WatchMessage, routing_key, row_keys
-from agent.worker.watch import Verdict, Watch
 
 T0 = 1_800_000_000.0
 GRACE = 1.0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.worker.watch import FAILED, INCONCLUSIVE, PASSED, AuditObservation, Watch
+from agent.expectations import FAILED, INCONCLUSIVE, PASSED, AuditObservation, Watch
 
 T0 = 1_800_000_000.0  # the injection
 CID = "4e7d9c1a-0000-4000-8000-00000000000a"
@@ -427,7 +427,7 @@ def test_only_after_ignores_a_gate_event_from_the_ended_incarnation_the_platform
 
 
 def test_a_held_event_delivered_twice_is_held_once_and_the_hold_is_bounded() -> None:
-    from agent.worker.watch import MAX_HELD
+    from agent.expectations import MAX_HELD
     w = gated()
     once = AuditObservation("risk-monitor", "risk_report", T0 + 0.5, event_id="/sim/risk-monitor#1")
     assert w.observe(once, GRACE) and not w.observe(once, GRACE) and w.held_count == 1

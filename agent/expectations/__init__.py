@@ -1,0 +1,63 @@
+"""Expectations: deciding, from audit events, whether the system did what a scenario expects after
+one injection. Pure logic, no Kafka: the stream worker (``agent.worker``) feeds it.
+
+A *watch* (``agent.expectations.watch.Watch``) follows one expectation after one injection. Audit
+events are offered to it (``observe``); it answers with a verdict as soon as one is certain
+(``decide``). Each kind is one module with a ``Kind`` registered in ``KINDS``:
+
+=================  ===================================  ============================================
+kind               decided early                        decided at deadline + grace
+=================  ===================================  ============================================
+appears            PASSED on a match by the deadline    FAILED (with the late match, if any)
+time_to_recover    PASSED on a match by ``max``         FAILED, with the time it took if it came
+absent             FAILED on a match by the deadline    PASSED
+count              FAILED once ``max`` is exceeded      PASSED when ``min`` is reached, else FAILED
+order              PASSED when the sequence completes   FAILED with how far the sequence got
+stable             FAILED when it goes down too soon;   FAILED: it never came up
+                   PASSED once it stayed up long enough
+reaction           PASSED when the service says         INCONCLUSIVE: nothing reacted
+                   anything (the worker's own)
+=================  ===================================  ============================================
+
+Everything is judged on event time (the audit event's own timestamp); the grace period waits,
+in processing time, for late events. A verdict that needs the audit trail to have been alive
+through the deadline (every verdict decided at the deadline) is INCONCLUSIVE instead when no
+audit event at or after the deadline has been seen at all: silence proves nothing.
+
+Attribution: ``correlation-id`` counts events that carry the injection's id; ``target-window``
+counts events from the expectation's service (or the fault's target service) stamped inside the
+window [injection, deadline + grace]; ``window`` counts events from any service (or the
+expectation's service) inside that window; ``any`` counts what ``correlation-id`` or
+``target-window`` counts. Overlapping faults on one target share its events under
+``target-window``: each watch counts them (see docs/correlation.md).
+
+Identity: audit trails are at least once, so one event may arrive twice. An event that carries an
+identity (its CloudEvents ``source`` and ``id``: see ``agent.worker.judge.row_from``) counts once per
+watch, whatever the expectation kind: each watch keeps the identities it has counted (the last
+``MAX_COUNTED_IDS``) and ignores repeats. Events without an id are counted as they come.
+
+Sequencing (``onlyAfter``): a watch may count only what comes after the event another expectation
+of the same injection waits for (its type and match, from the same service): "risk reports resume"
+only after "ready again", so that a report the stopping process sent is not taken for recovery when
+events carry no incarnation. Matching events before that event are held (the last ``MAX_HELD``),
+counted if an earlier gate event turns up, and named in a verdict that does not pass. When the gate
+event never came, an expectation of presence FAILS (nothing came after it) and one of absence is
+INCONCLUSIVE (there was nothing after it to judge).
+
+Silent targets: a watch that names a service notes whether that service sent any audit event at
+all since the injection (``hear``). An expectation of presence (a kind's ``expects_presence``) that
+is not met is INCONCLUSIVE when the service was silent ("no audit event from X since the
+injection"), and FAILED, saying the service did send other events, when it was not.
+
+Adding a kind: a module with a ``Kind`` subclass (its ``name``; ``early``, ``at_deadline``,
+``expected`` and whatever else it does differently from ``Kind``'s defaults), registered with
+``register``, and imported below. tests/unit/worker/test_expectation_kinds.py adds a toy kind.
+"""
+
+from agent.expectations import absent, appears, count, order, reaction, stable, time_to_recover
+from agent.expectations.base import FAILED, INCONCLUSIVE, PASSED, AuditObservation, Verdict
+from agent.expectations.watch import KINDS, MAX_COUNTED_IDS, MAX_HELD, Kind, Watch, register, unregister
+
+__all__ = ["FAILED", "INCONCLUSIVE", "KINDS", "MAX_COUNTED_IDS", "MAX_HELD", "PASSED", "AuditObservation", "Kind",
+           "Verdict", "Watch", "absent", "appears", "count", "order", "reaction", "register", "stable",
+           "time_to_recover", "unregister"]

@@ -1,0 +1,57 @@
+"""``order``: the event types of ``sequence`` in that order by the deadline. PASSED when the sequence
+completes; FAILED at the deadline with how far it got."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from agent.expectations.base import FAILED, PASSED, AuditObservation, Verdict, ts
+from agent.expectations.watch import Kind, Watch, register, service_and_match
+
+
+class Order(Kind):
+    name = "order"
+
+    def waits_for_recovery(self, watch: Watch) -> bool:
+        return True
+
+    def expects_presence(self, watch: Watch) -> bool:
+        return True
+
+    def event_types(self, rule: Mapping[str, Any]) -> set[str] | None:
+        return set(rule["sequence"]) | ({rule["gate_type"]} if rule.get("gate_type") else set())
+
+    def matches(self, watch: Watch, event: AuditObservation) -> bool:
+        return event.event_type in watch.sequence and service_and_match(watch, event)
+
+    def count(self, watch: Watch, event: AuditObservation) -> bool:
+        position = len(watch.sequence_seen)
+        if (event.timestamp <= watch.deadline and position < len(watch.sequence)
+                and event.event_type == watch.sequence[position]):
+            watch.sequence_seen.append(event.timestamp)
+            return True
+        return False
+
+    def first_seen(self, watch: Watch) -> float | None:
+        return watch.sequence_seen[0] if watch.sequence_seen else None
+
+    def early(self, watch: Watch) -> Verdict | None:
+        if len(watch.sequence_seen) < len(watch.sequence):
+            return None
+        return watch.verdict(PASSED, f"{' -> '.join(watch.sequence)} in order, the last "
+                                     f"{watch.sequence_seen[-1] - watch.injected_at:.3f}s after the injection")
+
+    def at_deadline(self, watch: Watch) -> Verdict:
+        got = len(watch.sequence_seen)
+        return watch.verdict(FAILED, f"the sequence stopped after {got} of {len(watch.sequence)}: "
+                                     f"{' -> '.join(watch.sequence[:got]) or 'nothing'} by the deadline")
+
+    def expected(self, watch: Watch) -> str:
+        return f"{' -> '.join(watch.sequence)} in order by {ts(watch.deadline)}"
+
+    def observed(self, watch: Watch) -> str:
+        return f"{len(watch.sequence_seen)} of {len(watch.sequence)} in order"
+
+
+KIND = register(Order())

@@ -1,0 +1,70 @@
+"""The expectation kinds are one module each, registered in one place: every kind the scenario
+language and the worker know is in the registry, and a new kind is one class registered (here a toy
+one, judged by a watch like any other)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from agent.expectations import KINDS, PASSED, AuditObservation, Kind, Verdict, Watch, register, unregister
+from agent.vocabulary import EXPECTATION_KIND_NAMES, REACTION
+
+
+def test_the_registry_lists_every_expectation_kind() -> None:
+    assert set(EXPECTATION_KIND_NAMES.values()) | {"reaction"} == set(KINDS), "a kind without its module"
+    assert REACTION  # the worker's own watch, of kind "reaction"
+    for name, kind in KINDS.items():
+        assert kind.name == name and type(kind).__module__.startswith("agent.expectations.")
+
+
+class Echo(Kind):
+    """A toy: PASSED as soon as a matching event says ``echo: yes``; FAILED at the deadline."""
+
+    name = "echo"
+
+    def take(self, watch: Watch, event: AuditObservation) -> bool | None:
+        if event.metadata.get("echo") != "yes":
+            return False
+        watch.first_seen = event.timestamp
+        return True
+
+    def early(self, watch: Watch) -> Verdict | None:
+        return watch.verdict(PASSED, "heard the echo") if watch.first_seen is not None else None
+
+    def at_deadline(self, watch: Watch) -> Verdict:
+        return watch.verdict("FAILED", "no echo")
+
+    def expected(self, watch: Watch) -> str:
+        return "an echo"
+
+
+@pytest.fixture
+def echo() -> Iterator[Kind]:
+    kind = register(Echo())
+    try:
+        yield kind
+    finally:
+        unregister("echo")
+
+
+def test_a_new_kind_is_one_class_registered_and_a_watch_judges_with_it(echo: Kind) -> None:
+    watch = Watch(execution_id="e", correlation_id="c", name="hear-it", kind="echo", injected_at=100.0,
+                  deadline=110.0, event_type="shout", service="valley", attribution="window")
+    assert not watch.observe(AuditObservation("valley", "shout", 101.0, metadata={"echo": "no"}), 1.0)
+    assert watch.decide(now=102.0, watermark=101.0, grace=1.0) is None
+    assert watch.observe(AuditObservation("valley", "shout", 103.0, metadata={"echo": "yes"}), 1.0)
+    verdict = watch.decide(now=104.0, watermark=103.0, grace=1.0)
+    assert verdict is not None and (verdict.status, verdict.reason, verdict.expected) == (PASSED, "heard the echo",
+                                                                                          "an echo")
+    late = Watch(execution_id="e", correlation_id="c", name="hear-it", kind="echo", injected_at=100.0, deadline=110.0,
+                 event_type="shout", attribution="window")
+    verdict = late.decide(now=112.0, watermark=111.0, grace=1.0)
+    assert verdict is not None and (verdict.status, verdict.reason) == ("FAILED", "no echo")
+
+
+def test_a_watch_of_an_unknown_kind_says_which_kinds_there_are() -> None:
+    watch = Watch(execution_id="e", correlation_id="c", name="x", kind="nonsense", injected_at=0.0, deadline=1.0)
+    with pytest.raises(ValueError, match=r"unknown expectation kind 'nonsense'; known: absent, appears"):
+        watch.decide(now=5.0, watermark=5.0, grace=0.0)
