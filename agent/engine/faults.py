@@ -34,6 +34,7 @@ from agent.drivers.base import ENDED_INSTANCE, TOUCHED
 from agent.engine import trail
 from agent.engine.publisher import Publisher
 from agent.errors import ActionError, FencedOut, TargetRefused
+from agent.expectations import KINDS
 from agent.logs import get_logger
 from agent.policy import PolicySource
 from agent.scenario.models import Expectation, FaultStep, RollbackAction, Scenario
@@ -85,20 +86,7 @@ def expectation_message(expectation: Expectation) -> events_pb2.Expectation:
         match=expectation.event.match, only_after=expectation.only_after or "")
     message.kind = EXPECTATION_KINDS[expectation.kind]  # type: ignore[assignment]
     message.attribution = ATTRIBUTIONS[expectation.attribution]  # type: ignore[assignment]
-    rule = getattr(expectation, expectation.kind)
-    if expectation.kind == "time_to_recover":
-        message.max_time_to_recover.FromNanoseconds(int(rule.max * 1e9))
-    else:
-        message.within.FromNanoseconds(int(rule.within * 1e9))
-    if expectation.kind == "count":
-        message.min_count = rule.min if rule.min is not None else 0
-        message.max_count = rule.max if rule.max is not None else -1
-    if expectation.kind == "order":
-        message.sequence.extend(rule.events)
-    if expectation.kind == "stable":
-        message.stable_for.FromNanoseconds(int(rule.for_ * 1e9))
-        message.since = rule.since
-        message.down.extend(rule.down)
+    KINDS[expectation.kind].to_message(getattr(expectation, expectation.kind), message)
     return message
 
 

@@ -5,10 +5,16 @@ from __future__ import annotations
 
 from agent.expectations.base import FAILED, PASSED, Verdict, ts
 from agent.expectations.watch import Kind, Watch, register
+from agent.fields import Duration, Strict
+
+
+class AbsentRule(Strict):
+    within: Duration
 
 
 class Absent(Kind):
     name = "absent"
+    rule = AbsentRule
 
     def early(self, watch: Watch) -> Verdict | None:
         if watch.first_seen is None:

@@ -3,12 +3,20 @@ FAILED at the deadline, naming the late one if it came after."""
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
 from agent.expectations.base import FAILED, PASSED, Verdict, ts
 from agent.expectations.watch import Kind, Watch, register
+from agent.fields import Duration, Strict
+
+
+class AppearsRule(Strict):
+    within: Duration
 
 
 class Appears(Kind):
     name = "appears"
+    rule: type[BaseModel] | None = AppearsRule
     late_evidence = True
 
     def waits_for_recovery(self, watch: Watch) -> bool:

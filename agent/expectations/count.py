@@ -6,13 +6,36 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field, model_validator
+
 from agent._proto.coordinator.v1 import events_pb2
 from agent.expectations.base import FAILED, PASSED, Verdict, ts
 from agent.expectations.watch import Kind, Watch, register
+from agent.fields import Duration, Strict
+
+
+class CountRule(Strict):
+    within: Duration
+    min: int | None = Field(default=None, ge=0)
+    max: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> CountRule:
+        if self.min is None and self.max is None:
+            raise ValueError("a count needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"count min {self.min} is above max {self.max}")
+        return self
 
 
 class Count(Kind):
     name = "count"
+    rule = CountRule
+
+    def to_message(self, rule: Any, message: events_pb2.Expectation) -> None:
+        super().to_message(rule, message)
+        message.min_count = rule.min if rule.min is not None else 0
+        message.max_count = rule.max if rule.max is not None else -1  # -1: no maximum
 
     def from_expectation(self, expectation: events_pb2.Expectation) -> tuple[float, dict[str, Any]]:
         return expectation.within.ToNanoseconds() / 1e9, {"min_count": expectation.min_count,

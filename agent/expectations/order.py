@@ -6,12 +6,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import Field
+
+from agent._proto.coordinator.v1 import events_pb2
 from agent.expectations.base import FAILED, PASSED, AuditObservation, Verdict, ts
 from agent.expectations.watch import Kind, Watch, register, service_and_match
+from agent.fields import Duration, Strict
+
+
+class OrderRule(Strict):
+    #: event types that must appear in this order
+    events: list[str] = Field(min_length=2)
+    within: Duration
 
 
 class Order(Kind):
     name = "order"
+    rule = OrderRule
+
+    def to_message(self, rule: Any, message: events_pb2.Expectation) -> None:
+        super().to_message(rule, message)
+        message.sequence.extend(rule.events)
 
     def waits_for_recovery(self, watch: Watch) -> bool:
         return True

@@ -7,13 +7,41 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import Field
+
+from agent import vocabulary
 from agent._proto.coordinator.v1 import events_pb2
 from agent.expectations.base import FAILED, PASSED, AuditObservation, Verdict, describe, ts
 from agent.expectations.watch import Kind, Watch, register
+from agent.fields import Duration, Strict
+
+
+class StableRule(Strict):
+    """The service stays up: once its ``since`` event comes (within ``within`` of the injection), none
+    of its ``down`` events may follow for ``for``."""
+
+    #: how long the service must stay up
+    for_: Duration = Field(alias="for")
+    #: the event that says it is up (from the incarnation the fault started, when events say which)
+    since: str = "service_ready"
+    #: by when ``since`` must come, after the injection
+    within: Duration = 60.0
+    #: events that say it went down: its process exited (a platform event), it stopped, it started again
+    down: list[str] = Field(default_factory=lambda: list(vocabulary.STABLE_DOWN_DEFAULT), min_length=1)
 
 
 class Stable(Kind):
     name = "stable"
+    rule = StableRule
+
+    def window(self, rule: Any) -> float:
+        return float(rule.within + rule.for_)
+
+    def to_message(self, rule: Any, message: events_pb2.Expectation) -> None:
+        super().to_message(rule, message)
+        message.stable_for.FromNanoseconds(int(rule.for_ * 1e9))
+        message.since = rule.since
+        message.down.extend(rule.down)
 
     def from_expectation(self, expectation: events_pb2.Expectation) -> tuple[float, dict[str, Any]]:
         stable_for = expectation.stable_for.ToNanoseconds() / 1e9  # up by the deadline, then that long

@@ -8,10 +8,22 @@ from typing import Any
 from agent._proto.coordinator.v1 import events_pb2
 from agent.expectations.appears import Appears
 from agent.expectations.watch import Watch, register
+from agent.fields import Duration, Strict
+
+
+class TimeToRecoverRule(Strict):
+    max: Duration
 
 
 class TimeToRecover(Appears):
     name = "time_to_recover"
+    rule = TimeToRecoverRule
+
+    def window(self, rule: Any) -> float:
+        return float(rule.max)
+
+    def to_message(self, rule: Any, message: events_pb2.Expectation) -> None:
+        message.max_time_to_recover.FromNanoseconds(int(rule.max * 1e9))
 
     def from_expectation(self, expectation: events_pb2.Expectation) -> tuple[float, dict[str, Any]]:
         return expectation.max_time_to_recover.ToNanoseconds() / 1e9, {}

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from agent._proto.coordinator.v1 import events_pb2
 from agent.expectations.base import FAILED, INCONCLUSIVE, PASSED, AuditObservation, Verdict, ts
 
@@ -27,6 +29,17 @@ class Kind:
     name = ""
     #: decided at its deadline without the event, the watch stays to report the event if it comes late
     late_evidence = False
+
+    #: the kind's rule as a scenario writes it (the pydantic model of ``appears:``, ``count:``, ...)
+    rule: type[BaseModel] | None = None
+
+    def window(self, rule: Any) -> float:
+        """Seconds after the injection by which a verdict of this rule is decided (its deadline)."""
+        return float(rule.within)
+
+    def to_message(self, rule: Any, message: events_pb2.Expectation) -> None:
+        """Write ``rule`` into the expectation a chaos event carries (the fields of this kind)."""
+        message.within.FromNanoseconds(int(rule.within * 1e9))
 
     def from_expectation(self, expectation: events_pb2.Expectation) -> tuple[float, dict[str, Any]]:
         """From an expectation as a chaos event carries it: the watch's window (seconds after the

@@ -22,6 +22,13 @@ from typing import Annotated, Any, ForwardRef, Literal, Optional, Union
 from pydantic import Discriminator, Field, Tag, create_model, field_validator, model_validator
 
 from agent import drivers, vocabulary
+from agent.expectations.absent import AbsentRule as Absent
+from agent.expectations.appears import AppearsRule as Appears
+from agent.expectations.count import CountRule as Count
+from agent.expectations.order import OrderRule as Order
+from agent.expectations.stable import StableRule as Stable
+from agent.expectations.time_to_recover import TimeToRecoverRule as TimeToRecover
+from agent.expectations.watch import KINDS
 from agent.fields import NAME_PATTERN, Duration, Strict
 from agent.scenario.faults import FAULTS
 from agent.scenario.parameters import Parameter
@@ -168,52 +175,6 @@ class EventMatch(Strict):
     match: dict[str, str] = Field(default_factory=dict)
 
 
-class Appears(Strict):
-    within: Duration
-
-
-class Absent(Strict):
-    within: Duration
-
-
-class Count(Strict):
-    within: Duration
-    min: int | None = Field(default=None, ge=0)
-    max: int | None = Field(default=None, ge=0)
-
-    @model_validator(mode="after")
-    def _bounds(self) -> Count:
-        if self.min is None and self.max is None:
-            raise ValueError("a count needs min, max or both")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"count min {self.min} is above max {self.max}")
-        return self
-
-
-class Order(Strict):
-    #: event types that must appear in this order
-    events: list[str] = Field(min_length=2)
-    within: Duration
-
-
-class TimeToRecover(Strict):
-    max: Duration
-
-
-class Stable(Strict):
-    """The service stays up: once its ``since`` event comes (within ``within`` of the injection), none
-    of its ``down`` events may follow for ``for``."""
-
-    #: how long the service must stay up
-    for_: Duration = Field(alias="for")
-    #: the event that says it is up (from the incarnation the fault started, when events say which)
-    since: str = "service_ready"
-    #: by when ``since`` must come, after the injection
-    within: Duration = 60.0
-    #: events that say it went down: its process exited (a platform event), it stopped, it started again
-    down: list[str] = Field(default_factory=lambda: list(vocabulary.STABLE_DOWN_DEFAULT), min_length=1)
-
-
 Attribution = Literal["correlation-id", "target-window", "window", "any"]
 EXPECTATION_KINDS = tuple(vocabulary.EXPECTATION_KINDS)  # appears, absent, count, order, time_to_recover
 
@@ -261,10 +222,7 @@ class Expectation(Strict):
     @property
     def deadline(self) -> float:
         """Seconds after the injection by which the verdict is decided."""
-        rule = getattr(self, self.kind)
-        if self.kind == "stable":
-            return float(rule.within + rule.for_)
-        return float(rule.max if self.kind == "time_to_recover" else rule.within)
+        return KINDS[self.kind].window(getattr(self, self.kind))
 
 
 # -- rollbacks, limits, parameters --------------------------------------------------------------------
