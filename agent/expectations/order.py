@@ -35,7 +35,7 @@ class Order(Kind):
         return True
 
     def event_types(self, rule: Mapping[str, Any]) -> set[str] | None:
-        return set(rule["sequence"]) | ({rule["gate_type"]} if rule.get("gate_type") else set())
+        return set(rule.get("sequence", ())) | ({rule["gate_type"]} if rule.get("gate_type") else set())
 
     def matches(self, watch: Watch, event: AuditObservation) -> bool:
         return event.event_type in watch.sequence and service_and_match(watch, event)

@@ -48,7 +48,7 @@ class Stable(Kind):
         return expectation.within.ToNanoseconds() / 1e9 + stable_for, {"stable_for": stable_for}
 
     def event_types(self, rule: Mapping[str, Any]) -> set[str] | None:
-        return {rule["since"], *rule["down"]}
+        return {rule.get("since", ""), *rule.get("down", ())}
 
     def expects_presence(self, watch: Watch) -> bool:
         return True

@@ -7,8 +7,9 @@ module's ``Kind`` (``KINDS``, see ``agent.expectations``).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from pydantic import BaseModel
@@ -396,8 +397,30 @@ class Watch:
         return found
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The watch as the judge's table keeps it (JSON): the fields that differ from their defaults,
+        under ``STATE_VERSION`` (most of a watch's fields are unset, and the changelog carries every
+        change)."""
+        out: dict[str, Any] = {VERSION_KEY: STATE_VERSION}
+        for name, default in _DEFAULTS.items():
+            value = getattr(self, name)
+            if default is _REQUIRED or value != default:
+                out[name] = copy.deepcopy(value) if isinstance(value, list | dict) else value
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Watch:
-        return cls(**data)
+        """A watch from ``to_dict``'s form, or from the full form of workers before ``STATE_VERSION``."""
+        version = data.get(VERSION_KEY, 0)
+        if version > STATE_VERSION:
+            raise ValueError(f"watch state version {version} is newer than this worker's ({STATE_VERSION}): "
+                             "upgrade every worker")
+        return cls(**{k: v for k, v in data.items() if k != VERSION_KEY})
+
+
+#: the form of a stored watch: 0 (or none): every field; 1: the fields that differ from their defaults
+STATE_VERSION = 1
+VERSION_KEY = "v"
+_REQUIRED = object()
+_DEFAULTS: dict[str, Any] = {
+    f.name: f.default if f.default is not MISSING else f.default_factory() if f.default_factory is not MISSING
+    else _REQUIRED for f in fields(Watch)}

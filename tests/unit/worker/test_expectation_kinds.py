@@ -68,3 +68,19 @@ def test_a_watch_of_an_unknown_kind_says_which_kinds_there_are() -> None:
     watch = Watch(execution_id="e", correlation_id="c", name="x", kind="nonsense", injected_at=0.0, deadline=1.0)
     with pytest.raises(ValueError, match=r"unknown expectation kind 'nonsense'; known: absent, appears"):
         watch.decide(now=5.0, watermark=5.0, grace=0.0)
+
+
+def test_a_watch_is_stored_compact_and_versioned_and_the_full_form_of_older_workers_still_reads() -> None:
+    import json
+    from dataclasses import asdict
+
+    watch = Watch(execution_id="e", correlation_id="c", name="ready", kind="appears", injected_at=100.0,
+                  deadline=130.0, event_type="service_ready", service="risk-monitor", attribution="target-window")
+    watch.observe(AuditObservation("risk-monitor", "service_ready", 101.0, event_id="s#1"), 1.0)
+    stored = watch.to_dict()
+    assert stored["v"] == 1 and "gate_match" not in stored and stored["counted_ids"] == ["s#1"]
+    assert len(json.dumps(stored)) * 2 < len(json.dumps(asdict(watch))), "at most half the full form"
+    assert Watch.from_dict(json.loads(json.dumps(stored))) == watch
+    assert Watch.from_dict(asdict(watch)) == watch, "a changelog written before versions"
+    with pytest.raises(ValueError, match="watch state version 2 is newer than this worker's"):
+        Watch.from_dict({**stored, "v": 2})
