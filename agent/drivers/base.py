@@ -68,6 +68,9 @@ class DriverSpec:
     #: the names this driver's platform events give the processes a fault's recipe acts on (so a
     #: platform event is tied to the fault that caused it); None: only the target's service
     acts_on: Callable[[dict[str, Any]], set[str]] | None = None
+    #: what is wrong with a fault step of this driver given its target's selector (``fault``, the
+    #: selector as written), None when nothing: rules that join the two, beyond each one's model
+    check_step: Callable[[FaultKind, dict[str, Any]], str | None] | None = None
     summary: str = ""
 
     def __post_init__(self) -> None:

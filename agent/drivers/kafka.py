@@ -186,8 +186,14 @@ def _configure(settings: Settings) -> KafkaDriverSettings:
                                security=settings.kafka)
 
 
+def _check_step(fault: FaultKind, selector: dict[str, Any]) -> str | None:
+    if fault.relay and not selector.get("source"):
+        return f"fault '{fault.name}' relays events: its target needs selector.source (the topic to relay from)"
+    return None
+
+
 SPEC = DriverSpec(
-    name="kafka", selector=KafkaSelector, factory=KafkaDriver, configure=_configure,
+    name="kafka", selector=KafkaSelector, factory=KafkaDriver, configure=_configure, check_step=_check_step,
     touches=lambda selector: [str(t) for t in (selector.get("topic"), selector.get("source")) if t],
     summary="event faults on Kafka topics: injected events, and relays that damage what they copy",
     faults=(

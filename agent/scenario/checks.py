@@ -53,11 +53,13 @@ def cross_references(data: Any, allowed_targets: list[str] | None = None) -> lis
                                             f"target '{target}' uses driver '{driver}'"))
         elif kind and isinstance(driver, str) and len(able) > 1:
             found += _parameters_for(driver, kind.name, step.get("parameters"), (*path, "parameters"))
-        if kind and kind.relay and driver == "kafka":
-            selector = spec_target.get("selector")
-            if isinstance(selector, dict) and not selector.get("source"):
-                found.append(((*path, "fault"), f"fault '{kind.name}' relays events: target '{target}' "
-                                                "needs selector.source (the topic to relay from)"))
+        spec_of = drivers.specs().get(driver) if isinstance(driver, str) else None
+        selector = spec_target.get("selector")
+        own = drivers.fault(spec_of.name, kind.name) if kind and spec_of is not None else None
+        if own is not None and spec_of is not None and spec_of.check_step and isinstance(selector, dict):
+            problem = spec_of.check_step(own, selector)
+            if problem:
+                found.append(((*path, "fault"), f"target '{target}': {problem}"))
 
     expectations = spec.get("expectations")
     listed = [e for e in expectations if isinstance(e, dict)] if isinstance(expectations, list) else []
