@@ -102,6 +102,7 @@ def run(ctx: click.Context, scenario: str, params: tuple[str, ...], dry_run: boo
     settings = get_settings()
     _quiet_clients(ctx)
     request = client.build_request(scenario, parse_params(params), dry_run=dry_run, labels=parse_params(labels))
+    _check_before_sending(ctx, request, scenario, output)
 
     executions: list[str] = []
 
@@ -149,6 +150,7 @@ def submit(scenario: str, params: tuple[str, ...], dry_run: bool, request_id: st
     settings = get_settings()
     _quiet_clients(click.get_current_context())
     request = client.build_request(scenario, parse_params(params), dry_run=dry_run, request_id=request_id)
+    _check_before_sending(click.get_current_context(), request, scenario, "text")
     if not wait:
         asyncio.run(client.submit(settings, request))
         click.echo(request.request_id)
@@ -159,6 +161,25 @@ def submit(scenario: str, params: tuple[str, ...], dry_run: bool, request_id: st
     click.echo(request.request_id)
     execution = seen[0] if seen else (result.execution_id if result is not None else "")
     click.echo(f"execution {execution or 'unknown'}")
+
+
+def _check_before_sending(ctx: click.Context, request: Any, scenario: str, output: str) -> None:
+    """A scenario sent inline is validated here first (``agent.submission.check``): every problem at
+    once, with file, line and field path, nothing sent, exit 4 (as the agent's REJECTED would be)."""
+    from agent import submission
+    from agent.errors import ScenarioError
+
+    try:
+        submission.check(request, scenario)
+    except ScenarioError as exc:
+        if output == "json":
+            click.echo(json.dumps({"status": "REJECTED", "sent": False,
+                                   "errors": [issue.as_dict() for issue in exc.issues]}, indent=2))
+        else:
+            for issue in exc.issues:
+                click.echo(str(issue), err=True)
+            click.echo(f"{scenario}: {len(exc.issues)} problem(s); the request was not sent", err=True)
+        ctx.exit(4)
 
 
 def _quiet_clients(ctx: click.Context) -> None:

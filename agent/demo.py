@@ -14,19 +14,14 @@ import os
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import ConsumerRecord
-
-from agent import client, codec, topics, vocabulary
+from agent import client, follow, topics, vocabulary
 from agent._proto.coordinator.v1 import events_pb2
 from agent.children import Child, ChildFailed
 from agent.devstack import Stack
-from agent.errors import DecodeError
-from agent.kafkaio import client_options, topic_partitions
+from agent.follow import Follower, Update
 from agent.settings import Settings
 from agent.store import answer
 
@@ -135,37 +130,26 @@ async def _run_flagship(settings: Settings, say: _Printer, params: dict[str, str
     request = client.build_request(scenario, params, labels={"source": "demo"})
     watched = [settings.topics.scenario_results, settings.topics.chaos_events, settings.topics.verdicts,
                settings.topics.audit_events]
-    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [tp for topic in watched for tp in await topic_partitions(consumer, topic)]
-        consumer.assign(partitions)
-        await consumer.seek_to_end(*partitions)
-        for tp in partitions:
-            await consumer.position(tp)
+    async with Follower(settings, watched, purpose="demo") as follower:
+        await follower.from_end()
         say(f"running '{scenario}' ({', '.join(f'{k}={v}' for k, v in params.items())})")
         say.start()
         await client.submit(settings, request)
-        follow = _Follower(settings, request.request_id, say)
+        lines = _Commentary(request.request_id, say)
         deadline = time.monotonic() + 170
         while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                for record in records:
-                    result = follow.record(record)
-                    if result is not None:
-                        return say.result(result)
+            for update in await follower.poll(timeout_ms=200):
+                result = lines.update(update)
+                if result is not None:
+                    return say.result(result)
         say("no result within 170s")
         return 1
-    finally:
-        await consumer.stop()
 
 
-class _Follower:
-    """Turns the topics' records into lines, for one request."""
+class _Commentary:
+    """Turns the topics' updates into lines, for one request."""
 
-    def __init__(self, settings: Settings, request_id: str, say: _Printer) -> None:
-        self.topics = settings.topics
+    def __init__(self, request_id: str, say: _Printer) -> None:
         self.request_id = request_id
         self.execution_id = ""
         self.injected_at = 0.0
@@ -177,31 +161,26 @@ class _Follower:
         #: the trading engine's order events during the run, by type (the closing line shows them)
         self.fates = say.fates
 
-    def record(self, record: ConsumerRecord) -> events_pb2.ScenarioResult | None:
-        handlers: dict[str, Callable[[ConsumerRecord], Any]] = {
-            self.topics.scenario_results: self._result, self.topics.chaos_events: self._chaos,
-            self.topics.verdicts: self._verdict, self.topics.audit_events: self._audit}
-        try:
-            return handlers[record.topic](record)  # type: ignore[no-any-return]
-        except DecodeError:
-            return None
-
-    def _result(self, record: ConsumerRecord) -> events_pb2.ScenarioResult | None:
-        kind = codec.headers_to_dict(record.headers).get("ce_type")
-        if kind == codec.ce_type_of(S.ExecutionProgress):
-            progress = codec.decode_event(record.value, record.headers, S.ExecutionProgress)
-            if progress.request_id == self.request_id:
-                self.execution_id = progress.execution_id
-                if progress.phase not in ("expectations",):  # verdicts are shown as they come
-                    self.say(f"[{progress.phase}] {progress.message}")
-            return None
-        if kind == codec.ce_type_of(S.ScenarioResult):
-            result = codec.decode_event(record.value, record.headers, S.ScenarioResult)
-            if result.request_id != self.request_id:
-                return None
+    def update(self, update: Update) -> events_pb2.ScenarioResult | None:
+        """Show what ``update`` says of this request; its result once it comes."""
+        if update.kind == follow.PROGRESS:
+            self._progress(update.message)
+        elif update.kind == follow.RESULT and update.message.request_id == self.request_id:
             self.flush()
-            return result
+            return update.message  # type: ignore[no-any-return]
+        elif update.kind == follow.CHAOS:
+            self._chaos(update.message)
+        elif update.kind == follow.VERDICT:
+            self._verdict(update.message)
+        elif update.kind == follow.AUDIT:
+            self._audit(update.message)
         return None
+
+    def _progress(self, progress: events_pb2.ExecutionProgress) -> None:
+        if progress.request_id == self.request_id:
+            self.execution_id = progress.execution_id
+            if progress.phase not in ("expectations",):  # verdicts are shown as they come
+                self.say(f"[{progress.phase}] {progress.message}")
 
     def flush(self) -> None:
         """The repeats held back, one line each."""
@@ -210,8 +189,7 @@ class _Follower:
                      f"the fault)")
         self.folded.clear()
 
-    def _chaos(self, record: ConsumerRecord) -> None:
-        event = codec.decode_event(record.value, record.headers, S.ChaosEvent)
+    def _chaos(self, event: events_pb2.ChaosEvent) -> None:
         if event.execution_id != self.execution_id:
             return
         if event.type == S.CHAOS_EVENT_TYPE_INJECTED:
@@ -224,8 +202,7 @@ class _Follower:
             kind = vocabulary.chaos_type_name(event.type)
             self.say(f"FAULT    {event.fault} {event.target}: {kind.lower()}")
 
-    def _verdict(self, record: ConsumerRecord) -> None:
-        verdict = codec.decode_event(record.value, record.headers, S.ExpectationVerdict)
+    def _verdict(self, verdict: events_pb2.ExpectationVerdict) -> None:
         if verdict.execution_id != self.execution_id:
             return
         if verdict.expectation_name == vocabulary.REACTION:  # not an expectation: did the target react at all
@@ -237,10 +214,9 @@ class _Follower:
         late = " (late evidence)" if verdict.HasField("late_evidence_at") else ""
         self.say(f"VERDICT  {verdict.expectation_name}: {status}{late} - {verdict.reason}")
 
-    def _audit(self, record: ConsumerRecord) -> None:
+    def _audit(self, event: events_pb2.AuditEvent) -> None:
         if not self.execution_id:
             return
-        event = codec.decode_event(record.value, record.headers, S.AuditEvent)
         if event.event_type in self.fates:
             self.fates[event.event_type] += 1
         if event.event_type not in SHOWN:

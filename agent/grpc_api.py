@@ -58,7 +58,6 @@ class CoordinatorServicer(api_grpc.CoordinatorServiceServicer):
     async def SubmitExecution(self, request: api.SubmitExecutionRequest,  # noqa: N802 - gRPC names
                               context: grpc.aio.ServicerContext) -> api.SubmitExecutionResponse:
         submitted = request.request
-        submitted.requester = submitted.requester or "grpc"
         async with _answering(context):
             done = await self.engine.submit(submitted, wait=_remaining(context, SUBMIT_WAIT))
         return api.SubmitExecutionResponse(execution_id=done.execution_id, request_id=done.request_id,

@@ -9,7 +9,8 @@ import time
 from functools import lru_cache
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from agent.settings import KafkaSecurity, Settings
 
@@ -38,6 +39,41 @@ def options_for(bootstrap_servers: str, security: KafkaSecurity) -> dict[str, An
         options.update(sasl_mechanism=security.sasl_mechanism, sasl_plain_username=security.sasl_username,
                        sasl_plain_password=security.sasl_password.get_secret_value())
     return options
+
+
+def consumer(settings: Settings, *topics: str, purpose: str, **options: Any) -> AIOKafkaConsumer:
+    """A consumer of the project's cluster, as every part makes one: the brokers and security of
+    ``settings``, a client id naming its ``purpose`` (``coordinator-live``, ...), offsets committed only
+    when the caller says, fetches that wait at most ``FETCH_MAX_WAIT_MS``. ``options`` are aiokafka's
+    and win (a group, a session timeout, ...)."""
+    defaults: dict[str, Any] = {"client_id": _client_id(settings, purpose), "enable_auto_commit": False,
+                                "fetch_max_wait_ms": FETCH_MAX_WAIT_MS}
+    return AIOKafkaConsumer(*topics, **client_options(settings), **{**defaults, **options})
+
+
+def producer(settings: Settings, *, purpose: str, **options: Any) -> AIOKafkaProducer:
+    """A producer of the project's cluster: acknowledged by every in-sync replica, idempotent (a retry
+    never writes a record twice), batched for 2 ms; ``options`` win."""
+    return producer_for(settings.kafka_bootstrap_servers, settings.kafka,
+                        **{"client_id": _client_id(settings, purpose), **options})
+
+
+def producer_for(bootstrap_servers: str, security: KafkaSecurity, **options: Any) -> AIOKafkaProducer:
+    """A producer of any cluster (the kafka driver's target may not be the project's own), with the
+    same defaults as ``producer``."""
+    defaults: dict[str, Any] = {"acks": "all", "enable_idempotence": True, "linger_ms": 2}
+    return AIOKafkaProducer(**options_for(bootstrap_servers, security), **{**defaults, **options})
+
+
+def admin(settings: Settings, *, purpose: str, **options: Any) -> AIOKafkaAdminClient:
+    """An admin client of the project's cluster, its requests bounded by ``kafka_request_timeout``."""
+    defaults: dict[str, Any] = {"client_id": _client_id(settings, purpose),
+                                "request_timeout_ms": int(settings.kafka_request_timeout * 1000)}
+    return AIOKafkaAdminClient(**client_options(settings), **{**defaults, **options})
+
+
+def _client_id(settings: Settings, purpose: str) -> str:
+    return f"{settings.kafka_client_id}-{purpose}" if purpose else settings.kafka_client_id
 
 
 @lru_cache(maxsize=8)

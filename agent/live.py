@@ -20,13 +20,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer
 from google.protobuf import json_format
 
-from agent import codec
-from agent._proto.coordinator.v1 import events_pb2
-from agent.errors import DecodeError
-from agent.kafkaio import client_options, topic_partitions
+from agent import follow
+from agent.follow import Follower, Update
 from agent.settings import Settings
 
 #: how far back a new page starts reading, so that a run in progress shows from its start
@@ -59,73 +56,39 @@ async def _stream(request: web.Request, settings: Settings) -> web.StreamRespons
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                            "X-Accel-Buffering": "no"})
     await response.prepare(request)
-    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False,
-                                client_id=f"{settings.kafka_client_id}-live")
-    await consumer.start()
+    topics = settings.topics
+    wanted = (topics.scenario_results, topics.chaos_events, topics.verdicts, topics.audit_events)
     try:
-        topics = settings.topics
-        wanted = (topics.scenario_results, topics.chaos_events, topics.verdicts, topics.audit_events)
-        partitions = [tp for topic in wanted for tp in await topic_partitions(consumer, topic)]
-        consumer.assign(partitions)
-        since = int((time.time() - BACKLOG_SECONDS) * 1000)
-        offsets = await consumer.offsets_for_times(dict.fromkeys(partitions, since))
-        ends = await consumer.end_offsets(partitions)
-        for tp in partitions:
-            found = offsets.get(tp)
-            consumer.seek(tp, found.offset if found is not None else ends[tp])
-        await response.write(b": connected\n\n")
-        quiet = time.monotonic()
-        while True:
-            batch = await consumer.getmany(timeout_ms=500, max_records=500)
-            for records in batch.values():
-                for record in records:
-                    message = _message(record, settings)
+        async with Follower(settings, wanted, purpose="live") as follower:
+            await follower.since(int((time.time() - BACKLOG_SECONDS) * 1000))
+            await response.write(b": connected\n\n")
+            quiet = time.monotonic()
+            while True:
+                for update in await follower.poll(max_records=500):
+                    message = _message(update)
                     if message is not None:
-                        message["at"] = _at(record)
                         await response.write(f"data: {json.dumps(message)}\n\n".encode())
-            if time.monotonic() - quiet > 15:  # a comment now and then keeps proxies from closing it
-                await response.write(b": keep-alive\n\n")
-                quiet = time.monotonic()
+                if time.monotonic() - quiet > 15:  # a comment now and then keeps proxies from closing it
+                    await response.write(b": keep-alive\n\n")
+                    quiet = time.monotonic()
     except (ConnectionResetError, asyncio.CancelledError):
         pass  # the page went away
-    finally:
-        await consumer.stop()
     return response
 
 
-def _message(record: Any, settings: Settings) -> dict[str, Any] | None:
-    topics = settings.topics
-    kind = codec.headers_to_dict(record.headers).get("ce_type") or ""
-    try:
-        if record.topic == topics.scenario_results:
-            if kind == codec.ce_type_of(events_pb2.ExecutionProgress):
-                return _json("progress", codec.decode_event(record.value, record.headers, events_pb2.ExecutionProgress))
-            return _json("result", codec.decode_event(record.value, record.headers, events_pb2.ScenarioResult))
-        if record.topic == topics.chaos_events:
-            return _json("chaos", codec.decode_event(record.value, record.headers, events_pb2.ChaosEvent))
-        if record.topic == topics.verdicts:
-            return _json("verdict", codec.decode_event(record.value, record.headers, events_pb2.ExpectationVerdict))
-        event = codec.decode_event(record.value, record.headers, events_pb2.AuditEvent)
-        correlation = event.correlation_id or codec.headers_to_dict(record.headers).get("correlation-id", "")
+def _message(update: Update) -> dict[str, Any] | None:
+    """The page's message of an update: the event in its JSON encoding, its kind, and when it was
+    written (ms: the page orders a run's lines by it, whatever topic or partition each came from and
+    in whatever order the backlog is read)."""
+    body: dict[str, Any] = json_format.MessageToDict(update.message)
+    if update.kind == follow.AUDIT:
+        correlation = update.message.correlation_id or update.headers.get("correlation-id", "")
         if not correlation:
             return None  # only what a fault's correlation id ties to an injection
-        message = _json("audit", event)
-        message["correlationId"] = correlation
-        return message
-    except DecodeError:
-        return None
-
-
-def _json(kind: str, message: Any) -> dict[str, Any]:
-    body: dict[str, Any] = json_format.MessageToDict(message)
-    body["kind"] = kind
+        body["correlationId"] = correlation
+    body["kind"] = update.kind
+    body["at"] = update.written_ms or int(time.time() * 1000)
     return body
-
-
-def _at(record: Any) -> int:
-    """When a record was written (ms): the page orders a run's lines by it, whatever topic or
-    partition each came from and in whatever order the backlog is read."""
-    return int(record.timestamp) if record.timestamp and record.timestamp > 0 else int(time.time() * 1000)
 
 
 PAGE = """<!doctype html>

@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
+from agent import kafkaio
 from agent.constants import CORRELATION_HEADER
 from agent.drivers.kafka import relay_key
 from agent.engine.publisher import send_dead_letter
-from agent.kafkaio import FETCH_MAX_WAIT_MS, client_options
 from agent.logs import get_logger
 from agent.settings import Settings
 from agent.store import answer
@@ -114,14 +114,12 @@ class Relay:
 
     async def run(self) -> None:
         redis = aioredis.from_url(self.settings.redis_url.get_secret_value(), decode_responses=True)
-        consumer = AIOKafkaConsumer(
-            self.source, **client_options(self.settings),
+        consumer = kafkaio.consumer(  # its short fetch wait: a relayed event is not held back by a fetch in flight
+            self.settings, self.source, purpose="relay",
             group_id=f"{self.settings.consumer_group}-relay-{self.source}-{self.topic}",
-            enable_auto_commit=False, auto_offset_reset="earliest", metadata_max_age_ms=5000,
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,  # a relayed event is not held back by a fetch in flight
+            auto_offset_reset="earliest", metadata_max_age_ms=5000,
         )
-        producer = AIOKafkaProducer(**client_options(self.settings), acks="all",
-                                    enable_idempotence=True, linger_ms=2)
+        producer = kafkaio.producer(self.settings, purpose="relay")
         await consumer.start()
         await producer.start()
         refresher = asyncio.create_task(self._refresh_forever(redis))

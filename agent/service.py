@@ -34,14 +34,14 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
-from agent import codec, failpoints, metrics
+from agent import codec, failpoints, kafkaio, metrics
 from agent._proto.coordinator.v1 import events_pb2
 from agent.engine.engine import Engine
 from agent.errors import CoordinatorError, DecodeError
 from agent.grpc_api import GrpcServer
 from agent.health import CheckResult
 from agent.http import HttpServer
-from agent.kafkaio import FETCH_MAX_WAIT_MS, client_options, diagnose, topic_partitions
+from agent.kafkaio import diagnose, topic_partitions
 from agent.logs import get_logger
 from agent.platform import PlatformWatch
 from agent.registry import SelfRegistration
@@ -249,10 +249,9 @@ class Service:
 
     # -- inputs ------------------------------------------------------------------------------------
     async def _consumer(self) -> AIOKafkaConsumer:
-        consumer = AIOKafkaConsumer(
-            self.settings.topics.scenario_requests, **client_options(self.settings),
-            group_id=self.settings.consumer_group, client_id=f"{self.settings.kafka_client_id}-ingress",
-            enable_auto_commit=False, auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        consumer = kafkaio.consumer(
+            self.settings, self.settings.topics.scenario_requests, purpose="ingress",
+            group_id=self.settings.consumer_group, auto_offset_reset="earliest",
             # a requests topic created after the agent started is found within seconds, not minutes
             metadata_max_age_ms=5000,
         )
@@ -282,9 +281,7 @@ class Service:
                 raise
 
     async def _verdict_listener(self, positioned: asyncio.Event) -> None:
-        consumer = AIOKafkaConsumer(**client_options(self.settings), enable_auto_commit=False,
-                                    client_id=f"{self.settings.kafka_client_id}-verdicts",
-                                    fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+        consumer = kafkaio.consumer(self.settings, purpose="verdicts")
         await consumer.start()
         try:
             topic = self.settings.topics.verdicts

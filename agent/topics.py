@@ -18,8 +18,9 @@ import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from agent import kafkaio
 from agent.errors import ContractError, Unavailable
-from agent.kafkaio import client_options, diagnose
+from agent.kafkaio import diagnose
 from agent.settings import Settings
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -85,11 +86,7 @@ def load_contract(path: Path | None = None, settings: Settings | None = None) ->
 
 async def apply(settings: Settings, specs: list[TopicSpec] | None = None) -> list[ApplyOutcome]:
     specs = specs if specs is not None else load_contract(settings=settings)
-    admin = AIOKafkaAdminClient(
-        **client_options(settings),
-        client_id=f"{settings.kafka_client_id}-topics",
-        request_timeout_ms=int(settings.kafka_request_timeout * 1000),
-    )
+    admin = kafkaio.admin(settings, purpose="topics")
     try:
         await admin.start()
     except KafkaError as exc:  # "Unable to bootstrap" says nothing: ask the broker why

@@ -22,11 +22,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import Field, SecretStr
 
+from agent import kafkaio
 from agent.constants import CORRELATION_HEADER, redis_key
 from agent.drivers.base import DriverSpec, FaultDriver, FaultKind, FaultRequest
 from agent.errors import ActionError, RevertError
 from agent.fields import Duration, Strict, TopicName
-from agent.kafkaio import options_for
 from agent.settings import KafkaSecurity, Settings
 from agent.store import answer
 
@@ -103,8 +103,8 @@ class KafkaDriver(FaultDriver):
     async def _get_producer(self) -> AIOKafkaProducer:
         async with self._lock:
             if self._producer is None:
-                producer = AIOKafkaProducer(**options_for(self.settings.bootstrap_servers, self.settings.security),
-                                            acks="all", enable_idempotence=True, linger_ms=5)
+                producer = kafkaio.producer_for(self.settings.bootstrap_servers, self.settings.security,
+                                                linger_ms=5)
                 await producer.start()
                 self._producer = producer
             return self._producer

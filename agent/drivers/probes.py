@@ -19,9 +19,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from agent import kafkaio
 from agent.errors import ProbeError
 from agent.grpc_clients import ChannelPool, CircuitOpen
-from agent.kafkaio import client_options
 from agent.registry import NotRegistered, Registry
 from agent.scenario.models import Scenario
 from agent.scenario.probes import Probe
@@ -124,8 +124,7 @@ class Prober:
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     async def _admin(self) -> AIOKafkaAdminClient:
-        admin = AIOKafkaAdminClient(**client_options(self.settings),
-                                    request_timeout_ms=int(self.settings.kafka_request_timeout * 1000))
+        admin = kafkaio.admin(self.settings, purpose="probe")
         await admin.start()
         return admin
 
@@ -139,7 +138,6 @@ class Prober:
         return len(found[0]["partitions"]) if found else 0
 
     async def _lag(self, group: str, topic: str | None) -> int:
-        from aiokafka import AIOKafkaConsumer
 
         admin = await self._admin()
         try:
@@ -149,7 +147,7 @@ class Prober:
         partitions = [tp for tp in committed if topic is None or tp.topic == topic]
         if not partitions:
             raise ProbeError(f"consumer group '{group}' has no committed offsets" + (f" on '{topic}'" if topic else ""))
-        consumer = AIOKafkaConsumer(**client_options(self.settings))
+        consumer = kafkaio.consumer(self.settings, purpose="probe")
         await consumer.start()
         try:
             ends = await consumer.end_offsets([TopicPartition(tp.topic, tp.partition) for tp in partitions])

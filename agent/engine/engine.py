@@ -33,10 +33,9 @@ from typing import Any, TypeVar
 
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
-from google.protobuf import json_format
 from redis.exceptions import RedisError
 
-from agent import codec, failpoints, metrics, vocabulary
+from agent import codec, failpoints, metrics, submission, vocabulary
 from agent._proto.coordinator.v1 import coordinator_service_pb2 as api
 from agent._proto.coordinator.v1 import events_pb2
 from agent.config_service import ConfigService
@@ -223,8 +222,7 @@ class Engine:
         gets a new UUID (``Submission.request_id`` says which). Raises ``Rejected`` (no scenario),
         ``NotFound``, ``ScenarioError``, ``StateError`` (halted), ``Unavailable``, or
         ``TimeoutError`` when nobody claimed it within ``wait`` seconds."""
-        if not request.request_id:
-            request.request_id = str(uuid.uuid4())
+        submission.complete(request, requester="grpc")
         earlier = await _redis(self.store.claimed_request(request.request_id))
         if earlier:
             return Submission(earlier, request.request_id, duplicate=True)
@@ -232,8 +230,6 @@ class Engine:
         if halted:
             raise StateError(f"the agent is halted ({halted}); resume it to run scenarios")
         self.resolve(request, request.request_id)
-        if not request.HasField("requested_at"):
-            request.requested_at.GetCurrentTime()
         deadline = time.monotonic() + wait
         try:
             await asyncio.wait_for(self._publish_request(request), wait)
@@ -319,14 +315,10 @@ class Engine:
     def resolve(self, request: events_pb2.ScenarioRequest, request_id: str) -> Scenario:
         """The valid scenario a request asks for, with its parameters; ``Rejected`` (names none),
         ``NotFound`` (unknown name), ``ScenarioError`` / ``InvalidParameters``."""
-        overrides: dict[str, object] | None = {
-            k: json_format.MessageToDict(v) for k, v in request.parameters.items()} or None
+        overrides = submission.overrides(request)
         allowed = list(self.policy.current.allowed_targets)
-        which = request.WhichOneof("scenario")
-        if which == "scenario_yaml":
+        if submission.which(request) == "scenario_yaml":
             return self.scenarios_cache.load(request.scenario_yaml, f"request {request_id}", overrides, allowed)
-        if which != "scenario_name":
-            raise Rejected("no-scenario", "the request names no scenario (scenario_name or scenario_yaml)")
         entry = self.catalog.get().get(request.scenario_name)
         return self.scenarios_cache.load(entry.path.read_text(), str(entry.path), overrides, allowed)
 

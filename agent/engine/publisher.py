@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.structs import ConsumerRecord
 from google.protobuf.message import Message
 
-from agent import codec, metrics
+from agent import codec, kafkaio, metrics, submission
 from agent._proto.coordinator.v1 import events_pb2
 from agent.constants import (
     CORRELATION_IDS_HEADER,
@@ -28,7 +28,6 @@ from agent.constants import (
     DLQ_SOURCE_PARTITION_HEADER,
     DLQ_SOURCE_TOPIC_HEADER,
 )
-from agent.kafkaio import client_options
 from agent.logs import get_logger
 from agent.settings import Settings
 
@@ -49,10 +48,7 @@ class Publisher:
     async def start(self) -> None:
         if self._producer is not None:
             return
-        producer = AIOKafkaProducer(
-            **client_options(self.settings), client_id=self.settings.kafka_client_id,
-            acks="all", enable_idempotence=True, linger_ms=2,
-        )
+        producer = kafkaio.producer(self.settings, purpose="")
         try:
             await producer.start()
         except BaseException:
@@ -81,7 +77,9 @@ class Publisher:
 
     async def request(self, request: events_pb2.ScenarioRequest) -> None:
         """A scenario request onto the requests topic (gRPC submissions take the Kafka path)."""
-        await self._send(self.settings.topics.scenario_requests, request, request.request_id)
+        assert self._producer is not None, "publisher not started"
+        topic, event = submission.encode(request, self.settings, source=self.source)
+        await self._producer.send_and_wait(topic, event.value, key=event.key, headers=event.headers)
 
     async def chaos(self, event: events_pb2.ChaosEvent) -> None:
         """Publish a chaos event, retrying until Kafka has it (a broker outage delays it, never drops it)."""

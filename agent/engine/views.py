@@ -4,17 +4,14 @@ updates of one execution read back from the results topic."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import DefaultPartitioner
 
-from agent import codec, vocabulary
+from agent import vocabulary
 from agent._proto.coordinator.v1 import coordinator_service_pb2 as api
 from agent._proto.coordinator.v1 import events_pb2
 from agent.errors import Unavailable
-from agent.kafkaio import client_options, topic_partitions
+from agent.follow import PROGRESS, Follower
 from agent.settings import Settings
 from agent.store import ExecutionRecord
 
@@ -54,55 +51,26 @@ def matches(record: ExecutionRecord, status: int, scenario_name: str, labels: di
 async def follow(settings: Settings, execution: api.Execution) -> AsyncIterator[api.WatchExecutionResponse]:
     """Progress from the results topic (the execution's partition, from its start), then the result.
     An ended execution replays its progress, then its stored result."""
-    topic = settings.topics.scenario_results
-    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
+    follower = Follower(settings, [settings.topics.scenario_results], purpose="watch", key=execution.execution_id,
+                        topic_timeout=5)
     try:
-        await consumer.start()
-        partitions = await topic_partitions(consumer, topic, timeout=5)
+        await follower.start()
     except (KafkaError, OSError, LookupError) as exc:
-        await consumer.stop()
         raise Unavailable(f"kafka: {exc}") from exc
     try:
-        ids = [tp.partition for tp in partitions]
-        tp = TopicPartition(topic, int(DefaultPartitioner()(execution.execution_id.encode(), ids, ids)))
-        consumer.assign([tp])
-        started_ms = int(execution.started_at.ToMilliseconds()) - 1000
-        found = await consumer.offsets_for_times({tp: max(0, started_ms)})
-        if found.get(tp) is not None:
-            consumer.seek(tp, found[tp].offset)
-        else:
-            await consumer.seek_to_end(tp)
+        await follower.since(int(execution.started_at.ToMilliseconds()) - 1000)
         if execution.HasField("result"):
-            end = (await consumer.end_offsets([tp]))[tp]
-            while await consumer.position(tp) < end:
-                for update in _read(await consumer.getmany(tp, timeout_ms=500), execution.execution_id):
-                    if update.HasField("progress"):
-                        yield update
+            for update in await follower.read_to_end():
+                if update.kind == PROGRESS:
+                    yield api.WatchExecutionResponse(progress=update.message)
             yield api.WatchExecutionResponse(result=execution.result)
             return
         while True:
-            for update in _read(await consumer.getmany(tp, timeout_ms=500), execution.execution_id):
-                yield update
-                if update.HasField("result"):
+            for update in await follower.poll():
+                if update.kind == PROGRESS:
+                    yield api.WatchExecutionResponse(progress=update.message)
+                else:
+                    yield api.WatchExecutionResponse(result=update.message)
                     return
     finally:
-        await consumer.stop()
-
-
-def _read(batch: dict[TopicPartition, list[Any]], execution_id: str) -> list[api.WatchExecutionResponse]:
-    out = []
-    for records in batch.values():
-        for record in records:
-            if record.key != execution_id.encode():
-                continue
-            kind = codec.headers_to_dict(record.headers).get("ce_type")
-            try:
-                if kind == codec.ce_type_of(S.ExecutionProgress):
-                    out.append(api.WatchExecutionResponse(
-                        progress=codec.decode_event(record.value, record.headers, S.ExecutionProgress)))
-                elif kind == codec.ce_type_of(S.ScenarioResult):
-                    out.append(api.WatchExecutionResponse(
-                        result=codec.decode_event(record.value, record.headers, S.ScenarioResult)))
-            except Exception:  # noqa: BLE001, S112 - an undecodable record is not this watcher's problem
-                continue
-    return out
+        await follower.stop()

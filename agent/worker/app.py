@@ -48,13 +48,13 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
-from agent import codec, metrics
+from agent import codec, kafkaio, metrics
 from agent._proto.coordinator.v1 import events_pb2
 from agent.constants import STAGES_HEADER
 from agent.engine.publisher import dead_letter_parts
 from agent.errors import ConfigError, DecodeError
 from agent.expectations import Verdict, Watch
-from agent.kafkaio import FETCH_MAX_WAIT_MS, client_options, ssl_context
+from agent.kafkaio import FETCH_MAX_WAIT_MS, ssl_context
 from agent.logs import get_logger
 from agent.settings import KafkaSecurity, Settings
 from agent.vocabulary import verdict_value
@@ -356,11 +356,10 @@ class AuditIntake(mode.Service):
     async def on_start(self) -> None:
         settings = self.worker.settings
         session_ms = int(settings.worker_session_timeout * 1000)
-        self.consumer = AIOKafkaConsumer(
-            settings.topics.audit_events, **client_options(settings),
+        self.consumer = kafkaio.consumer(
+            settings, settings.topics.audit_events, purpose="intake",
             group_id=intake_group(settings), client_id=f"{settings.worker_app_id}-intake",
-            enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=AUDIT_BATCH,
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            auto_offset_reset="earliest", max_poll_records=AUDIT_BATCH,
             session_timeout_ms=session_ms, heartbeat_interval_ms=max(1000, session_ms // 5))
         await self.consumer.start()
 

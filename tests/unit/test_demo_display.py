@@ -8,12 +8,11 @@ def test_a_loss_by_the_hundred_is_one_line_and_a_count() -> None:
     import io
 
     from agent._proto.coordinator.v1 import events_pb2
-    from agent.demo import _Follower, _Printer
-    from agent.settings import Settings
+    from agent.demo import _Commentary, _Printer
 
     out = io.StringIO()
     say = _Printer(out)
-    follow = _Follower(Settings(), "r-1", say)
+    follow = _Commentary("r-1", say)
     follow.execution_id, follow.injected_at = "e-1", 1000.0
     for i in range(300):
         event = events_pb2.AuditEvent(service_name="trading-engine", event_type="order_lost")
