@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     docker_tls_cert: str = ""
     docker_tls_key: str = ""
     docker_tls_verify: bool = True
+    #: each driver's own settings group, by driver name: ``COORDINATOR_DRIVERS__<NAME>__<FIELD>``
+    #: (or a JSON object in ``COORDINATOR_DRIVERS``); the fields are the driver's (``DriverSpec.
+    #: settings_of``), so a new driver brings its settings in its own module. The flat names above
+    #: (``COORDINATOR_TOXIPROXY_URL``, ...) still set the built-in drivers' groups
+    drivers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     topics: TopicNames = TopicNames()
     #: replication factor used by ``topics apply``; capped at the broker count
     topic_replication_factor: int = Field(default=3, ge=1)

@@ -106,7 +106,7 @@ class DriverRegistry:
             spec = specs().get(name)
             if spec is None:
                 raise NotFound(f"unknown driver '{name}'; known: {', '.join(specs())}")
-            self._drivers[name] = spec.factory(spec.configure(self.settings))
+            self._drivers[name] = spec.factory(spec.settings_of(self.settings))
         return self._drivers[name]
 
     def use(self, name: str, driver: FaultDriver) -> None:

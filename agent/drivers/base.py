@@ -15,13 +15,15 @@ that another, crashed, agent applied. Drivers translate their backend's exceptio
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from agent.errors import ConfigError
 from agent.settings import Settings
 
 #: the key of ``inject``'s answer that names the incarnation of the target a fault ended (a pid, a
@@ -57,7 +59,9 @@ class DriverSpec:
     faults: tuple[FaultKind, ...]
     #: the driver from its settings group
     factory: Callable[[Any], FaultDriver]
-    #: the driver's settings group, taken from the agent's settings (default: all of them)
+    #: the driver's settings group, taken from the agent's settings (default: all of them); a group
+    #: that is a dataclass or pydantic model also takes its fields from ``Settings.drivers[name]``
+    #: (``COORDINATOR_DRIVERS__<NAME>__<FIELD>``): see ``settings_of``
     configure: Callable[[Settings], Any] = lambda settings: settings
     #: actions a scenario's rollbacks may ask of this driver
     rollbacks: tuple[str, ...] = ()
@@ -72,6 +76,32 @@ class DriverSpec:
     #: selector as written), None when nothing: rules that join the two, beyond each one's model
     check_step: Callable[[FaultKind, dict[str, Any]], str | None] | None = None
     summary: str = ""
+
+    def settings_of(self, settings: Settings) -> Any:
+        """The driver's settings group: what ``configure`` makes of the agent's settings, with the
+        fields ``COORDINATOR_DRIVERS__<NAME>__<FIELD>`` sets over it (validated and converted by the
+        group's own types). ``ConfigError`` names a field the group does not have, or a bad value."""
+        group = self.configure(settings)
+        given = settings.drivers.get(self.name)
+        if not given:
+            return group
+        prefix = f"COORDINATOR_DRIVERS__{self.name.upper()}__"
+        if isinstance(group, BaseModel):
+            current, names = group.model_dump(), set(type(group).model_fields)
+        elif dataclasses.is_dataclass(group) and not isinstance(group, type):
+            current, names = dataclasses.asdict(group), {f.name for f in dataclasses.fields(group)}
+        else:
+            raise ConfigError(f"{prefix}*: the {self.name} driver has no settings group of its own")
+        unknown = sorted(set(given) - names)
+        if unknown:
+            raise ConfigError(f"{prefix}{unknown[0].upper()}: the {self.name} driver has no setting '{unknown[0]}'; "
+                              f"it has: {', '.join(sorted(names))}")
+        try:
+            return TypeAdapter(type(group)).validate_python({**current, **given})
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            field = str(problem["loc"][0]) if problem["loc"] else "?"
+            raise ConfigError(f"{prefix}{field.upper()}: {problem['msg']} (got {problem.get('input')!r})") from None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "faults", tuple(

@@ -41,6 +41,7 @@ class DimParameters(Strict):
 @dataclass(frozen=True)
 class LampSettings:
     house: str
+    bulbs: int = 1  # set by COORDINATOR_DRIVERS__LAMPS__BULBS
 
 
 LAMPS: dict[str, int] = {}  # the "backend": lamp -> brightness
@@ -209,3 +210,36 @@ async def test_a_rollback_is_refused_for_a_target_the_allow_list_does_not_admit(
             assert LOG == [], "the driver was never called"
         else:
             assert outcome == "ran" and LOG == ["lights-on cellar"]
+
+
+def test_the_drivers_settings_group_is_read_from_its_own_environment_names(
+    lamps: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The group is the driver's: its fields come from COORDINATOR_DRIVERS__LAMPS__*, typed by it,
+    over what its ``configure`` takes from the agent's settings; nothing was added to settings.py."""
+    from agent.drivers import DriverRegistry
+    from agent.errors import ConfigError
+
+    monkeypatch.setenv("COORDINATOR_DRIVERS__LAMPS__BULBS", "4")
+    made = DriverRegistry(Settings(instance_id="villa")).get("lamps")
+    assert made.settings == LampSettings(house="villa", bulbs=4)
+    assert DriverRegistry(Settings(drivers={"lamps": {"house": "barn"}})).get("lamps").settings.house == "barn"
+    monkeypatch.delenv("COORDINATOR_DRIVERS__LAMPS__BULBS")
+    assert DriverRegistry(Settings()).get("lamps").settings.bulbs == 1
+
+    monkeypatch.setenv("COORDINATOR_DRIVERS__LAMPS__WATTS", "60")
+    with pytest.raises(ConfigError, match=r"COORDINATOR_DRIVERS__LAMPS__WATTS: the lamps driver has no "
+                                          r"setting 'watts'; it has: bulbs, house"):
+        DriverRegistry(Settings()).get("lamps")
+    monkeypatch.delenv("COORDINATOR_DRIVERS__LAMPS__WATTS")
+    monkeypatch.setenv("COORDINATOR_DRIVERS__LAMPS__BULBS", "many")
+    with pytest.raises(ConfigError, match=r"COORDINATOR_DRIVERS__LAMPS__BULBS: .*integer.*'many'"):
+        DriverRegistry(Settings()).get("lamps")
+
+
+def test_a_built_in_driver_takes_its_group_from_the_flat_names_and_from_its_own() -> None:
+    from agent.drivers import DriverRegistry
+
+    built = DriverRegistry(Settings(toxiproxy_url="http://a:1", drivers={"docker": {"tls_verify": "false"}}))
+    assert built.get("toxiproxy").settings.url == "http://a:1"
+    assert built.get("docker").settings.tls_verify is False
