@@ -84,9 +84,13 @@ def expectation_message(expectation: Expectation) -> events_pb2.Expectation:
     message = events_pb2.Expectation(
         name=expectation.name, event_type=expectation.event.type or "", service=expectation.event.service or "",
         match=expectation.event.match, only_after=expectation.only_after or "")
-    message.kind = EXPECTATION_KINDS[expectation.kind]  # type: ignore[assignment]
+    message.kind_name = expectation.kind
     message.attribution = ATTRIBUTIONS[expectation.attribution]  # type: ignore[assignment]
-    KINDS[expectation.kind].to_message(getattr(expectation, expectation.kind), message)
+    if expectation.kind in EXPECTATION_KINDS:
+        message.kind = EXPECTATION_KINDS[expectation.kind]  # type: ignore[assignment]
+    else:  # a kind a module added: its rule travels as the scenario wrote it
+        message.rule.update(expectation.rule.model_dump(mode="json", by_alias=True, exclude={"within"}))
+    KINDS[expectation.kind].to_message(expectation.rule, message)
     return message
 
 

@@ -54,10 +54,21 @@ Adding a kind: a module with a ``Kind`` subclass (its ``name``; ``early``, ``at_
 ``register``, and imported below. tests/unit/worker/test_expectation_kinds.py adds a toy kind.
 """
 
-from agent.expectations import absent, appears, count, order, reaction, stable, time_to_recover
+# in the order the scenario language lists them (registration order)
+from agent.expectations import appears, absent, count, order, time_to_recover, stable, reaction  # noqa: I001
 from agent.expectations.base import FAILED, INCONCLUSIVE, PASSED, AuditObservation, Verdict
-from agent.expectations.watch import KINDS, MAX_COUNTED_IDS, MAX_HELD, Kind, Watch, register, unregister
+from agent.expectations.watch import (
+    KINDS,
+    MAX_COUNTED_IDS,
+    MAX_HELD,
+    Kind,
+    Watch,
+    generation,
+    register,
+    unregister,
+    written,
+)
 
 __all__ = ["FAILED", "INCONCLUSIVE", "KINDS", "MAX_COUNTED_IDS", "MAX_HELD", "PASSED", "AuditObservation", "Kind",
-           "Verdict", "Watch", "absent", "appears", "count", "order", "reaction", "register", "stable",
-           "time_to_recover", "unregister"]
+           "Verdict", "Watch", "absent", "appears", "count", "generation", "order", "reaction", "register", "stable",
+           "time_to_recover", "unregister", "written"]

@@ -24,6 +24,13 @@ class Order(Kind):
     name = "order"
     rule = OrderRule
 
+    def check(self, event: Any, only_after: str | None) -> str | None:
+        if only_after is not None and not event.service:
+            return "onlyAfter needs event.service: the event it waits for comes from that service"
+        if not event.service:
+            return "an order expectation needs event.service (whose events must come in order)"
+        return None
+
     def to_message(self, rule: Any, message: events_pb2.Expectation) -> None:
         super().to_message(rule, message)
         message.sequence.extend(rule.events)

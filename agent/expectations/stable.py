@@ -34,6 +34,14 @@ class Stable(Kind):
     name = "stable"
     rule = StableRule
 
+    def check(self, event: Any, only_after: str | None) -> str | None:
+        if only_after is not None:
+            return "a stable expectation opens with its own 'since' event: it takes no onlyAfter"
+        if not event.service or event.type:
+            return ("a stable expectation watches one service: give event.service, and no event.type "
+                    "(stable.since and stable.down name the events)")
+        return None
+
     def window(self, rule: Any) -> float:
         return float(rule.within + rule.for_)
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
+from google.protobuf import json_format
 from pydantic import BaseModel
 
 from agent._proto.coordinator.v1 import events_pb2
@@ -34,6 +35,15 @@ class Kind:
     #: the kind's rule as a scenario writes it (the pydantic model of ``appears:``, ``count:``, ...)
     rule: type[BaseModel] | None = None
 
+    def check(self, event: Any, only_after: str | None) -> str | None:
+        """What is wrong with an expectation of this kind given what every expectation has
+        (``event``: its type, service and match as the scenario wrote them; ``only_after``), or None."""
+        if only_after is not None and not event.service:
+            return "onlyAfter needs event.service: the event it waits for comes from that service"
+        if event.type is None and event.service is None:
+            return "an expectation needs event.type, event.service or both (only order lists its own event types)"
+        return None
+
     def window(self, rule: Any) -> float:
         """Seconds after the injection by which a verdict of this rule is decided (its deadline)."""
         return float(rule.within)
@@ -44,8 +54,10 @@ class Kind:
 
     def from_expectation(self, expectation: events_pb2.Expectation) -> tuple[float, dict[str, Any]]:
         """From an expectation as a chaos event carries it: the watch's window (seconds after the
-        injection) and the watch fields only this kind sets."""
-        return expectation.within.ToNanoseconds() / 1e9, {}
+        injection) and the watch fields only this kind sets (by default, a module's kind: its rule's
+        fields as the scenario wrote them, in ``Watch.params``)."""
+        own = {"params": json_format.MessageToDict(expectation.rule)} if expectation.rule.fields else {}
+        return expectation.within.ToNanoseconds() / 1e9, own
 
     def event_types(self, rule: Mapping[str, Any]) -> set[str] | None:
         """The event types a watch of this kind can use (``rule``: its fields as stored, read without
@@ -116,17 +128,34 @@ class Kind:
 
 #: every expectation kind a watch can have, by name (the kinds' modules register themselves)
 KINDS: dict[str, Kind] = {}
+_generation = 0
 
 
 def register(kind: Kind) -> Kind:
+    """Make ``kind`` known: to watches, and (when it has a ``rule``) to the scenario language, as the
+    key ``rule``'s expectations are written under."""
+    global _generation
     if not kind.name or kind.name in KINDS and type(KINDS[kind.name]) is not type(kind):
         raise ValueError(f"expectation kind {kind.name!r} is unnamed or already registered")
     KINDS[kind.name] = kind
+    _generation += 1
     return kind
 
 
 def unregister(name: str) -> None:
+    global _generation
     KINDS.pop(name, None)
+    _generation += 1
+
+
+def generation() -> int:
+    """Changes whenever a kind is registered or removed (the scenario model is rebuilt then)."""
+    return _generation
+
+
+def written() -> tuple[str, ...]:
+    """The kinds a scenario can write (those with a rule), by name: the built-in ones first."""
+    return tuple(name for name, kind in KINDS.items() if kind.rule is not None)
 
 
 def service_and_match(watch: Watch, event: AuditObservation) -> bool:
@@ -163,6 +192,9 @@ class Watch:
     gate: str = ""
     gate_type: str = ""
     gate_match: dict[str, str] = field(default_factory=dict)
+    #: the rule of a kind a module adds, as the scenario wrote it (its fields but ``within``, camelCase):
+    #: the built-in kinds keep theirs in the fields above
+    params: dict[str, Any] = field(default_factory=dict)
     # what has been seen
     first_seen: float | None = None
     count: int = 0

@@ -21,14 +21,8 @@ from typing import Annotated, Any, ForwardRef, Literal, Optional, Union
 
 from pydantic import Discriminator, Field, Tag, create_model, field_validator, model_validator
 
-from agent import drivers, vocabulary
-from agent.expectations.absent import AbsentRule as Absent
-from agent.expectations.appears import AppearsRule as Appears
-from agent.expectations.count import CountRule as Count
-from agent.expectations.order import OrderRule as Order
-from agent.expectations.stable import StableRule as Stable
-from agent.expectations.time_to_recover import TimeToRecoverRule as TimeToRecover
-from agent.expectations.watch import KINDS
+from agent import drivers, expectations
+from agent.expectations import KINDS
 from agent.fields import NAME_PATTERN, Duration, Strict
 from agent.scenario.faults import FAULTS
 from agent.scenario.parameters import Parameter
@@ -176,53 +170,48 @@ class EventMatch(Strict):
 
 
 Attribution = Literal["correlation-id", "target-window", "window", "any"]
-EXPECTATION_KINDS = tuple(vocabulary.EXPECTATION_KINDS)  # appears, absent, count, order, time_to_recover
+#: the kinds the agent ships with (appears, absent, count, order, time_to_recover, stable); a module may
+#: register more (``expectations.written()`` is every one a scenario can use now)
+EXPECTATION_KINDS = expectations.written()
 
 
 class Expectation(Strict):
+    """An expectation: what every kind shares, and one key per kind (``appears:``, ``count:``, ...),
+    each holding that kind's rule. The keys are the registered kinds' (``agent.expectations.KINDS``):
+    ``scenario_model()`` adds one optional field per kind with a ``rule`` model, so a kind's module
+    alone makes it part of the language; exactly one must be given."""
+
     name: StepName
     #: the fault step whose injection (and correlation id) this expectation follows
     after: str
     event: EventMatch = Field(default_factory=EventMatch)
     #: how audit events are tied to the injection (see docs/correlation.md)
     attribution: Attribution = "any"
-    appears: Appears | None = None
-    absent: Absent | None = None
-    count: Count | None = None
-    order: Order | None = None
-    time_to_recover: TimeToRecover | None = None
-    stable: Stable | None = None
     #: count only what comes after the event of this other expectation (same step, same service):
     #: "risk reports resume" only after "ready again" (see docs/correlation.md)
     only_after: StepName | None = None
 
     @model_validator(mode="after")
     def _one(self) -> Expectation:
-        exactly_one(self, EXPECTATION_KINDS, "an expectation")
-        if self.only_after is not None and self.stable is not None:
-            raise ValueError("a stable expectation opens with its own 'since' event: it takes no onlyAfter")
-        if self.only_after is not None and not self.event.service:
-            raise ValueError("onlyAfter needs event.service: the event it waits for comes from that service")
-        if self.stable is not None:
-            if not self.event.service or self.event.type:
-                raise ValueError("a stable expectation watches one service: give event.service, and no event.type "
-                                 "(stable.since and stable.down name the events)")
-            return self
-        if self.order is None and self.event.type is None and self.event.service is None:
-            raise ValueError("an expectation needs event.type, event.service or both "
-                             "(only order lists its own event types)")
-        if self.order is not None and not self.event.service:
-            raise ValueError("an order expectation needs event.service (whose events must come in order)")
+        exactly_one(self, tuple(k for k in expectations.written() if k in type(self).model_fields), "an expectation")
+        problem = KINDS[self.kind].check(self.event, self.only_after)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @property
     def kind(self) -> str:
-        return next(k for k in EXPECTATION_KINDS if getattr(self, k) is not None)
+        return next(k for k in expectations.written() if getattr(self, k, None) is not None)
+
+    @property
+    def rule(self) -> Any:
+        """This expectation's rule (the model of its kind's key)."""
+        return getattr(self, self.kind)
 
     @property
     def deadline(self) -> float:
         """Seconds after the injection by which the verdict is decided."""
-        return KINDS[self.kind].window(getattr(self, self.kind))
+        return KINDS[self.kind].window(self.rule)
 
 
 # -- rollbacks, limits, parameters --------------------------------------------------------------------
@@ -359,8 +348,11 @@ def build(specs: dict[str, drivers.DriverSpec]) -> type[Scenario]:
     rollbacks = create_model("Rollbacks", __base__=Rollbacks, __module__=__name__,
                              actions=(_of(list, action), Field(default_factory=list)))
     target = _tagged([*targets, (_BadTarget, "@bad-target")], target_tag)
+    rules: dict[str, Any] = {name: (Optional[KINDS[name].rule], None) for name in expectations.written()}  # noqa: UP045
+    expectation = create_model("Expectation", __base__=Expectation, __module__=__name__, **rules)
     spec = create_model(
         "Spec", __base__=Spec, __module__=__name__,
+        expectations=(_of(list, expectation), Field(default_factory=list)),
         targets=(_of(dict, str, target), Field(min_length=1)),
         steps=(_of(list, step), Field(min_length=1)),
         rollbacks=(rollbacks, Field(default_factory=rollbacks)))
@@ -387,13 +379,14 @@ def _shared_parameters(name: str, kinds: list[drivers.FaultKind]) -> type[Strict
     return model
 
 
-_built: tuple[int, type[Scenario]] | None = None
+_built: tuple[tuple[int, int], type[Scenario]] | None = None
 
 
 def scenario_model() -> type[Scenario]:
-    """The validating model for the drivers registered now (rebuilt when they change)."""
+    """The validating model for the drivers and expectation kinds registered now (rebuilt when they
+    change)."""
     global _built
-    generation = drivers.generation()
+    generation = (drivers.generation(), expectations.generation())
     if _built is None or _built[0] != generation:
         _built = (generation, build(drivers.specs()))
     return _built[1]

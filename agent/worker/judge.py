@@ -25,8 +25,10 @@ from agent._proto.coordinator.v1 import events_pb2
 from agent.constants import CORRELATION_HEADER
 from agent.errors import DecodeError
 from agent.expectations import KINDS, AuditObservation, Verdict, Watch
+from agent.logs import get_logger
 from agent.vocabulary import ATTRIBUTION_NAMES, EXPECTATION_KIND_NAMES, REACTION
 
+log = get_logger("agent.worker.judge")
 #: rows kept per routing key for watches that arrive after their events, and how many keys
 RECENT_PER_KEY = 200
 RECENT_KEYS = 10_000
@@ -81,8 +83,10 @@ def watches_from(event: events_pb2.ChaosEvent) -> list[Watch]:
     named = {e.name: e for e in event.expectations}
     out = []
     for expectation in event.expectations:
-        kind = EXPECTATION_KIND_NAMES.get(expectation.kind)
-        if kind is None or kind not in KINDS:
+        kind = EXPECTATION_KIND_NAMES.get(expectation.kind) or expectation.kind_name
+        if kind not in KINDS:
+            log.warning("expectation of a kind this worker does not know; upgrade the worker",
+                        expectation=expectation.name, kind=kind or "unspecified")
             continue
         window, own = KINDS[kind].from_expectation(expectation)
         out.append(Watch(

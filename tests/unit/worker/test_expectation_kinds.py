@@ -1,6 +1,7 @@
 """The expectation kinds are one module each, registered in one place: every kind the scenario
 language and the worker know is in the registry, and a new kind is one class registered (here a toy
-one, judged by a watch like any other)."""
+one: written in a scenario under its own key, carried by the chaos event, judged by a watch like any
+other; nothing else in the agent names it)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from agent.expectations import KINDS, PASSED, AuditObservation, Kind, Verdict, Watch, register, unregister
+from agent.fields import Duration, Strict
 from agent.vocabulary import EXPECTATION_KIND_NAMES, REACTION
 
 
@@ -19,13 +21,21 @@ def test_the_registry_lists_every_expectation_kind() -> None:
         assert kind.name == name and type(kind).__module__.startswith("agent.expectations.")
 
 
+class EchoRule(Strict):
+    """What a scenario writes under ``echo:``."""
+
+    within: Duration
+    word: str = "yes"
+
+
 class Echo(Kind):
-    """A toy: PASSED as soon as a matching event says ``echo: yes``; FAILED at the deadline."""
+    """A toy: PASSED as soon as a matching event says ``echo: WORD``; FAILED at the deadline."""
 
     name = "echo"
+    rule = EchoRule
 
     def take(self, watch: Watch, event: AuditObservation) -> bool | None:
-        if event.metadata.get("echo") != "yes":
+        if event.metadata.get("echo") != watch.params.get("word", "yes"):
             return False
         watch.first_seen = event.timestamp
         return True
@@ -84,3 +94,60 @@ def test_a_watch_is_stored_compact_and_versioned_and_the_full_form_of_older_work
     assert Watch.from_dict(asdict(watch)) == watch, "a changelog written before versions"
     with pytest.raises(ValueError, match="watch state version 2 is newer than this worker's"):
         Watch.from_dict({**stored, "v": 2})
+
+
+SCENARIO = """\
+apiVersion: coordinator/v1
+kind: Scenario
+metadata: {name: shout-in-the-valley}
+spec:
+  targets:
+    valley: {driver: toxiproxy, service: valley, selector: {proxy: valley}}
+  steps:
+    - {name: cut, fault: latency, target: valley, duration: 1s, parameters: {latency: 100ms}}
+  expectations:
+    - name: hear-it
+      after: cut
+      event: {service: valley, type: shout}
+      echo: {within: 5s, word: hello}
+"""
+
+
+def test_a_new_kind_is_written_in_scenarios_carried_by_the_chaos_event_and_judged(echo: Kind) -> None:
+    import json
+
+    from google.protobuf import json_format
+
+    from agent._proto.coordinator.v1 import events_pb2 as S
+    from agent.engine.faults import expectation_message
+    from agent.scenario import load_scenario
+    from agent.scenario.schema import scenario_schema
+    from agent.worker.judge import watches_from
+
+    expectation = load_scenario(SCENARIO, "valley.yaml").spec.expectations[0]
+    assert (expectation.kind, expectation.deadline, expectation.rule.word) == ("echo", 5.0, "hello")
+    assert "echo" in json.dumps(scenario_schema())
+
+    message = expectation_message(expectation)
+    assert (message.kind, message.kind_name) == (S.EXPECTATION_KIND_UNSPECIFIED, "echo")
+    assert json_format.MessageToDict(message.rule) == {"word": "hello"}
+    event = S.ChaosEvent(correlation_id="c", execution_id="e", service="valley", expectations=[message])
+    event.injected_at.FromSeconds(100)
+    watch = next(w for w in watches_from(S.ChaosEvent.FromString(event.SerializeToString())) if w.kind == "echo")
+    assert (watch.params, watch.deadline, watch.event_type) == ({"word": "hello"}, 105.0, "shout")
+    assert Watch.from_dict(json.loads(json.dumps(watch.to_dict()))) == watch
+
+    assert not watch.observe(AuditObservation("valley", "shout", 101.0, metadata={"echo": "yes"}), 1.0)
+    assert watch.observe(AuditObservation("valley", "shout", 102.0, metadata={"echo": "hello"}), 1.0)
+    verdict = watch.decide(now=103.0, watermark=102.0, grace=1.0)
+    assert verdict is not None and (verdict.status, verdict.reason) == (PASSED, "heard the echo")
+
+
+def test_a_kind_that_is_not_registered_is_not_part_of_the_language() -> None:
+    from agent.errors import ScenarioError
+    from agent.scenario import load_scenario
+
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(SCENARIO, "valley.yaml")
+    assert any(i.path == "spec.expectations[0].echo" and i.line == 13 for i in caught.value.issues), \
+        caught.value.issues

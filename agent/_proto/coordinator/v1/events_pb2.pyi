@@ -133,7 +133,7 @@ class ScenarioRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., scenario_name: _Optional[str] = ..., scenario_yaml: _Optional[str] = ..., parameters: _Optional[_Mapping[str, _struct_pb2.Value]] = ..., requester: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., dry_run: _Optional[bool] = ..., requested_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Expectation(_message.Message):
-    __slots__ = ("name", "kind", "event_type", "service", "within", "min_count", "max_count", "sequence", "max_time_to_recover", "match", "attribution", "stable_for", "since", "down", "only_after")
+    __slots__ = ("name", "kind", "event_type", "service", "within", "min_count", "max_count", "sequence", "max_time_to_recover", "match", "attribution", "stable_for", "since", "down", "only_after", "kind_name", "rule")
     class MatchEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +156,8 @@ class Expectation(_message.Message):
     SINCE_FIELD_NUMBER: _ClassVar[int]
     DOWN_FIELD_NUMBER: _ClassVar[int]
     ONLY_AFTER_FIELD_NUMBER: _ClassVar[int]
+    KIND_NAME_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: ExpectationKind
     event_type: str
@@ -171,7 +173,9 @@ class Expectation(_message.Message):
     since: str
     down: _containers.RepeatedScalarFieldContainer[str]
     only_after: str
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ExpectationKind, str]] = ..., event_type: _Optional[str] = ..., service: _Optional[str] = ..., within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., min_count: _Optional[int] = ..., max_count: _Optional[int] = ..., sequence: _Optional[_Iterable[str]] = ..., max_time_to_recover: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., match: _Optional[_Mapping[str, str]] = ..., attribution: _Optional[_Union[Attribution, str]] = ..., stable_for: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., since: _Optional[str] = ..., down: _Optional[_Iterable[str]] = ..., only_after: _Optional[str] = ...) -> None: ...
+    kind_name: str
+    rule: _struct_pb2.Struct
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ExpectationKind, str]] = ..., event_type: _Optional[str] = ..., service: _Optional[str] = ..., within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., min_count: _Optional[int] = ..., max_count: _Optional[int] = ..., sequence: _Optional[_Iterable[str]] = ..., max_time_to_recover: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., match: _Optional[_Mapping[str, str]] = ..., attribution: _Optional[_Union[Attribution, str]] = ..., stable_for: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., since: _Optional[str] = ..., down: _Optional[_Iterable[str]] = ..., only_after: _Optional[str] = ..., kind_name: _Optional[str] = ..., rule: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class ChaosEvent(_message.Message):
     __slots__ = ("correlation_id", "type", "execution_id", "scenario_name", "step_name", "target", "service", "driver", "fault", "parameters", "injected_at", "reverted_at", "error", "expectations", "owner", "ended_instance", "touched")
