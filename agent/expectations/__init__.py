@@ -49,9 +49,14 @@ all since the injection (``hear``). An expectation of presence (a kind's ``expec
 is not met is INCONCLUSIVE when the service was silent ("no audit event from X since the
 injection"), and FAILED, saying the service did send other events, when it was not.
 
-Adding a kind: a module with a ``Kind`` subclass (its ``name``; ``early``, ``at_deadline``,
-``expected`` and whatever else it does differently from ``Kind``'s defaults), registered with
-``register``, and imported below. tests/unit/worker/test_expectation_kinds.py adds a toy kind.
+Adding a kind: a module with a ``Kind`` subclass (its ``name``; its ``rule``, the pydantic model of
+what a scenario writes under the key ``name``; ``early``, ``at_deadline``, ``expected`` and whatever
+else it does differently from ``Kind``'s defaults, ``check`` for what it needs of the shared fields),
+registered with ``register`` (imported below, or from an embedding). Then scenarios can write it
+(``scenario_model()`` adds its key), the chaos event carries it by name (``kind_name``, its rule's
+fields in ``rule``, given to the watch as ``Watch.params``) and the worker judges it. A worker that
+does not know a kind logs it and makes no watch of it: upgrade workers before agents.
+tests/unit/worker/test_expectation_kinds.py adds a toy kind, written in a scenario and judged.
 """
 
 # in the order the scenario language lists them (registration order)
