@@ -102,7 +102,9 @@ def devstack_install() -> None:
 
 
 #: the stack's parts (``agent.devstack.stack.COMPONENTS``, without importing it for every command)
-_PARTS = ("kafka", "kafka-2", "kafka-3", "redis", "toxiproxy", "docker")
+_PARTS = ("kafka", "kafka-2", "kafka-3", "redis", "toxiproxy", "docker", "kubernetes")
+#: the parts a stack has only when asked (``agent.devstack.stack.EXTRAS``)
+_EXTRAS = ("kubernetes",)
 
 
 @devstack.command("up")
@@ -114,11 +116,15 @@ _PARTS = ("kafka", "kafka-2", "kafka-3", "redis", "toxiproxy", "docker")
 @click.option("--brokers", type=click.Choice(["1", "3"]), default=None,
               help="Kafka nodes: 3 makes a KRaft cluster (controller quorum of three; topics with 3 replicas, "
                    "2 in sync) (a new stack only)")
-def devstack_up(directory: Path | None, only: tuple[str, ...], secure: bool | None, brokers: str | None) -> None:
+@click.option("--with", "extras", multiple=True, type=click.Choice(_EXTRAS),
+              help="an optional part, kept from then on: kubernetes (a real control plane with fake nodes; "
+                   "built from its Go modules the first time, about ten minutes)")
+def devstack_up(directory: Path | None, only: tuple[str, ...], secure: bool | None, brokers: str | None,
+                extras: tuple[str, ...]) -> None:
     """Start the stack (or the parts not running) and wait until each part answers. The container
     engine (docker) is left out when DOCKER_HOST names one already."""
     stack = _stack(directory)
-    timings = stack.up(only or None, secure=secure, brokers=int(brokers) if brokers else None)
+    timings = stack.up(only or None, secure=secure, brokers=int(brokers) if brokers else None, extras=extras)
     _print_status(stack, timings)
     click.echo(f"\nuse it:  eval \"$(coordinator devstack env --dir {stack.dir})\"")
 

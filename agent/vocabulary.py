@@ -31,7 +31,7 @@ ATTRIBUTION_NAMES: dict[int, str] = {**{v: k for k, v in ATTRIBUTIONS.items()}, 
 REACTION = "@reaction"
 
 #: audit event types the agent itself publishes about a target's platform (agent.platform)
-PLATFORM_EVENT_TYPES = ("process_started", "process_exited")
+PLATFORM_EVENT_TYPES = ("process_started", "process_exited", "pod_ready", "pod_not_ready")
 #: what ends a ``stable`` period by default: the process died, stopped or started again
 STABLE_DOWN_DEFAULT = ("process_exited", "service_stopping", "service_started")
 

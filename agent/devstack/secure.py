@@ -88,22 +88,27 @@ def authority(name: str) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     return key, cert
 
 
-def issue(ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, name: str, *, server: bool
+def issue(ca_key: rsa.RSAPrivateKey, ca_cert: x509.Certificate, name: str, *, server: bool,
+          group: str = "", dns: tuple[str, ...] = (), ips: tuple[str, ...] = ()
           ) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
-    """A certificate signed by the CA: for a server (``localhost``, ``127.0.0.1``; it also connects
-    to itself, so client use too) or a client (``name`` as its common name)."""
+    """A certificate signed by the CA: for a server (``localhost``, ``127.0.0.1`` and ``dns``/``ips``;
+    it also connects to itself, so client use too) or a client (``name`` as its common name, ``group``
+    as its organisation: Kubernetes reads them as user and group)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = datetime.datetime.now(datetime.UTC)
     usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH] if server else \
         [ExtendedKeyUsageOID.CLIENT_AUTH]
-    builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+    subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, group)] if group else []
+    subject.append(x509.NameAttribute(NameOID.COMMON_NAME, name))
+    builder = (x509.CertificateBuilder().subject_name(x509.Name(subject))
                .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=90))
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                .add_extension(x509.ExtendedKeyUsage(usages), critical=False))
     if server:
         builder = builder.add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(IPv4Address("127.0.0.1"))]), critical=False)
+            [x509.DNSName(n) for n in ("localhost", *dns)]
+            + [x509.IPAddress(IPv4Address(ip)) for ip in ("127.0.0.1", *ips)]), critical=False)
     return key, builder.sign(ca_key, hashes.SHA256())
 
 

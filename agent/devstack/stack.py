@@ -21,6 +21,7 @@ import gc
 import json
 import os
 import shutil
+import sys
 import time
 import urllib.request
 import warnings
@@ -31,11 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from agent.devstack import brokers as brokers_
-from agent.devstack import engine, install, procs, secure
+from agent.devstack import engine, install, kube, kubebuild, procs, secure
 from agent.errors import DevstackError
 from agent.settings import KafkaSecurity
 
 COMPONENTS = ("kafka", "redis", "toxiproxy", "docker")
+#: parts a stack has only when asked (``up(extras=...)``, ``devstack up --with NAME``), kept from then on
+EXTRAS = ("kubernetes",)
 _PORTS = ("redis", "toxiproxy")
 
 _LOG4J2 = """\
@@ -76,9 +79,11 @@ class StackState:
     secure: bool = False
     #: Kafka nodes (1, or 3: ``up(brokers=3)``), fixed when the stack is made
     brokers: int = 1
+    #: the optional parts this stack has (``EXTRAS``)
+    extras: list[str] = field(default_factory=list)
 
     def parts(self) -> tuple[str, ...]:
-        return (*brokers_.nodes(self.brokers), *COMPONENTS[1:])
+        return (*brokers_.nodes(self.brokers), *COMPONENTS[1:], *self.extras)
 
 
 class Stack:
@@ -89,14 +94,20 @@ class Stack:
 
     # -- public --------------------------------------------------------------------------------
     def up(self, components: tuple[str, ...] | None = None, *, timeout: float = 120.0,
-           secure: bool | None = None, brokers: int | None = None) -> dict[str, float]:
+           secure: bool | None = None, brokers: int | None = None, extras: tuple[str, ...] = ()) -> dict[str, float]:
         """Start the parts not running and wait for them; returns seconds each took to be ready.
         ``components``: default every part (the container engine left out when ``DOCKER_HOST`` names
         an engine already); ``kafka`` means every Kafka node. ``secure``: Kafka over SASL_SSL (SCRAM)
         and mTLS, Redis over TLS with an ACL user; ``brokers``: 1 or 3 Kafka nodes. A stack is made
-        one way, once (None: as it was made)."""
+        one way, once (None: as it was made). ``extras``: optional parts (``kubernetes``) this stack
+        has from now on."""
         with self._locked() as state:
             self._fix(state, secure, brokers)
+            for extra in extras:
+                if extra not in EXTRAS:
+                    raise DevstackError(f"unknown optional part '{extra}'; they are {', '.join(EXTRAS)}")
+                if extra not in state.extras:
+                    state.extras.append(extra)
             if components is None:
                 components = tuple(c for c in state.parts() if c != "docker" or not os.environ.get("DOCKER_HOST"))
             elif "kafka" in components:
@@ -199,6 +210,8 @@ class Stack:
             "COORDINATOR_DEVSTACK_DIR": str(self.dir),
             **({"COORDINATOR_DOCKER_URL": f"unix://{engine.socket_path(self.dir / 'docker')}"}
                if "docker" in state.pids else {}),
+            **({"COORDINATOR_DRIVERS__KUBERNETES__KUBECONFIG": str(kube.kubeconfig(self.dir / "kubernetes"))}
+               if "kubernetes" in state.extras else {}),
         }
 
     def _secure_env(self, state: StackState, listener: str) -> dict[str, str]:
@@ -250,7 +263,7 @@ class Stack:
         raw = json.loads(path.read_text())
         return StackState(ports=raw.get("ports", {}), pids=raw.get("pids", {}),
                           cluster_id=raw.get("cluster_id", ""), secure=bool(raw.get("secure", False)),
-                          brokers=int(raw.get("brokers", 1)))
+                          brokers=int(raw.get("brokers", 1)), extras=list(raw.get("extras", [])))
 
     def _save(self, state: StackState) -> None:
         tmp = self.dir / "state.json.tmp"
@@ -259,7 +272,8 @@ class Stack:
 
     def _allocate(self, state: StackState) -> None:
         taken = set(state.ports.values())
-        for port in (*brokers_.port_names(state.brokers), *_PORTS):
+        kube_ports = [f"kubernetes-{name}" for name in kube.PORT_NAMES] if "kubernetes" in state.extras else []
+        for port in (*brokers_.port_names(state.brokers), *_PORTS, *kube_ports):
             if port not in state.ports:
                 candidate = procs.free_port()
                 while candidate in taken:  # a port just released can be handed out again
@@ -280,6 +294,7 @@ class Stack:
                       f"--tls-port {state.ports.get('redis')} "),
             "toxiproxy": (f"-port {state.ports.get('toxiproxy')}",),
             "docker": (f"unix://{engine.socket_path(self.dir / 'docker')}",),
+            "kubernetes": (f"agent.devstack.kube {self.dir / 'kubernetes'} ",),
         }[name]
 
     def _alive(self, state: StackState, name: str) -> bool:
@@ -288,6 +303,9 @@ class Stack:
     def _address(self, state: StackState, name: str) -> str:
         if name == "docker":
             return f"unix://{engine.socket_path(self.dir / 'docker')}"
+        if name == "kubernetes":
+            port = state.ports.get("kubernetes-apiserver")
+            return f"https://127.0.0.1:{port}" if port else "-"
         port = state.ports.get(name)
         redis = "rediss://" if state.secure else "redis://"
         scheme = "" if brokers_.is_node(name) else {"redis": redis, "toxiproxy": "http://"}[name]
@@ -361,6 +379,18 @@ class Stack:
         engine.socket_path(home).unlink(missing_ok=True)  # left by an engine that was killed
         return procs.start(argv, log_path=self._log("docker"), env=env)
 
+    def _start_kubernetes(self, state: StackState) -> int:
+        bin_dir = kubebuild.ensure_kubernetes(progress=True)
+        home = self.dir / "kubernetes"
+        (home / "ready").unlink(missing_ok=True)
+        ports = {name: state.ports[f"kubernetes-{name}"] for name in kube.PORT_NAMES}
+        self._busy_port_check(state, tuple(f"kubernetes-{name}" for name in kube.PORT_NAMES))
+        return procs.start([sys.executable, "-m", "agent.devstack.kube", str(home), str(bin_dir), json.dumps(ports)],
+                           log_path=self._log("kubernetes"))
+
+    def _kubernetes_ready(self, state: StackState) -> bool:
+        return (self.dir / "kubernetes" / "ready").exists()
+
     def _busy_port_check(self, state: StackState, names: tuple[str, ...]) -> None:
         for name in names:
             port = state.ports[name]
@@ -372,7 +402,8 @@ class Stack:
 
     def _wait_ready(self, state: StackState, name: str, deadline: float) -> None:
         check = (lambda state: self._kafka_ready(state, name)) if brokers_.is_node(name) else {
-            "redis": self._redis_ready, "toxiproxy": self._toxiproxy_ready, "docker": self._docker_ready}[name]
+            "redis": self._redis_ready, "toxiproxy": self._toxiproxy_ready, "docker": self._docker_ready,
+            "kubernetes": self._kubernetes_ready}[name]
         while True:
             # the pid was just started here: no command-line marker needed (and redis rewrites its
             # command line as it starts, which a marker check can catch half written)

@@ -16,7 +16,8 @@ from agent.errors import NotFound
 from agent.settings import Settings
 
 #: the driver modules that ship with the agent, in the order their names are listed
-BUILTIN = ("agent.drivers.supervisor", "agent.drivers.docker", "agent.drivers.toxiproxy", "agent.drivers.kafka")
+BUILTIN = ("agent.drivers.supervisor", "agent.drivers.docker", "agent.drivers.toxiproxy", "agent.drivers.kafka",
+           "agent.drivers.kubernetes")
 
 _specs: dict[str, DriverSpec] = {}
 _generation = 0

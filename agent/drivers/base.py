@@ -16,14 +16,17 @@ that another, crashed, agent applied. Drivers translate their backend's exceptio
 from __future__ import annotations
 
 import dataclasses
+import math
+import random
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
 
 from agent.errors import ConfigError
+from agent.fields import Strict
 from agent.settings import Settings
 
 #: the key of ``inject``'s answer that names the incarnation of the target a fault ended (a pid, a
@@ -32,6 +35,41 @@ ENDED_INSTANCE = "ended_instance"
 #: the key of ``inject``'s answer that lists what the fault acted on, when a selector chose among
 #: several (the containers picked): named in the chaos event, the result and the journal
 TOUCHED = "touched"
+#: the key of ``revert``'s answer that lists what matched the fault's selector and appeared while the
+#: fault was active (pods a ReplicaSet made): named in the REVERTED chaos event and the result
+ARRIVED = "arrived"
+
+
+class Choosing(Strict):
+    """A selector that may match several targets (containers, pods) and says which a fault touches,
+    as Chaos Mesh does: ``one`` (at random, the default), ``all``, ``fixed`` (``value`` of them, at
+    random) or ``percent`` (``value`` per cent of them, at least one). See ``choose``."""
+
+    #: which of the matching targets a fault touches
+    mode: Literal["one", "all", "fixed", "percent"] = "one"
+    #: ``fixed``: how many; ``percent``: what share (1-100)
+    value: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _mode_and_value(self) -> Choosing:
+        if self.mode in {"fixed", "percent"} and self.value is None:
+            raise ValueError(f"mode '{self.mode}' needs a value (how many, or what share)")
+        if self.mode == "percent" and self.value is not None and self.value > 100:
+            raise ValueError("mode 'percent' takes a value from 1 to 100")
+        if self.mode in {"one", "all"} and self.value is not None:
+            raise ValueError(f"mode '{self.mode}' takes no value")
+        return self
+
+
+def choose(candidates: list[dict[str, str]], mode: str, value: int | None,
+           rng: random.Random | None = None) -> list[dict[str, str]]:
+    """The targets a fault touches among the matching ones, per a ``Choosing`` selector's ``mode``
+    and ``value`` (sorted by name)."""
+    rng = rng or random.SystemRandom()
+    count = {"one": 1, "all": len(candidates), "fixed": value or 1,
+             "percent": max(1, math.floor(len(candidates) * (value or 100) / 100))}[mode]
+    picked = candidates if count >= len(candidates) else rng.sample(candidates, count)
+    return sorted(picked, key=lambda c: c["name"])
 
 
 @dataclass(frozen=True)
@@ -120,11 +158,14 @@ class PlatformEvent:
     instance: str
     at: float
     details: dict[str, str]
+    #: tells apart changes of one kind to one incarnation (a pod's container that restarted, its
+    #: readiness that changed again); the same for every agent that sees the change
+    seq: str = ""
 
     @property
     def identity(self) -> str:
         """The same for every agent that sees it: a copy is recognised as one event."""
-        return f"{self.service}/{self.instance}/{self.event_type}"
+        return f"{self.service}/{self.instance}/{self.event_type}" + (f"/{self.seq}" if self.seq else "")
 
 
 @dataclass(frozen=True)
@@ -162,8 +203,9 @@ class FaultDriver(ABC):
         target's process says which incarnation it ended under ``ENDED_INSTANCE``."""
 
     @abstractmethod
-    async def revert(self, recipe: dict[str, Any]) -> None:
-        """Undo a fault from its recipe. Reverting twice, or a fault never applied, is fine."""
+    async def revert(self, recipe: dict[str, Any]) -> dict[str, Any] | None:
+        """Undo a fault from its recipe. Reverting twice, or a fault never applied, is fine. May
+        return what it saw (``ARRIVED``: what appeared under the selector while the fault lasted)."""
 
     async def rollback(self, action: str, selector: dict[str, Any]) -> None:
         """Run a scenario's rollback action (one of the spec's ``rollbacks``)."""

@@ -31,20 +31,29 @@ import asyncio
 import json
 import math
 import os
-import random
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import aiodocker
 import aiohttp
 from aiodocker.exceptions import DockerError
 from pydantic import Field, model_validator
 
-from agent.drivers.base import ENDED_INSTANCE, TOUCHED, DriverSpec, FaultDriver, FaultKind, FaultRequest, PlatformEvent
+from agent.drivers.base import (
+    ENDED_INSTANCE,
+    TOUCHED,
+    Choosing,
+    DriverSpec,
+    FaultDriver,
+    FaultKind,
+    FaultRequest,
+    PlatformEvent,
+    choose,
+)
 from agent.errors import ActionError, RevertError
 from agent.fields import Duration, NoParameters, SelectorName, Signal, Strict
 from agent.settings import Settings
@@ -63,17 +72,13 @@ class ComposeService(Strict):
     service: SelectorName
 
 
-class DockerSelector(Strict):
+class DockerSelector(Choosing):
     #: one container, by name
     name: SelectorName | None = None
     #: the containers of a docker-compose service
     compose: ComposeService | None = None
     #: containers carrying every one of these labels
     labels: dict[LabelKey, str] = Field(default_factory=dict)
-    #: which of the matching running containers a fault touches
-    mode: Literal["one", "all", "fixed", "percent"] = "one"
-    #: ``fixed``: how many; ``percent``: what share (1-100)
-    value: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _one_way(self) -> DockerSelector:
@@ -81,12 +86,6 @@ class DockerSelector(Strict):
             raise ValueError("select containers by name, or by compose service and labels, not both")
         if self.name is None and self.compose is None and not self.labels:
             raise ValueError("a docker selector needs name, compose or labels")
-        if self.mode in {"fixed", "percent"} and self.value is None:
-            raise ValueError(f"mode '{self.mode}' needs a value (how many, or what share)")
-        if self.mode == "percent" and self.value is not None and self.value > 100:
-            raise ValueError("mode 'percent' takes a value from 1 to 100")
-        if self.mode in {"one", "all"} and self.value is not None:
-            raise ValueError(f"mode '{self.mode}' takes no value")
         return self
 
 
@@ -125,16 +124,6 @@ def labels_of(selector: dict[str, Any]) -> dict[str, str]:
     if compose:
         labels.update({COMPOSE_PROJECT: compose["project"], COMPOSE_SERVICE: compose["service"]})
     return labels
-
-
-def choose(candidates: list[dict[str, str]], mode: str, value: int | None,
-           rng: random.Random | None = None) -> list[dict[str, str]]:
-    """The containers a fault touches among the matching ones, per ``mode`` (sorted by name)."""
-    rng = rng or random.SystemRandom()
-    count = {"one": 1, "all": len(candidates), "fixed": value or 1,
-             "percent": max(1, math.floor(len(candidates) * (value or 100) / 100))}[mode]
-    picked = candidates if count >= len(candidates) else rng.sample(candidates, count)
-    return sorted(picked, key=lambda c: c["name"])
 
 
 class DockerDriver(FaultDriver):

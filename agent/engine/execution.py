@@ -306,6 +306,7 @@ class Execution:
         injection.reverted_at.FromNanoseconds(int(max(active.reverted_at, 0) * 1e9))
         injection.final_state = S.CHAOS_EVENT_TYPE_REVERT_FAILED if active.error else S.CHAOS_EVENT_TYPE_REVERTED
         injection.error = active.error
+        injection.arrived[:] = active.arrived
         await self._entry("revert", injection.step_name, not active.error, error=active.error,
                           output=f"{injection.fault} on {injection.target} reverted" if not active.error else "")
 

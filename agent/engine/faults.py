@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from agent import drivers, failpoints, metrics
 from agent._proto.coordinator.v1 import events_pb2
 from agent.drivers import DriverRegistry, FaultRequest
-from agent.drivers.base import ENDED_INSTANCE, TOUCHED
+from agent.drivers.base import ARRIVED, ENDED_INSTANCE, TOUCHED
 from agent.engine import trail
 from agent.engine.publisher import Publisher
 from agent.errors import ActionError, FencedOut, TargetRefused
@@ -60,6 +60,8 @@ class ActiveFault:
     injection: events_pb2.Injection
     reverted_at: float = 0.0
     error: str = ""
+    #: what the revert saw arrive under the fault's selector while it was active
+    arrived: list[str] = field(default_factory=list)
     #: another agent took the lease (and the revert) over: this one reports nothing about it
     taken_over: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -236,8 +238,9 @@ class FaultManager:
             found = trail.Trail.parse(await self.store.trail(active.lease.execution_id)).reverted(correlation_id)
             active.reverted_at = found.reverted_at.ToNanoseconds() / 1e9 if found else time.time()
             active.error = found.error if found else ""
+            active.arrived = list(found.arrived) if found else []
         else:
-            _, active.error = await self._revert_lease(active.lease)
+            _, active.error, active.arrived = await self._revert_lease(active.lease)
             active.reverted_at = time.time()
         # a failed revert is no longer heartbeated: its lease expires and a reconciler retries it
         self.active.pop(correlation_id, None)
@@ -312,7 +315,7 @@ class FaultManager:
             log.warning("reverting orphaned fault", correlation_id=lease.correlation_id, fault=lease.fault,
                         target=lease.target, owner=lease.owner, halt=everything)
             lease.owner = self.owner
-            ok, error = await self._revert_lease(lease)
+            ok, error, _ = await self._revert_lease(lease)
             reverted += int(ok)
             if ok:
                 self.stuck.pop(lease.correlation_id, None)
@@ -328,29 +331,32 @@ class FaultManager:
         metrics.STUCK_LEASES.set(len(self.stuck))
         return reverted
 
-    async def _revert_lease(self, lease: Lease) -> tuple[bool, str]:
+    async def _revert_lease(self, lease: Lease) -> tuple[bool, str, list[str]]:
+        """Revert a lease's fault (retried), note it and publish it: whether it was reverted, why not,
+        and what the driver saw arrive under the fault's selector."""
         error = ""
         for attempt in range(REVERT_ATTEMPTS):
             try:
-                await asyncio.wait_for(self.drivers.get(lease.driver).revert(lease.recipe), 60)
+                seen = await asyncio.wait_for(self.drivers.get(lease.driver).revert(lease.recipe), 60)
             except Exception as exc:  # noqa: BLE001 - whatever a driver raises, the lease stays for a retry
                 error = str(exc) or f"{type(exc).__name__} (revert timed out)"
                 log.warning("revert failed", correlation_id=lease.correlation_id, attempt=attempt + 1, error=error)
                 await asyncio.sleep(min(5.0, self.revert_backoff * 2**attempt))
                 continue
             now = time.time()
+            arrived = [str(name) for name in (seen or {}).get(ARRIVED) or []]
             # the lease goes and the revert is noted in the run's trail in one step
-            done = trail.revert(lease, events_pb2.CHAOS_EVENT_TYPE_REVERTED, at=now)
+            done = trail.revert(lease, events_pb2.CHAOS_EVENT_TYPE_REVERTED, at=now, arrived=arrived)
             await self.store.release_lease(lease, self.owner, done)
             metrics.REVERTS.labels(outcome="reverted").inc()
-            await self._publish_revert(lease, events_pb2.CHAOS_EVENT_TYPE_REVERTED, "", now)
-            return True, ""
+            await self._publish_revert(lease, events_pb2.CHAOS_EVENT_TYPE_REVERTED, "", now, arrived)
+            return True, "", arrived
         metrics.REVERTS.labels(outcome="failed").inc()
         now = time.time()
         await self.store.add_to_trail(lease.execution_id, trail.revert_key(lease.correlation_id),
                                       trail.revert(lease, events_pb2.CHAOS_EVENT_TYPE_REVERT_FAILED, error, now))
         await self._publish_revert(lease, events_pb2.CHAOS_EVENT_TYPE_REVERT_FAILED, error, now)
-        return False, error
+        return False, error, []
 
     async def _undo_failed(self, lease: Lease) -> None:
         """A fault that failed half way may have been applied: revert it anyway, then drop the lease."""
@@ -361,11 +367,12 @@ class FaultManager:
             return
         await self.store.delete_lease_if_owned(lease.correlation_id, lease.owner)
 
-    async def _publish_revert(self, lease: Lease, kind: int, error: str, at: float) -> None:
+    async def _publish_revert(self, lease: Lease, kind: int, error: str, at: float,
+                              arrived: list[str] | None = None) -> None:
         event = events_pb2.ChaosEvent(
             correlation_id=lease.correlation_id, type=kind, execution_id=lease.execution_id,  # type: ignore[arg-type]
             step_name=lease.step_name, target=lease.target, service=lease.service, driver=lease.driver,
-            fault=lease.fault, error=error, owner=self.owner, scenario_name=lease.scenario_name,
+            fault=lease.fault, error=error, owner=self.owner, scenario_name=lease.scenario_name, arrived=arrived or [],
         )
         event.injected_at.FromNanoseconds(int((lease.injected_at or lease.created_at) * 1e9))
         event.reverted_at.FromNanoseconds(int(at * 1e9))

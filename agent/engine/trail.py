@@ -34,13 +34,15 @@ def verdict_key(correlation_id: str, expectation: str) -> str:
     return f"{VERDICT}{correlation_id}|{expectation}"
 
 
-def revert(lease: Lease, kind: int, error: str = "", at: float | None = None) -> bytes:
+def revert(lease: Lease, kind: int, error: str = "", at: float | None = None, arrived: list[str] | None = None
+           ) -> bytes:
     """A revert as the trail keeps it: the fault from its lease, when and how its revert ended
-    (REVERTED or REVERT_FAILED), and why. It stands for the injection itself when the fault's agent
-    died before noting it applied (the driver may have acted: the lease was reverted to be sure)."""
+    (REVERTED or REVERT_FAILED), why, and what arrived under its selector meanwhile. It stands for
+    the injection itself when the fault's agent died before noting it applied (the driver may have
+    acted: the lease was reverted to be sure)."""
     record = events_pb2.Injection(correlation_id=lease.correlation_id, step_name=lease.step_name,
                                   target=lease.target, fault=lease.fault, driver=lease.driver,
-                                  final_state=kind, error=error)  # type: ignore[arg-type]
+                                  final_state=kind, error=error, arrived=arrived or [])  # type: ignore[arg-type]
     if lease.injected_at:
         record.injected_at.FromNanoseconds(int(lease.injected_at * 1e9))
     record.reverted_at.FromNanoseconds(int((time.time() if at is None else at) * 1e9))
@@ -68,6 +70,7 @@ class Trail:
                     ended = events_pb2.Injection.FromString(done)
                     injection.reverted_at.CopyFrom(ended.reverted_at)
                     injection.final_state, injection.error = ended.final_state, ended.error
+                    injection.arrived.extend(ended.arrived)
                 found.injections.append(injection)
             elif name.startswith(JOURNAL):
                 found.journal.append(events_pb2.JournalEntry.FromString(value))

@@ -17,6 +17,10 @@ from pydantic import BaseModel
 
 from agent._proto.coordinator.v1 import events_pb2
 from agent.expectations.base import FAILED, INCONCLUSIVE, PASSED, AuditObservation, Verdict, ts
+from agent.vocabulary import PLATFORM_EVENT_TYPES
+
+#: the instance ``hear`` is given for a platform event: the platform told of the service
+PLATFORM_VOICE = "@platform"
 
 #: identities a watch remembers; a repeat of one older than that would count again
 MAX_COUNTED_IDS = 1000
@@ -226,7 +230,15 @@ class Watch:
     # -- feeding ---------------------------------------------------------------------------------
     def hear(self, service: str, timestamp: float, instance: str = "") -> bool:
         """Note that ``service`` sent an audit event (any type) at ``timestamp``; True when it changed
-        what this watch knows. The incarnation the fault ended does not count as the service heard."""
+        what this watch knows. The incarnation the fault ended does not count as the service heard.
+        ``PLATFORM_VOICE`` as the instance: the platform told of the service (a platform event), which
+        counts only for an expectation that uses platform event types (``pod_ready``, a ``stable``
+        whose down events include ``process_exited``): there the platform is one that speaks, and its
+        word on any incarnation shows it is not silent."""
+        if instance == PLATFORM_VOICE:
+            if not self.hears_platform():
+                return False
+            instance = ""
         if not self.service or service != self.service or self.ended(service, instance):
             return False
         if timestamp >= self.injected_at:
@@ -238,11 +250,16 @@ class Watch:
             return True
         return False
 
+    def hears_platform(self) -> bool:
+        """Does this watch use platform event types (so the platform's words count as hearing)?"""
+        types = self.rules.event_types(vars(self))
+        return types is not None and not types.isdisjoint(PLATFORM_EVENT_TYPES)
+
     def observe(self, event: AuditObservation, grace: float) -> bool:
         """Offer one audit event; True when it changed what this watch knows (it counted, or it was
         noted as the ended incarnation's)."""
-        if not event.metadata.get("platform"):  # the platform speaking is not the service speaking
-            self.hear(event.service, event.timestamp, event.instance)
+        # the platform speaking is not the service speaking (but for a platform event type)
+        self.hear(event.service, event.timestamp, PLATFORM_VOICE if event.metadata.get("platform") else event.instance)
         if self.decided:
             return False
         opened = self._open(event)

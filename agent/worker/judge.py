@@ -25,6 +25,7 @@ from agent._proto.coordinator.v1 import events_pb2
 from agent.constants import CORRELATION_HEADER
 from agent.errors import DecodeError
 from agent.expectations import KINDS, AuditObservation, Verdict, Watch
+from agent.expectations.watch import PLATFORM_VOICE
 from agent.logs import get_logger
 from agent.vocabulary import ATTRIBUTION_NAMES, EXPECTATION_KIND_NAMES, REACTION
 
@@ -209,9 +210,8 @@ class Judge:
 
     async def on_watch(self, key: str, watch: Watch, now: float) -> None:
         kept = self.recent.get(key, ())
-        for row in kept:  # what its service said before the watch arrived (the platform's words aside)
-            if not row.metadata.get("platform"):
-                watch.hear(row.service, row.at, row.instance)
+        for row in kept:  # what its service (or the platform about it) said before the watch arrived
+            watch.hear(row.service, row.at, PLATFORM_VOICE if row.metadata.get("platform") else row.instance)
         bucket = dict(self.table.get(key) or {})
         bucket[f"{watch.correlation_id}/{watch.name}"] = watch.to_dict()
         self.table[key] = bucket
@@ -228,7 +228,7 @@ class Judge:
         wanted = _event_types(bucket)
         observations = [r.observation() for r in rows if wanted is None or r.event_type in wanted]
         # a service's own bucket hears everything it says: silence is told from "not that"
-        heard = (sorted((r.at, r.instance) for r in rows if not r.metadata.get("platform"))
+        heard = (sorted((r.at, PLATFORM_VOICE if r.metadata.get("platform") else r.instance) for r in rows)
                  if key.startswith("svc:") and _unheard(bucket) else [])
         if observations or heard:
             await self._settle(key, observations, now, heard)
@@ -310,17 +310,20 @@ class Judge:
 
 
 def _hear(watch: Watch, heard: list[tuple[float, str]]) -> bool:
-    """Tell a watch what its service said (``heard``: times and instances, sorted by time). Only the
-    last event before its injection and the first at or after it can change what it knows, so a
-    watch that need not tell incarnations apart looks at just those two."""
+    """Tell a watch what its service said (``heard``: times and instances, sorted by time; the
+    platform's words about it as ``PLATFORM_VOICE``, which count only for a platform event type).
+    Only the last event before its injection and the first at or after it can change what it knows,
+    so a watch that need not tell incarnations apart looks at just those two."""
+    if not watch.hears_platform():
+        heard = [h for h in heard if h[1] != PLATFORM_VOICE]
     if watch.ended_instance:
         changed = False
         for at, instance in heard:
             changed = watch.hear(watch.service, at, instance) or changed
         return changed
     i = bisect.bisect_left(heard, (watch.injected_at, ""))
-    changed = i < len(heard) and watch.hear(watch.service, heard[i][0])
-    return (i > 0 and watch.hear(watch.service, heard[i - 1][0])) or changed
+    changed = i < len(heard) and watch.hear(watch.service, *heard[i])
+    return (i > 0 and watch.hear(watch.service, *heard[i - 1])) or changed
 
 
 def _unheard(bucket: Bucket) -> bool:

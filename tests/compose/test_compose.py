@@ -87,7 +87,11 @@ def _demo_passed(host: composehost.ComposeHost, code: int, output: str, log: Pat
     """The demo printed a PASSED verdict and its container exited 0. podman's API sometimes ends the
     wait compose makes for a one-off container early ("Error waiting for container: unexpected end
     of JSON input": compose then exits 125); the container's own exit code is read from the engine."""
-    assert re.search(r"^VERDICT: PASSED", output, re.M), output[-5000:]
+    if not re.search(r"^VERDICT: PASSED", output, re.M):
+        services = host.compose("logs", "--no-color", "--tail", "60", "trading-engine", "risk-monitor", "exchange",
+                                timeout=120)
+        pytest.fail(f"the demo did not pass:\n{output[-5000:]}\n--- the services' last lines:\n"
+                    f"{services.stdout[-8000:]}")
     demos = [c for c in host.containers(PROJECT) if c["Labels"].get("com.docker.compose.service") == "demo"]
     assert len(demos) == 1, demos
     deadline = time.monotonic() + 60

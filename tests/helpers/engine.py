@@ -136,3 +136,23 @@ def as_dict(message: Any) -> dict[str, Any]:
     from google.protobuf import json_format
 
     return json_format.MessageToDict(message)
+
+
+async def chatter(settings: Settings, service: str, event_type: str, every: float = 0.5) -> None:
+    """Another service of the system, speaking every ``every`` seconds until cancelled: the audit
+    trail goes on past each deadline (without it, a verdict at the deadline is rightly INCONCLUSIVE)."""
+    from datetime import UTC, datetime
+
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        while True:
+            event = {"id": str(uuid.uuid4()), "service_name": service, "event_type": event_type,
+                     "timestamp": datetime.now(UTC).isoformat()}
+            await producer.send(settings.topics.audit_events, json.dumps(event).encode(), key=service.encode(),
+                                headers=[("content-type", b"application/json")])
+            await asyncio.sleep(every)
+    finally:
+        await producer.stop()

@@ -11,12 +11,10 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiodocker
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from agent import client
 from agent._proto.coordinator.v1 import events_pb2 as S
@@ -26,7 +24,7 @@ from agent.drivers.docker import COMPOSE_PROJECT, COMPOSE_SERVICE
 from agent.settings import Settings
 from sim.runtime import ensure_topics
 from tests.helpers.agent import ROOT, AgentProcess, worker_and_agent
-from tests.helpers.engine import applied_settings, engine_env
+from tests.helpers.engine import applied_settings, chatter, engine_env
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -130,25 +128,9 @@ async def risk_monitor(stack_env: dict[str, str], settings: Settings, tmp_path: 
             await made.remove()
 
 
-async def _market_data(settings: Settings) -> None:
-    """Another service of the system, speaking every half second: the audit trail stays alive while
-    the risk monitor is away (without it, a verdict at the deadline is rightly INCONCLUSIVE)."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await producer.start()
-    try:
-        while True:
-            event = {"id": str(uuid.uuid4()), "service_name": "market-data", "event_type": "quote_published",
-                     "timestamp": datetime.now(UTC).isoformat()}
-            await producer.send(settings.topics.audit_events, json.dumps(event).encode(), key=b"market-data",
-                                headers=[("content-type", b"application/json")])
-            await asyncio.sleep(0.5)
-    finally:
-        await producer.stop()
-
-
 async def _run(settings: Settings, risk_monitor: RiskMonitor) -> S.ScenarioResult:
     scenario = restart_scenario(risk_monitor, "restart-the-risk-monitor-container", BACK)
-    trail = asyncio.create_task(_market_data(settings))
+    trail = asyncio.create_task(chatter(settings, "market-data", "quote_published"))
     try:
         result = await client.run_and_follow(settings, client.build_request(scenario, {}), timeout=150)
     finally:

@@ -8,7 +8,8 @@ import random
 
 import pytest
 
-from agent.drivers.docker import COMPOSE_PROJECT, COMPOSE_SERVICE, choose, labels_of
+from agent.drivers.base import choose
+from agent.drivers.docker import COMPOSE_PROJECT, COMPOSE_SERVICE, labels_of
 from agent.engine.faults import driver_parameters
 from agent.errors import ScenarioError
 from agent.scenario import load_scenario

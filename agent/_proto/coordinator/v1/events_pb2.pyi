@@ -178,7 +178,7 @@ class Expectation(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ExpectationKind, str]] = ..., event_type: _Optional[str] = ..., service: _Optional[str] = ..., within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., min_count: _Optional[int] = ..., max_count: _Optional[int] = ..., sequence: _Optional[_Iterable[str]] = ..., max_time_to_recover: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., match: _Optional[_Mapping[str, str]] = ..., attribution: _Optional[_Union[Attribution, str]] = ..., stable_for: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., since: _Optional[str] = ..., down: _Optional[_Iterable[str]] = ..., only_after: _Optional[str] = ..., kind_name: _Optional[str] = ..., rule: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class ChaosEvent(_message.Message):
-    __slots__ = ("correlation_id", "type", "execution_id", "scenario_name", "step_name", "target", "service", "driver", "fault", "parameters", "injected_at", "reverted_at", "error", "expectations", "owner", "ended_instance", "touched")
+    __slots__ = ("correlation_id", "type", "execution_id", "scenario_name", "step_name", "target", "service", "driver", "fault", "parameters", "injected_at", "reverted_at", "error", "expectations", "owner", "ended_instance", "touched", "arrived")
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -196,6 +196,7 @@ class ChaosEvent(_message.Message):
     OWNER_FIELD_NUMBER: _ClassVar[int]
     ENDED_INSTANCE_FIELD_NUMBER: _ClassVar[int]
     TOUCHED_FIELD_NUMBER: _ClassVar[int]
+    ARRIVED_FIELD_NUMBER: _ClassVar[int]
     correlation_id: str
     type: ChaosEventType
     execution_id: str
@@ -213,7 +214,8 @@ class ChaosEvent(_message.Message):
     owner: str
     ended_instance: str
     touched: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, correlation_id: _Optional[str] = ..., type: _Optional[_Union[ChaosEventType, str]] = ..., execution_id: _Optional[str] = ..., scenario_name: _Optional[str] = ..., step_name: _Optional[str] = ..., target: _Optional[str] = ..., service: _Optional[str] = ..., driver: _Optional[str] = ..., fault: _Optional[str] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., injected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reverted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., expectations: _Optional[_Iterable[_Union[Expectation, _Mapping]]] = ..., owner: _Optional[str] = ..., ended_instance: _Optional[str] = ..., touched: _Optional[_Iterable[str]] = ...) -> None: ...
+    arrived: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, correlation_id: _Optional[str] = ..., type: _Optional[_Union[ChaosEventType, str]] = ..., execution_id: _Optional[str] = ..., scenario_name: _Optional[str] = ..., step_name: _Optional[str] = ..., target: _Optional[str] = ..., service: _Optional[str] = ..., driver: _Optional[str] = ..., fault: _Optional[str] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., injected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reverted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., expectations: _Optional[_Iterable[_Union[Expectation, _Mapping]]] = ..., owner: _Optional[str] = ..., ended_instance: _Optional[str] = ..., touched: _Optional[_Iterable[str]] = ..., arrived: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AuditEvent(_message.Message):
     __slots__ = ("id", "service_name", "event_type", "timestamp", "correlation_id", "trace_id", "span_id", "duration", "status", "metadata", "tags", "correlated_to", "payload", "instance")
@@ -285,7 +287,7 @@ class ExpectationVerdict(_message.Message):
     def __init__(self, execution_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., expectation_name: _Optional[str] = ..., status: _Optional[_Union[VerdictStatus, str]] = ..., reason: _Optional[str] = ..., expected: _Optional[str] = ..., observed: _Optional[str] = ..., injected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., first_seen_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_to_recover: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., count: _Optional[int] = ..., late_evidence_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Injection(_message.Message):
-    __slots__ = ("correlation_id", "step_name", "target", "fault", "driver", "injected_at", "reverted_at", "final_state", "error", "reaction", "reacted", "touched")
+    __slots__ = ("correlation_id", "step_name", "target", "fault", "driver", "injected_at", "reverted_at", "final_state", "error", "reaction", "reacted", "touched", "arrived")
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_NAME_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -298,6 +300,7 @@ class Injection(_message.Message):
     REACTION_FIELD_NUMBER: _ClassVar[int]
     REACTED_FIELD_NUMBER: _ClassVar[int]
     TOUCHED_FIELD_NUMBER: _ClassVar[int]
+    ARRIVED_FIELD_NUMBER: _ClassVar[int]
     correlation_id: str
     step_name: str
     target: str
@@ -310,7 +313,8 @@ class Injection(_message.Message):
     reaction: str
     reacted: bool
     touched: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, correlation_id: _Optional[str] = ..., step_name: _Optional[str] = ..., target: _Optional[str] = ..., fault: _Optional[str] = ..., driver: _Optional[str] = ..., injected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reverted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., final_state: _Optional[_Union[ChaosEventType, str]] = ..., error: _Optional[str] = ..., reaction: _Optional[str] = ..., reacted: _Optional[bool] = ..., touched: _Optional[_Iterable[str]] = ...) -> None: ...
+    arrived: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, correlation_id: _Optional[str] = ..., step_name: _Optional[str] = ..., target: _Optional[str] = ..., fault: _Optional[str] = ..., driver: _Optional[str] = ..., injected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reverted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., final_state: _Optional[_Union[ChaosEventType, str]] = ..., error: _Optional[str] = ..., reaction: _Optional[str] = ..., reacted: _Optional[bool] = ..., touched: _Optional[_Iterable[str]] = ..., arrived: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JournalEntry(_message.Message):
     __slots__ = ("phase", "name", "status", "started_at", "ended_at", "output", "error")

@@ -1,0 +1,138 @@
+"""The Kubernetes control plane's binaries, built once from their Go modules into the cache.
+
+- etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kubectl: ``tools/k8sbuild``, a
+  small module that requires ``k8s.io/kubernetes`` (it cannot be ``go install``ed: its staging
+  modules are replace directives of its own go.mod) and the etcd server of the same release.
+  The version variables are set at link time, as Kubernetes' own build does, so the server reports
+  its real version (kubectl refuses the placeholder otherwise).
+- KWOK's controller: ``go install`` of its module (it wants other client-go versions than the
+  control plane, so it stays out of that module), and its stage files from the same module.
+
+The binaries land in ``<cache>/kubernetes-<digest>/bin``, the digest of the build's inputs; a cold
+build takes about ten minutes on two cores (kube-apiserver alone five), a second run none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from agent.devstack import procs
+from agent.devstack.install import cache_dir
+from agent.errors import MissingDependencyError
+
+KUBERNETES_VERSION = "v1.37.2"
+KWOK_MODULE = "sigs.k8s.io/kwok"
+KWOK_VERSION = "v0.8.0"
+SOURCE = Path(__file__).resolve().parents[2] / "tools" / "k8sbuild"
+#: what the control plane needs, in the order they are built (the slowest first: its figure alone)
+COMMANDS = {
+    "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+    "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+    "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+    "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+    "etcd": "go.etcd.io/etcd/server/v3",
+}
+#: KWOK's stages, concatenated into one file: nodes initialised and kept alive by their lease, pods
+#: Running and Ready at once, completed and deleted as the kubelet would; and the chaos stage that
+#: fails a pod's container when the pod carries its label (a container that dies)
+KWOK_STAGES = (
+    "kustomize/stage/node/fast/node-initialize.yaml",
+    "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "kustomize/stage/pod/fast/pod-ready.yaml",
+    "kustomize/stage/pod/fast/pod-complete.yaml",
+    "kustomize/stage/pod/fast/pod-delete.yaml",
+    "kustomize/stage/pod/chaos/pod-container-running-failed.yaml",
+)
+BINARIES = (*COMMANDS, "kwok")
+#: one command's build on a busy two-core machine (kube-apiserver: 5.5 min on a quiet one)
+BUILD_TIMEOUT_S = 3600.0
+
+
+def _ldflags() -> str:
+    major, minor = KUBERNETES_VERSION.lstrip("v").split(".")[:2]
+    flags = ["-s", "-w"]
+    for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [f"-X {package}.gitVersion={KUBERNETES_VERSION}", f"-X {package}.gitMajor={major}",
+                  f"-X {package}.gitMinor={minor}", f"-X {package}.gitTreeState=clean",
+                  f"-X {package}.buildDate=1970-01-01T00:00:00Z"]
+    return " ".join(flags)
+
+
+def build_dir() -> Path:
+    """Where this build's binaries go: named by the digest of everything that decides them."""
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum", "tools.go"):
+        digest.update((SOURCE / name).read_bytes())
+    digest.update(f"{KWOK_MODULE}@{KWOK_VERSION} {_ldflags()} {KWOK_STAGES}".encode())
+    return cache_dir() / f"kubernetes-{KUBERNETES_VERSION}-{digest.hexdigest()[:12]}"
+
+
+def built() -> Path | None:
+    """The bin directory when the control plane is built, else None (nothing is built)."""
+    bin_dir = build_dir() / "bin"
+    return bin_dir if (bin_dir / ".complete").exists() else None
+
+
+def ensure_kubernetes(progress: bool = False) -> Path:
+    """The bin directory holding every binary of :data:`BINARIES` and ``kwok-stages.yaml``, built
+    the first time. Figures of the build go to ``build.json`` beside it."""
+    done = built()
+    if done is not None:
+        return done
+    go = shutil.which("go")
+    if not go:
+        raise MissingDependencyError("the Kubernetes part of the local stack is built from Go modules: "
+                                     "install Go 1.26 or newer (https://go.dev/doc/install)")
+    target = build_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="bin-", dir=target))
+    figures: dict[str, float] = {}
+    env = {"CGO_ENABLED": "0"}
+    try:
+        for name, package in COMMANDS.items():
+            began = time.monotonic()
+            flags = ["-ldflags", _ldflags()] if package.startswith("k8s.io/") else ["-ldflags", "-s -w"]
+            _say(progress, f"building {name} (the first time only; kube-apiserver takes minutes)")
+            procs.run([go, "build", "-trimpath", *flags, "-o", str(staging / name), package],
+                      what=f"go build {package}", cwd=SOURCE, env=env, timeout=BUILD_TIMEOUT_S)
+            figures[name] = round(time.monotonic() - began, 1)
+        began = time.monotonic()
+        _say(progress, "building kwok")
+        procs.run([go, "install", "-trimpath", "-ldflags", "-s -w", f"{KWOK_MODULE}/cmd/kwok@{KWOK_VERSION}"],
+                  what=f"go install {KWOK_MODULE}/cmd/kwok@{KWOK_VERSION}", env={**env, "GOBIN": str(staging)},
+                  timeout=BUILD_TIMEOUT_S)
+        figures["kwok"] = round(time.monotonic() - began, 1)
+        (staging / "kwok-stages.yaml").write_text(_kwok_stages(go))
+        (staging / ".complete").write_text(json.dumps(figures) + "\n")
+        final = target / "bin"
+        if final.exists():
+            shutil.rmtree(final)
+        staging.chmod(0o755)  # made by mkdtemp: readable by its owner alone
+        staging.rename(final)
+        (target / "build.json").write_text(json.dumps({"seconds": figures, "total": round(sum(figures.values()), 1)},
+                                                      indent=2) + "\n")
+        return final
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _kwok_stages(go: str) -> str:
+    """The stage files of KWOK's module, as one YAML stream."""
+    found = subprocess.run(  # noqa: S603 - list form, no shell
+        [go, "mod", "download", "-json", f"{KWOK_MODULE}@{KWOK_VERSION}"],
+        capture_output=True, text=True, check=False, cwd=SOURCE)
+    if found.returncode != 0:
+        raise MissingDependencyError(f"go mod download {KWOK_MODULE}@{KWOK_VERSION}: {found.stderr.strip()[-500:]}")
+    module = Path(json.loads(found.stdout)["Dir"])
+    return "\n---\n".join((module / stage).read_text().strip() for stage in KWOK_STAGES) + "\n"
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(f"==> {message}", flush=True)
