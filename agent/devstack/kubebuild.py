@@ -14,6 +14,7 @@ build takes about ten minutes on two cores (kube-apiserver alone five), a second
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import shutil
@@ -79,18 +80,29 @@ def built() -> Path | None:
     return bin_dir if (bin_dir / ".complete").exists() else None
 
 
-def ensure_kubernetes(progress: bool = False) -> Path:
+def ensure_kubernetes(progress: bool = False, nice: bool = False) -> Path:
     """The bin directory holding every binary of :data:`BINARIES` and ``kwok-stages.yaml``, built
-    the first time. Figures of the build go to ``build.json`` beside it."""
+    the first time (one build at a time: a second caller waits for the first). Figures of the build
+    go to ``build.json`` beside it. ``nice``: at the lowest CPU priority (a build beside other work)."""
     done = built()
     if done is not None:
         return done
+    target = build_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    with open(target / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return built() or _build(target, progress, nice)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build(target: Path, progress: bool, nice: bool) -> Path:
     go = shutil.which("go")
     if not go:
         raise MissingDependencyError("the Kubernetes part of the local stack is built from Go modules: "
                                      "install Go 1.26 or newer (https://go.dev/doc/install)")
-    target = build_dir()
-    target.mkdir(parents=True, exist_ok=True)
+    gentle = ["nice", "-n", "19"] if nice and shutil.which("nice") else []
     staging = Path(tempfile.mkdtemp(prefix="bin-", dir=target))
     figures: dict[str, float] = {}
     env = {"CGO_ENABLED": "0"}
@@ -99,12 +111,12 @@ def ensure_kubernetes(progress: bool = False) -> Path:
             began = time.monotonic()
             flags = ["-ldflags", _ldflags()] if package.startswith("k8s.io/") else ["-ldflags", "-s -w"]
             _say(progress, f"building {name} (the first time only; kube-apiserver takes minutes)")
-            procs.run([go, "build", "-trimpath", *flags, "-o", str(staging / name), package],
+            procs.run([*gentle, go, "build", "-trimpath", *flags, "-o", str(staging / name), package],
                       what=f"go build {package}", cwd=SOURCE, env=env, timeout=BUILD_TIMEOUT_S)
             figures[name] = round(time.monotonic() - began, 1)
         began = time.monotonic()
         _say(progress, "building kwok")
-        procs.run([go, "install", "-trimpath", "-ldflags", "-s -w", f"{KWOK_MODULE}/cmd/kwok@{KWOK_VERSION}"],
+        procs.run([*gentle, go, "install", "-trimpath", "-ldflags", "-s -w", f"{KWOK_MODULE}/cmd/kwok@{KWOK_VERSION}"],
                   what=f"go install {KWOK_MODULE}/cmd/kwok@{KWOK_VERSION}", env={**env, "GOBIN": str(staging)},
                   timeout=BUILD_TIMEOUT_S)
         figures["kwok"] = round(time.monotonic() - began, 1)
