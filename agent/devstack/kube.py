@@ -171,7 +171,7 @@ class Api:
 
 
 def fake_node(name: str) -> dict[str, Any]:
-    capacity = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+    capacity = {"cpu": "256", "memory": "1Ti", "pods": "1000"}  # room for the bench's thousand pods
     return {"apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name, "annotations": {NODE_ANNOTATION: "fake"},
                          "labels": {"type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}},
