@@ -16,6 +16,7 @@ that another, crashed, agent applied. Drivers translate their backend's exceptio
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import random
 from abc import ABC, abstractmethod
@@ -134,6 +135,8 @@ class DriverSpec:
         if unknown:
             raise ConfigError(f"{prefix}{unknown[0].upper()}: the {self.name} driver has no setting '{unknown[0]}'; "
                               f"it has: {', '.join(sorted(names))}")
+        # a list or a mapping comes from the environment as JSON text, as for the agent's own settings
+        given = {k: _json_or_text(v) for k, v in given.items()}
         try:
             return TypeAdapter(type(group)).validate_python({**current, **given})
         except ValidationError as exc:
@@ -145,6 +148,15 @@ class DriverSpec:
         object.__setattr__(self, "faults", tuple(
             f if f.driver == self.name else FaultKind(f.name, f.parameters, f.lasting, f.relay, f.summary, self.name)
             for f in self.faults))
+
+
+def _json_or_text(value: Any) -> Any:
+    if isinstance(value, str) and value.lstrip()[:1] in {"[", "{"}:
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
 
 
 @dataclass(frozen=True)

@@ -128,3 +128,14 @@ def test_deleted_and_finished_pods_are_not_chosen() -> None:
     done = pod()
     done.status.phase = "Succeeded"
     assert not k._alive(done)
+
+
+def test_its_settings_group_takes_lists_as_json_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.settings import Settings
+
+    monkeypatch.setenv("COORDINATOR_ALLOWED_TARGETS", '["web", "kubernetes:shop/*"]')
+    assert SPEC.settings_of(Settings()).namespaces == ("shop",), "by default, the namespaces the allow-list names"
+    monkeypatch.setenv("COORDINATOR_DRIVERS__KUBERNETES__NAMESPACES", '["shop", "cart"]')
+    monkeypatch.setenv("COORDINATOR_DRIVERS__KUBERNETES__SETTLE_S", "5")
+    group = SPEC.settings_of(Settings())
+    assert (group.namespaces, group.settle_s) == (("shop", "cart"), 5.0)
