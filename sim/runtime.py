@@ -327,20 +327,48 @@ CHANNEL_CLOSE_GRACE_S = 5.0
 _RENEW_ON = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
+#: a peer's address read from the registry is used this long before it is read again, by one caller
+#: at a time: one registry read a second per peer, not one per call (a burst of calls opened a Redis
+#: connection each, and each new connection looked the host up again)
+ADDRESS_TTL_S = 1.0
+
+
 class Channels:
-    """gRPC channels to other sim services, one per address, found through the registry."""
+    """gRPC channels to other sim services, one per address, found through the registry. When the
+    registry cannot be read (Redis away, or its name not resolving for a moment, as when a container
+    engine reloads its DNS after another container restarted), the last address known is used: a
+    blip of the registry must not stop calls to a peer that is up."""
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._made: dict[str, float] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._addresses: dict[str, tuple[str | None, float]] = {}
+        self._reading: dict[str, asyncio.Lock] = {}
+        self._unreadable = False
 
     async def address(self, service: str) -> str | None:
-        entry = await self.redis.hgetall(REGISTRY_KEY.format(name=service))
-        if not entry or not entry.get("grpc_port"):
-            return None
-        return f"{entry.get('host', '127.0.0.1')}:{entry['grpc_port']}"
+        known = self._addresses.get(service)
+        if known is not None and time.monotonic() - known[1] < ADDRESS_TTL_S:
+            return known[0]
+        async with self._reading.setdefault(service, asyncio.Lock()):
+            known = self._addresses.get(service)
+            if known is not None and time.monotonic() - known[1] < ADDRESS_TTL_S:
+                return known[0]  # read by another caller meanwhile
+            try:
+                entry = await self.redis.hgetall(REGISTRY_KEY.format(name=service))
+            except (aioredis.RedisError, OSError) as exc:
+                if not self._unreadable:
+                    log.warning("the registry cannot be read (%s); using the addresses known", exc)
+                    self._unreadable = True
+                if known is None:
+                    raise LookupError(f"{service}: the registry cannot be read ({exc})") from exc
+                return known[0]
+            self._unreadable = False
+            found = f"{entry.get('host', '127.0.0.1')}:{entry['grpc_port']}" if entry.get("grpc_port") else None
+            self._addresses[service] = (found, time.monotonic())
+            return found
 
     def channel(self, address: str) -> grpc.aio.Channel:
         found = self._channels.get(address)

@@ -44,6 +44,9 @@ class Order(Kind):
     def event_types(self, rule: Mapping[str, Any]) -> set[str] | None:
         return set(rule.get("sequence", ())) | ({rule["gate_type"]} if rule.get("gate_type") else set())
 
+    def awaited_types(self, watch: Watch) -> set[str]:
+        return set(watch.sequence)
+
     def matches(self, watch: Watch, event: AuditObservation) -> bool:
         return event.event_type in watch.sequence and service_and_match(watch, event)
 

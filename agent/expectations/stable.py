@@ -61,6 +61,9 @@ class Stable(Kind):
     def expects_presence(self, watch: Watch) -> bool:
         return True
 
+    def awaited_types(self, watch: Watch) -> set[str]:
+        return {watch.since}
+
     def matches(self, watch: Watch, event: AuditObservation) -> bool:
         return event.service == watch.service and (event.event_type == watch.since or event.event_type in watch.down)
 

@@ -69,6 +69,12 @@ class Kind:
         gate = {rule["gate_type"]} if rule.get("gate_type") else set()
         return {rule["event_type"]} | gate if rule.get("event_type") else None
 
+    def awaited_types(self, watch: Watch) -> set[str]:
+        """The event types whose coming this watch waits for. When one is a platform event type
+        (``pod_ready``), the platform is who tells of it, and its words count as hearing from the
+        service (a replacement that never becomes Ready is FAILED, not a silent service)."""
+        return {watch.event_type} if watch.event_type else set()
+
     def waits_for_recovery(self, watch: Watch) -> bool:
         """Does the watch wait for evidence of recovery? Then what the incarnation the fault ended
         says is not counted."""
@@ -232,9 +238,9 @@ class Watch:
         """Note that ``service`` sent an audit event (any type) at ``timestamp``; True when it changed
         what this watch knows. The incarnation the fault ended does not count as the service heard.
         ``PLATFORM_VOICE`` as the instance: the platform told of the service (a platform event), which
-        counts only for an expectation that uses platform event types (``pod_ready``, a ``stable``
-        whose down events include ``process_exited``): there the platform is one that speaks, and its
-        word on any incarnation shows it is not silent."""
+        counts only for an expectation that waits for a platform event type (``pod_ready``, a
+        ``stable`` whose ``since`` is ``pod_ready``): there the platform is the one that speaks, and
+        its word on any incarnation shows it is not silent."""
         if instance == PLATFORM_VOICE:
             if not self.hears_platform():
                 return False
@@ -251,9 +257,8 @@ class Watch:
         return False
 
     def hears_platform(self) -> bool:
-        """Does this watch use platform event types (so the platform's words count as hearing)?"""
-        types = self.rules.event_types(vars(self))
-        return types is not None and not types.isdisjoint(PLATFORM_EVENT_TYPES)
+        """Does this watch wait for a platform event type (so the platform's words count as hearing)?"""
+        return not self.rules.awaited_types(self).isdisjoint(PLATFORM_EVENT_TYPES)
 
     def observe(self, event: AuditObservation, grace: float) -> bool:
         """Offer one audit event; True when it changed what this watch knows (it counted, or it was

@@ -69,7 +69,8 @@ def cluster(stack: Stack) -> Iterator[Path]:
     cached = kubebuild.built() is not None
     timings = stack.up(("kubernetes",), extras=("kubernetes",), timeout=240)
     figures = {"cached build": cached, "up_s": round(time.monotonic() - began, 1), **timings}
-    (stack.dir / "kubernetes" / "test-start.json").write_text(json.dumps(figures) + "\n")
+    # kept beside the build, for the next reader: was it built in this run, and how long it all took
+    (kubebuild.build_dir() / "last-test-start.json").write_text(json.dumps(figures) + "\n")
     yield kube.kubeconfig(stack.dir / "kubernetes")
     stack.stop("kubernetes")
 

@@ -33,13 +33,22 @@ async def check(channel: grpc.aio.Channel) -> bool:
     return True
 
 
+async def reaches(channel: grpc.aio.Channel, within: float = 5.0) -> None:
+    """A call gets through within ``within`` seconds (a new channel's first connection takes longer
+    than one call's deadline on a busy machine)."""
+    deadline = time.monotonic() + within
+    while not await check(channel):
+        assert time.monotonic() < deadline, f"no call got through {within:g}s after the channel was made"
+        await asyncio.sleep(0.05)
+
+
 async def test_a_channel_reaches_a_peer_back_from_a_twenty_second_absence_within_about_a_second() -> None:
     port = free_port()
     server = await serve(port)
     channels = Channels(redis=None)  # type: ignore[arg-type] - the address is given, not looked up
     channel = channels.channel(f"127.0.0.1:{port}")
     try:
-        assert await check(channel)
+        await reaches(channel)
         await server.stop(grace=None)
         away = time.monotonic()
         while time.monotonic() - away < 20:  # calls keep failing while it is away: the back-off grows
@@ -71,7 +80,8 @@ async def test_a_channel_that_fails_is_replaced_at_most_once_a_second_and_the_ne
     server = await serve(port)
     try:
         second = channels.channel(address)
-        assert second is not first and await check(second)
+        assert second is not first
+        await reaches(second)
     finally:
         await server.stop(None)
         await channels.close()
@@ -141,3 +151,37 @@ async def test_the_engine_retries_a_call_that_a_channel_close_cancelled_and_the_
             raise AssertionError("a cancelled order task kept going")
     finally:
         await engine.redis.aclose()
+
+
+class Registry:
+    """The registry's one read the channels make (``hgetall``), counted, failing when told to."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.error: Exception | None = None
+
+    async def hgetall(self, key: str) -> dict[str, str]:
+        self.reads += 1
+        await asyncio.sleep(0.01)
+        if self.error is not None:
+            raise self.error
+        return {"host": "risk-monitor", "grpc_port": "9001"} if key.endswith("risk-monitor") else {}
+
+
+async def test_a_peers_address_is_read_once_a_second_and_kept_while_the_registry_cannot_be_read() -> None:
+    import redis.asyncio as aioredis
+
+    registry = Registry()
+    channels = Channels(redis=registry)  # type: ignore[arg-type]
+    found = await asyncio.gather(*(channels.address("risk-monitor") for _ in range(50)))
+    assert set(found) == {"risk-monitor:9001"} and registry.reads == 1, "a burst of calls reads it once"
+    assert await channels.address("exchange") is None, "not registered"
+    registry.error = aioredis.ConnectionError("Error -3 connecting to redis:6379. Temporary failure in name resolution")
+    await asyncio.sleep(1.1)
+    assert await channels.address("risk-monitor") == "risk-monitor:9001", "the last address known, while it fails"
+    try:
+        await Channels(redis=registry).address("risk-monitor")  # type: ignore[arg-type]
+    except LookupError as exc:
+        assert "the registry cannot be read" in str(exc), exc
+    else:
+        raise AssertionError("no address known and none readable: a LookupError the caller retries")

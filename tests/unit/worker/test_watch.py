@@ -337,6 +337,10 @@ def test_a_service_that_never_comes_up_fails_stable_and_a_silent_one_is_inconclu
     quiet.observe(up_or_down(5.0, "process_started", platform="supervisor"), GRACE)
     verdict = quiet.decide(now=T0 + 80, watermark=T0 + 80, grace=GRACE)
     assert verdict is not None and verdict.status == INCONCLUSIVE, "the platform speaking is not the service"
+    pods = stable(since="pod_ready")  # up means Ready, as the platform says: its words are the evidence
+    pods.observe(up_or_down(5.0, "process_exited", platform="kubernetes"), GRACE)
+    verdict = pods.decide(now=T0 + 80, watermark=T0 + 80, grace=GRACE)
+    assert verdict is not None and verdict.status == FAILED and "never came up" in verdict.reason
 
 
 def test_a_stable_expectation_names_one_service_and_reads_for() -> None:
