@@ -19,7 +19,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any
 
 import grpc
@@ -205,6 +205,9 @@ class TradingEngine(Service, trading_pb2_grpc.TradingEngineServiceServicer):
         self.channels = Channels(self.redis)
         self._consumer: AIOKafkaConsumer | None = None
         self._inflight = asyncio.Semaphore(200)
+        #: failed calls to peers since the last summary, by peer and cause (logged every few seconds)
+        self._failures: Counter[tuple[str, str]] = Counter()
+        self._last_fill = time.time()
 
     def add_servicers(self, server: grpc.aio.Server) -> None:
         trading_pb2_grpc.add_TradingEngineServiceServicer_to_server(self, server)
@@ -294,8 +297,12 @@ class TradingEngine(Service, trading_pb2_grpc.TradingEngineServiceServicer):
         while order_id_pending(self, args[0]) and time.time() < give_up:
             try:
                 return await call(*args)
-            except (grpc.aio.AioRpcError, LookupError) as exc:
+            except grpc.aio.AioRpcError as exc:
                 log.debug("call failed, retrying: %s", exc)
+                self._failures[(call.__name__.strip("_"), exc.code().name)] += 1
+            except LookupError as exc:
+                log.debug("call failed, retrying: %s", exc)
+                self._failures[(call.__name__.strip("_"), "no address")] += 1
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is None or task.cancelling():
@@ -338,6 +345,7 @@ class TradingEngine(Service, trading_pb2_grpc.TradingEngineServiceServicer):
             self.count("duplicate_fills")
             await self.audit("duplicate_fill", correlation, status="error", order_id=order_id)
             return
+        self._last_fill = time.time()
         accepted = self.pending.pop(order_id, None)
         if accepted is None:
             return  # not ours (another engine's, or from before a restart)
@@ -347,17 +355,33 @@ class TradingEngine(Service, trading_pb2_grpc.TradingEngineServiceServicer):
                          latency_ms=round((time.time() - accepted[0]) * 1000, 1))
 
     async def _sweep(self) -> None:
+        said = time.monotonic()
         while True:
             await asyncio.sleep(0.5)
+            if time.monotonic() - said >= 2.0:
+                said = time.monotonic()
+                self._say_failures()
             if self.knobs.stall:
                 continue  # a stuck engine does not notice its own losses; the trading desk does
             now = time.time()
+            lost = 0
             for order_id, (accepted_at, correlation) in list(self.pending.items()):
                 if now - accepted_at > self.order_timeout:
                     del self.pending[order_id]
                     self.count("orders_lost")
+                    lost += 1
                     await self.audit("order_lost", correlation, status="error", order_id=order_id,
                                      reason=f"no fill within {self.order_timeout:g}s")
+            if lost:
+                log.warning("%d order(s) lost (no fill within %gs); %d pending; the last fill came %.1fs ago",
+                            lost, self.order_timeout, len(self.pending), now - self._last_fill)
+
+    def _say_failures(self) -> None:
+        """What failed since the last summary, one line (a call per order would flood the log)."""
+        if self._failures:
+            log.warning("calls to peers failing, retried: %s",
+                        ", ".join(f"{peer} {cause} x{n}" for (peer, cause), n in self._failures.most_common()))
+            self._failures.clear()
 
 
 def order_id_pending(engine: TradingEngine, order: trading_pb2.Order) -> bool:
