@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--grpc-port", type=int, required=True)
     run.add_argument("--http-port", type=int, required=True)
     run.add_argument("--host", default="127.0.0.1", help="the address to listen on")
-    run.add_argument("--advertise-host", help="the host written to the registry (default: --host)")
+    run.add_argument("--advertise-host", help="the host written to the registry (default: --host; 'ip': this "
+                     "host's own address toward Redis, so peers need no name lookup)")
     knobs = run.add_argument_group("knobs (also SIM_<NAME> in the environment, and SIM_KNOBS_FILE)")
     knobs.add_argument("--start-delay", type=float, help="seconds from start to ready")
     knobs.add_argument("--never-ready", action="store_const", const=True, help="never report ready")

@@ -16,12 +16,14 @@ import logging
 import os
 import random
 import signal
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlparse
 
 import grpc
 import redis.asyncio as aioredis
@@ -62,11 +64,28 @@ class Config:
     grpc_port: int
     http_port: int
     host: str = "127.0.0.1"
-    #: the host written to the registry (others reach the service there); default: host
+    #: the host written to the registry (others reach the service there); default: host. ``ip``: the
+    #: address of this host's interface toward Redis, read once at start (in a container, its own
+    #: address: peers then reach it without a name lookup)
     advertise_host: str | None = None
     audit_topic: str = AUDIT_TOPIC
     registry_ttl: float = 10.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+#: ``--advertise-host ip``: advertise this host's own address rather than a name
+ADVERTISE_IP = "ip"
+
+
+def own_address(redis_url: str) -> str:
+    """The address of the interface this host reaches Redis from (no packet is sent: a UDP socket is
+    only connected). A container engine gives a restarted container a new address, and its name
+    server may answer slowly or not at all for a while after the restart (seen under load in the
+    compose runs): a peer that dials the address read from the registry needs no lookup."""
+    url = urlparse(redis_url)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((url.hostname or "127.0.0.1", url.port or 6379))
+        return str(probe.getsockname()[0])
 
 
 class Service:
@@ -177,6 +196,10 @@ class Service:
         await _retry(self.producer.start, stop, what="kafka")
         # the sim's topics, made by whichever service starts first (compose runs no `sim up`)
         await _retry(lambda: ensure_topics(self.config.kafka, self.config.audit_topic), stop, what="kafka topics")
+        if self.config.advertise_host == ADVERTISE_IP:
+            self.config.advertise_host = await asyncio.get_running_loop().run_in_executor(
+                None, own_address, self.config.redis_url)
+            log.info("%s advertises %s", self.name, self.config.advertise_host)
         await self._register("starting")
         self.spawn(self._heartbeat(), "registry heartbeat")
         await self.audit("service_started", pid=os.getpid(), knobs=self.knobs.describe())
@@ -367,6 +390,8 @@ class Channels:
                 return known[0]
             self._unreadable = False
             found = f"{entry.get('host', '127.0.0.1')}:{entry['grpc_port']}" if entry.get("grpc_port") else None
+            if found is not None and known is not None and known[0] not in (None, found):
+                self._retire(known[0])  # the peer moved (a restarted container's new address)
             self._addresses[service] = (found, time.monotonic())
             return found
 
@@ -382,10 +407,14 @@ class Channels:
         is older than ``CHANNEL_RENEW_S``. True when it was replaced."""
         if error.code() not in _RENEW_ON or time.monotonic() - self._made.get(address, 0.0) < CHANNEL_RENEW_S:
             return False
+        return self._retire(address)
+
+    def _retire(self, address: str) -> bool:
+        """Close the channel to ``address``, letting the calls on it end by their deadline."""
         old = self._channels.pop(address, None)
         if old is None:
             return False
-        closing = asyncio.ensure_future(old.close(grace=CHANNEL_CLOSE_GRACE_S))  # calls on it end by their deadline
+        closing = asyncio.ensure_future(old.close(grace=CHANNEL_CLOSE_GRACE_S))
         self._closing.add(closing)
         closing.add_done_callback(self._closing.discard)
         return True

@@ -13,7 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from agent.devstack.procs import free_port
 from sim._proto.sim.v1 import trading_pb2
 from sim.knobs import Knobs
-from sim.runtime import Channels, Config
+from sim.runtime import Channels, Config, own_address
 from sim.services import TradingEngine
 
 
@@ -185,3 +185,30 @@ async def test_a_peers_address_is_read_once_a_second_and_kept_while_the_registry
         assert "the registry cannot be read" in str(exc), exc
     else:
         raise AssertionError("no address known and none readable: a LookupError the caller retries")
+
+
+async def test_a_peer_that_moved_is_dialled_at_its_new_address_and_the_old_channel_is_closed() -> None:
+    registry = Registry()
+    channels = Channels(redis=registry)  # type: ignore[arg-type]
+    try:
+        first = await channels.address("risk-monitor")
+        assert first == "risk-monitor:9001"
+        old = channels.channel(first)
+        registry.hgetall = moved  # type: ignore[method-assign] - the container came back elsewhere
+        await asyncio.sleep(1.1)
+        assert await channels.address("risk-monitor") == "10.89.0.7:9001"
+        assert channels.channel("10.89.0.7:9001") is not old
+        await asyncio.sleep(0)  # the old channel's close has started
+        assert old.get_state() is grpc.ChannelConnectivity.SHUTDOWN or channels._closing  # noqa: SLF001
+        assert first not in channels._channels, "the channel to the old address is retired"  # noqa: SLF001
+    finally:
+        await channels.close()
+
+
+async def moved(key: str) -> dict[str, str]:
+    return {"host": "10.89.0.7", "grpc_port": "9001"}
+
+
+def test_advertise_ip_is_the_address_toward_redis() -> None:
+    assert own_address("redis://127.0.0.1:6379/0") == "127.0.0.1"
+    assert own_address("rediss://user:secret@localhost:6380/0?ssl_ca_certs=/x") == "127.0.0.1"
