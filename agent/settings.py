@@ -95,6 +95,39 @@ class KafkaSecurity(BaseModel):
         return self.security_protocol.startswith("SASL_")
 
 
+LOGS = "logs"
+SPANS = "spans"
+
+
+class OtlpSettings(BaseModel):
+    """Where OpenTelemetry data comes from and how it maps to audit events
+    (``COORDINATOR_OTLP__LOGS_TOPICS='["otlp_logs"]'`` and so on). No topic: nothing is read."""
+
+    #: topics the Collector's Kafka exporter writes logs to (its default name is ``otlp_logs``)
+    logs_topics: list[str] = Field(default_factory=list)
+    #: topics it writes spans to (its default: ``otlp_spans``)
+    spans_topics: list[str] = Field(default_factory=list)
+    #: the attribute naming an event, for log records without an event name and for spans
+    event_attribute: str = "event.name"
+    #: the attribute carrying the injection's correlation id (record, span or resource)
+    correlation_attribute: str = "coordinator.correlation_id"
+    #: resource attributes naming the emitting incarnation, the first present wins
+    instance_attributes: list[str] = Field(
+        default_factory=lambda: ["service.instance.id", "k8s.pod.uid", "process.pid"])
+    #: spans become audit events too (their events always do when spans are read)
+    spans_as_events: bool = True
+
+    def topics(self) -> list[str]:
+        return [*self.logs_topics, *self.spans_topics]
+
+    def signal_of(self, topic: str) -> str | None:
+        if topic in self.logs_topics:
+            return LOGS
+        if topic in self.spans_topics:
+            return SPANS
+        return None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="COORDINATOR_",
@@ -132,6 +165,8 @@ class Settings(BaseSettings):
     #: (``COORDINATOR_TOXIPROXY_URL``, ...) still set the built-in drivers' groups
     drivers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     topics: TopicNames = TopicNames()
+    #: OpenTelemetry logs and spans read as audit events by the worker (agent/worker/otlp.py)
+    otlp: OtlpSettings = OtlpSettings()
     #: replication factor used by ``topics apply``; capped at the broker count
     topic_replication_factor: int = Field(default=3, ge=1)
 

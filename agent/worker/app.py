@@ -59,6 +59,7 @@ from agent.logs import get_logger
 from agent.settings import KafkaSecurity, Settings
 from agent.vocabulary import verdict_value
 from agent.worker import judge as inbox_codec
+from agent.worker import otlp
 from agent.worker.judge import (
     Judge,
     Row,
@@ -104,9 +105,10 @@ async def ensure_topics(settings: Settings) -> list[str]:
     left audit events unread for a minute."""
     from agent import topics
 
+    wanted = {**internal_topics(settings), **{name: {"cleanup.policy": "delete"} for name in settings.otlp.topics()}}
     specs = [topics.TopicSpec(channel=name, name=name, partitions=settings.worker_partitions,
                               replicas=settings.topic_replication_factor, config=config)
-             for name, config in internal_topics(settings).items()]
+             for name, config in wanted.items()]
     return [o.topic for o in await topics.apply(settings, specs) if o.action == "created"]
 
 
@@ -194,6 +196,8 @@ class WorkerApp:
         self.judge = Judge(self.table, self.publish, settings.worker_grace, settings.late_evidence,
                            self.publish_late)
         self.recovery = RecoveryWatch()
+        #: OTLP log records without an event name, skipped (not audit events)
+        self.otlp_skipped = otlp.Skipped()
         self._wire()
 
     def _wire(self) -> None:
@@ -268,15 +272,16 @@ class WorkerApp:
         for records in fetched.values():
             for record in records:
                 try:
-                    row = row_from(record.value, record.headers, record.timestamp)
+                    rows = self.rows_of(record)
                 except DecodeError as exc:
                     log.warning("undecodable audit event dead-lettered", topic=record.topic,
                                 partition=record.partition, offset=record.offset, error=str(exc))
                     await self.dead_letter(record, exc.reason, str(exc))
                     continue
-                self.judge.saw(row.at)
-                for key in row_keys(row):
-                    by_key.setdefault(key, []).append(row)
+                for row in rows:
+                    self.judge.saw(row.at)
+                    for key in row_keys(row):
+                        by_key.setdefault(key, []).append(row)
         by_partition: dict[int, dict[str, list[Row]]] = {}
         for key, rows in by_key.items():
             by_partition.setdefault(self.partition_of(key), {})[key] = rows
@@ -285,6 +290,18 @@ class WorkerApp:
                                       value=inbox_codec.encode(RowsMessage(keyed, fetched_at, routed_at)))
                 for partition, keyed in by_partition.items()]
         await asyncio.gather(*sent)
+
+    def rows_of(self, record: Any) -> list[Row]:
+        """The audit rows of one record: one from the audit topic, any number from an OTLP topic."""
+        signal = self.settings.otlp.signal_of(record.topic)
+        if signal is None:
+            return [row_from(record.value, record.headers, record.timestamp)]
+        before = self.otlp_skipped.count
+        rows = otlp.rows_from(record.value, signal, self.settings.otlp, self.otlp_skipped)
+        if before == 0 and self.otlp_skipped.count:  # once: most services log lines that are not events
+            log.info("OTLP log records without an event name are skipped (not audit events)", topic=record.topic,
+                     event_attribute=self.settings.otlp.event_attribute)
+        return rows
 
     async def judge_inbox(self, stream: faust.StreamT[Any]) -> None:
         """Watches, rows and ticks from the inbox, to the judge."""
@@ -357,7 +374,7 @@ class AuditIntake(mode.Service):
         settings = self.worker.settings
         session_ms = int(settings.worker_session_timeout * 1000)
         self.consumer = kafkaio.consumer(
-            settings, settings.topics.audit_events, purpose="intake",
+            settings, settings.topics.audit_events, *settings.otlp.topics(), purpose="intake",
             group_id=intake_group(settings), client_id=f"{settings.worker_app_id}-intake",
             auto_offset_reset="earliest", max_poll_records=AUDIT_BATCH,
             session_timeout_ms=session_ms, heartbeat_interval_ms=max(1000, session_ms // 5))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections import Counter
@@ -30,7 +31,10 @@ def _env(stack_env: dict[str, str]) -> dict[str, str]:
     sfx = env["COORDINATOR_REDIS_KEY_PREFIX"]
     return {**env, "COORDINATOR_WORKER_APP_ID": f"{sfx}-worker", "COORDINATOR_WORKER_GRACE": "3",
             "COORDINATOR_VERDICT_GRACE": "8",  # the engine waits longer than the worker's own grace
-            "COORDINATOR_WORKER_TICK_INTERVAL": "0.2", "COORDINATOR_CONTENT_TYPE": "application/protobuf"}
+            "COORDINATOR_WORKER_TICK_INTERVAL": "0.2", "COORDINATOR_CONTENT_TYPE": "application/protobuf",
+            # OpenTelemetry in: the topics a Collector's Kafka exporter would write (the worker makes them)
+            "COORDINATOR_OTLP__LOGS_TOPICS": f'["{sfx}-otlp_logs"]',
+            "COORDINATOR_OTLP__SPANS_TOPICS": f'["{sfx}-otlp_spans"]'}
 
 
 @pytest.fixture(scope="module")
@@ -393,3 +397,66 @@ async def _audit_noise(settings: Settings, per_second: int = 400) -> None:
             await asyncio.sleep(0.05)
     finally:
         await producer.stop()
+
+
+def otlp_log(service: str, event_name: str, *, at: float, instance: str = "pod-uid-1") -> bytes:
+    """One log record as the OpenTelemetry Collector's Kafka exporter writes it (otlp_proto)."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+    attributes = [KeyValue(key="service.name", value=AnyValue(string_value=service)),
+                  KeyValue(key="service.instance.id", value=AnyValue(string_value=instance))]
+    record = LogRecord(time_unix_nano=int(at * 1e9), event_name=event_name, body=AnyValue(string_value=event_name))
+    return ExportLogsServiceRequest(resource_logs=[ResourceLogs(
+        resource=Resource(attributes=attributes), scope_logs=[ScopeLogs(log_records=[record])])]).SerializeToString()
+
+
+def otlp_span_json(service: str, name: str, *, at: float, correlation_id: str) -> bytes:
+    """One span in OTLP/JSON (the exporter's otlp_json encoding): hex ids, nanoseconds as strings."""
+    span = {"traceId": uuid.uuid4().hex, "spanId": uuid.uuid4().hex[:16], "name": name, "kind": 2,
+            "startTimeUnixNano": str(int((at - 0.002) * 1e9)), "endTimeUnixNano": str(int(at * 1e9)),
+            "attributes": [{"key": "coordinator.correlation_id", "value": {"stringValue": correlation_id}}]}
+    body = {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name",
+                                                            "value": {"stringValue": service}}]},
+                               "scopeSpans": [{"scope": {"name": "test"}, "spans": [span]}]}]}
+    return json.dumps(body).encode()
+
+
+async def test_opentelemetry_logs_on_the_collectors_topic_decide_a_verdict_and_a_bad_record_is_dead_lettered(
+    worker: AgentProcess, settings: Settings
+) -> None:
+    [logs_topic] = settings.otlp.logs_topics
+    cid, t0 = await inject(settings, "risk-monitor", expectation("back", S.EXPECTATION_KIND_APPEARS,
+                                                                 event_type="service_ready", service="risk-monitor"))
+    tag = uuid.uuid4().hex[:8].encode()
+    await produce(settings.kafka_bootstrap_servers, logs_topic, b"\xff\xfe not otlp", key=b"bad-" + tag)
+    await asyncio.sleep(0.8)
+    await produce(settings.kafka_bootstrap_servers, logs_topic, otlp_log("risk-monitor", "service_ready",
+                                                                         at=time.time()))
+    [verdict] = await verdicts(settings, cid)
+    assert verdict.status == S.VERDICT_STATUS_PASSED, verdict.reason
+    assert 0.7 < verdict.time_to_recover.ToNanoseconds() / 1e9 < 5, verdict.reason
+    [dead] = await wait_for(settings.kafka_bootstrap_servers, settings.topics.dead_letters,
+                            lambda r: r.key == b"bad-" + tag, timeout=30)
+    headers = codec.headers_to_dict(dead.headers)
+    assert (headers["dlq-source-topic"], headers["dlq-reason"]) == (logs_topic, "otlp-undecodable"), headers
+
+
+async def test_an_opentelemetry_span_delivered_twice_is_counted_once_and_joined_by_its_correlation_id(
+    worker: AgentProcess, settings: Settings
+) -> None:
+    [spans_topic] = settings.otlp.spans_topics
+    once = expectation("checked-once", S.EXPECTATION_KIND_COUNT, event_type="CheckOrder", within=2.0,
+                       attribution=S.ATTRIBUTION_CORRELATION_ID)
+    once.min_count, once.max_count = 1, 1
+    cid, t0 = await inject(settings, "risk-monitor", once)
+    await asyncio.sleep(0.3)
+    span = otlp_span_json("risk-monitor", "CheckOrder", at=time.time(), correlation_id=cid)
+    other = otlp_span_json("risk-monitor", "CheckOrder", at=time.time(), correlation_id=str(uuid.uuid4()))
+    for value in (span, span, other):  # the exporter's retry, and another injection's span
+        await produce(settings.kafka_bootstrap_servers, spans_topic, value)
+    await audit(settings, "other-svc", "heartbeat", at=t0 + 2.5)  # the trail goes on past the deadline
+    [verdict] = await verdicts(settings, cid)
+    assert verdict.status == S.VERDICT_STATUS_PASSED and verdict.count == 1, verdict.reason
