@@ -20,27 +20,35 @@ from agent.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: test files whose parts are built from Go modules the first time, run last in this order while
+#: their builds go on beside the other tests (at the lowest CPU priority, one after the other)
+BUILT_LAST = ("test_otel.py", "test_kubernetes.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.path).replace(os.sep, "/"):
             item.add_marker(pytest.mark.integration)
-    # the Kubernetes tests last, their control plane built meanwhile (at the lowest CPU priority): a
-    # machine without the build in its cache makes it beside the other tests, not before its own
-    kubernetes = [item for item in items if item.path.name == "test_kubernetes.py"]
-    if kubernetes:
-        items[:] = [item for item in items if item.path.name != "test_kubernetes.py"] + kubernetes
-        from agent.devstack import kubebuild
-
-        if kubebuild.built() is None:
-            threading.Thread(target=_build_quietly, name="kubernetes-build", daemon=True).start()
+    # a machine without the builds in its cache makes them beside the other tests, not before their own
+    last = {name: [item for item in items if item.path.name == name] for name in BUILT_LAST}
+    if any(last.values()):
+        items[:] = [item for item in items if item.path.name not in BUILT_LAST] + [
+            item for name in BUILT_LAST for item in last[name]]
+        wanted = [name for name in BUILT_LAST if last[name]]
+        threading.Thread(target=_build_quietly, args=(wanted,), name="go-builds", daemon=True).start()
 
 
-def _build_quietly() -> None:
-    """Build the control plane; a failure is for the Kubernetes tests' own call to report."""
-    from agent.devstack import kubebuild
+def _build_quietly(wanted: list[str]) -> None:
+    """Build what the tests in ``wanted`` need, when missing; a failure is for their own call to report."""
+    from agent.devstack import kubebuild, otelbuild
 
-    with contextlib.suppress(Exception):
-        kubebuild.ensure_kubernetes(nice=True)
+    builds = {"test_otel.py": (otelbuild.built, otelbuild.ensure_collector),
+              "test_kubernetes.py": (kubebuild.built, kubebuild.ensure_kubernetes)}
+    for name in wanted:
+        done, ensure = builds[name]
+        if done() is None:
+            with contextlib.suppress(Exception):
+                ensure(nice=True)
 
 
 @pytest.fixture(scope="session")

@@ -14,16 +14,13 @@ build takes about ten minutes on two cores (kube-apiserver alone five), a second
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from agent.devstack import procs
+from agent.devstack import gobuild, procs
 from agent.devstack.install import cache_dir
 from agent.errors import MissingDependencyError
 
@@ -51,8 +48,6 @@ KWOK_STAGES = (
     "kustomize/stage/pod/chaos/pod-container-running-failed.yaml",
 )
 BINARIES = (*COMMANDS, "kwok")
-#: one command's build on a busy two-core machine (kube-apiserver: 5.5 min on a quiet one)
-BUILD_TIMEOUT_S = 3600.0
 
 
 def _ldflags() -> str:
@@ -76,62 +71,37 @@ def build_dir() -> Path:
 
 def built() -> Path | None:
     """The bin directory when the control plane is built, else None (nothing is built)."""
-    bin_dir = build_dir() / "bin"
-    return bin_dir if (bin_dir / ".complete").exists() else None
+    return gobuild.built(build_dir())
 
 
 def ensure_kubernetes(progress: bool = False, nice: bool = False) -> Path:
     """The bin directory holding every binary of :data:`BINARIES` and ``kwok-stages.yaml``, built
     the first time (one build at a time: a second caller waits for the first). Figures of the build
     go to ``build.json`` beside it. ``nice``: at the lowest CPU priority (a build beside other work)."""
-    done = built()
-    if done is not None:
-        return done
-    target = build_dir()
-    target.mkdir(parents=True, exist_ok=True)
-    with open(target / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            return built() or _build(target, progress, nice)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    def build(staging: Path, go: str, gentle: list[str]) -> dict[str, float]:
+        return _build(staging, go, gentle, progress)
+
+    return gobuild.ensure(build_dir(), build, what="the Kubernetes part of the local stack", nice=nice)
 
 
-def _build(target: Path, progress: bool, nice: bool) -> Path:
-    go = shutil.which("go")
-    if not go:
-        raise MissingDependencyError("the Kubernetes part of the local stack is built from Go modules: "
-                                     "install Go 1.26 or newer (https://go.dev/doc/install)")
-    gentle = ["nice", "-n", "19"] if nice and shutil.which("nice") else []
-    staging = Path(tempfile.mkdtemp(prefix="bin-", dir=target))
+def _build(staging: Path, go: str, gentle: list[str], progress: bool) -> dict[str, float]:
     figures: dict[str, float] = {}
     env = {"CGO_ENABLED": "0"}
-    try:
-        for name, package in COMMANDS.items():
-            began = time.monotonic()
-            flags = ["-ldflags", _ldflags()] if package.startswith("k8s.io/") else ["-ldflags", "-s -w"]
-            _say(progress, f"building {name} (the first time only; kube-apiserver takes minutes)")
-            procs.run([*gentle, go, "build", "-trimpath", *flags, "-o", str(staging / name), package],
-                      what=f"go build {package}", cwd=SOURCE, env=env, timeout=BUILD_TIMEOUT_S)
-            figures[name] = round(time.monotonic() - began, 1)
+    for name, package in COMMANDS.items():
         began = time.monotonic()
-        _say(progress, "building kwok")
-        procs.run([*gentle, go, "install", "-trimpath", "-ldflags", "-s -w", f"{KWOK_MODULE}/cmd/kwok@{KWOK_VERSION}"],
-                  what=f"go install {KWOK_MODULE}/cmd/kwok@{KWOK_VERSION}", env={**env, "GOBIN": str(staging)},
-                  timeout=BUILD_TIMEOUT_S)
-        figures["kwok"] = round(time.monotonic() - began, 1)
-        (staging / "kwok-stages.yaml").write_text(_kwok_stages(go))
-        (staging / ".complete").write_text(json.dumps(figures) + "\n")
-        final = target / "bin"
-        if final.exists():
-            shutil.rmtree(final)
-        staging.chmod(0o755)  # made by mkdtemp: readable by its owner alone
-        staging.rename(final)
-        (target / "build.json").write_text(json.dumps({"seconds": figures, "total": round(sum(figures.values()), 1)},
-                                                      indent=2) + "\n")
-        return final
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        flags = ["-ldflags", _ldflags()] if package.startswith("k8s.io/") else ["-ldflags", "-s -w"]
+        _say(progress, f"building {name} (the first time only; kube-apiserver takes minutes)")
+        procs.run([*gentle, go, "build", "-trimpath", *flags, "-o", str(staging / name), package],
+                  what=f"go build {package}", cwd=SOURCE, env=env, timeout=gobuild.BUILD_TIMEOUT_S)
+        figures[name] = round(time.monotonic() - began, 1)
+    began = time.monotonic()
+    _say(progress, "building kwok")
+    procs.run([*gentle, go, "install", "-trimpath", "-ldflags", "-s -w", f"{KWOK_MODULE}/cmd/kwok@{KWOK_VERSION}"],
+              what=f"go install {KWOK_MODULE}/cmd/kwok@{KWOK_VERSION}", env={**env, "GOBIN": str(staging)},
+              timeout=gobuild.BUILD_TIMEOUT_S)
+    figures["kwok"] = round(time.monotonic() - began, 1)
+    (staging / "kwok-stages.yaml").write_text(_kwok_stages(go))
+    return figures
 
 
 def _kwok_stages(go: str) -> str:

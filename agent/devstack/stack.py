@@ -32,13 +32,17 @@ from pathlib import Path
 from typing import Any
 
 from agent.devstack import brokers as brokers_
-from agent.devstack import engine, install, kube, kubebuild, procs, secure
+from agent.devstack import engine, install, kube, kubebuild, otelbuild, procs, secure
 from agent.errors import DevstackError
 from agent.settings import KafkaSecurity
 
 COMPONENTS = ("kafka", "redis", "toxiproxy", "docker")
 #: parts a stack has only when asked (``up(extras=...)``, ``devstack up --with NAME``), kept from then on
-EXTRAS = ("kubernetes",)
+EXTRAS = ("kubernetes", "otel")
+#: the OpenTelemetry Collector's ports (OTLP over gRPC and over HTTP)
+_OTEL_PORTS = ("otel-grpc", "otel-http")
+#: the topics the Collector writes OTLP to (its Kafka exporter's default names)
+OTLP_LOGS_TOPIC, OTLP_SPANS_TOPIC = "otlp_logs", "otlp_spans"
 _PORTS = ("redis", "toxiproxy")
 
 _LOG4J2 = """\
@@ -212,6 +216,11 @@ class Stack:
                if "docker" in state.pids else {}),
             **({"COORDINATOR_DRIVERS__KUBERNETES__KUBECONFIG": str(kube.kubeconfig(self.dir / "kubernetes"))}
                if "kubernetes" in state.extras else {}),
+            **({"COORDINATOR_OTLP__LOGS_TOPICS": json.dumps([OTLP_LOGS_TOPIC]),
+                "COORDINATOR_OTLP__SPANS_TOPICS": json.dumps([OTLP_SPANS_TOPIC]),
+                # what the OpenTelemetry SDKs read: the Collector's OTLP/gRPC endpoint
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{state.ports['otel-grpc']}"}
+               if "otel" in state.extras else {}),
         }
 
     def _secure_env(self, state: StackState, listener: str) -> dict[str, str]:
@@ -273,7 +282,8 @@ class Stack:
     def _allocate(self, state: StackState) -> None:
         taken = set(state.ports.values())
         kube_ports = [f"kubernetes-{name}" for name in kube.PORT_NAMES] if "kubernetes" in state.extras else []
-        for port in (*brokers_.port_names(state.brokers), *_PORTS, *kube_ports):
+        otel_ports = _OTEL_PORTS if "otel" in state.extras else ()
+        for port in (*brokers_.port_names(state.brokers), *_PORTS, *kube_ports, *otel_ports):
             if port not in state.ports:
                 candidate = procs.free_port()
                 while candidate in taken:  # a port just released can be handed out again
@@ -295,6 +305,7 @@ class Stack:
             "toxiproxy": (f"-port {state.ports.get('toxiproxy')}",),
             "docker": (f"unix://{engine.socket_path(self.dir / 'docker')}",),
             "kubernetes": (f"agent.devstack.kube {self.dir / 'kubernetes'} ",),
+            "otel": (f"--config={self.dir / 'otel' / 'config.yaml'}",),
         }[name]
 
     def _alive(self, state: StackState, name: str) -> bool:
@@ -306,6 +317,9 @@ class Stack:
         if name == "kubernetes":
             port = state.ports.get("kubernetes-apiserver")
             return f"https://127.0.0.1:{port}" if port else "-"
+        if name == "otel":
+            port = state.ports.get("otel-grpc")
+            return f"http://127.0.0.1:{port}" if port else "-"
         port = state.ports.get(name)
         redis = "rediss://" if state.secure else "redis://"
         scheme = "" if brokers_.is_node(name) else {"redis": redis, "toxiproxy": "http://"}[name]
@@ -391,6 +405,22 @@ class Stack:
     def _kubernetes_ready(self, state: StackState) -> bool:
         return (self.dir / "kubernetes" / "ready").exists()
 
+    def _start_otel(self, state: StackState) -> int:
+        if state.secure:
+            raise DevstackError("the OpenTelemetry part does not yet speak to a secured Kafka; "
+                                "use it in a stack made without --secure")
+        binary = otelbuild.ensure_collector(progress=True)
+        home = self.dir / "otel"
+        home.mkdir(parents=True, exist_ok=True)
+        config = home / "config.yaml"
+        config.write_text(_otel_config(self._bootstrap(state, "").split(","), state.ports["otel-grpc"],
+                                       state.ports["otel-http"]))
+        self._busy_port_check(state, _OTEL_PORTS)
+        return procs.start([str(binary), f"--config={config}"], log_path=self._log("otel"))
+
+    def _otel_ready(self, state: StackState) -> bool:
+        return all(procs.port_in_use(state.ports[name]) for name in _OTEL_PORTS)
+
     def _busy_port_check(self, state: StackState, names: tuple[str, ...]) -> None:
         for name in names:
             port = state.ports[name]
@@ -403,7 +433,7 @@ class Stack:
     def _wait_ready(self, state: StackState, name: str, deadline: float) -> None:
         check = (lambda state: self._kafka_ready(state, name)) if brokers_.is_node(name) else {
             "redis": self._redis_ready, "toxiproxy": self._toxiproxy_ready, "docker": self._docker_ready,
-            "kubernetes": self._kubernetes_ready}[name]
+            "kubernetes": self._kubernetes_ready, "otel": self._otel_ready}[name]
         while True:
             # the pid was just started here: no command-line marker needed (and redis rewrites its
             # command line as it starts, which a marker check can catch half written)
@@ -492,3 +522,21 @@ def _run_async(coro: Coroutine[Any, Any, Any], *, quiet: bool = False) -> Any:
 
 def default_dir() -> Path:
     return Path(os.environ.get("COORDINATOR_DEVSTACK_DIR") or ".devstack")
+
+
+def _otel_config(brokers: list[str], grpc_port: int, http_port: int) -> str:
+    """The Collector's configuration: OTLP in on loopback, batched for at most 200 ms, out to Kafka
+    (logs and spans in the encoding the worker reads by default), none of its own telemetry served
+    (its metrics port would clash between stacks)."""
+    return json.dumps({
+        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{grpc_port}"},
+                                             "http": {"endpoint": f"127.0.0.1:{http_port}"}}}},
+        "processors": {"batch": {"timeout": "200ms"}},
+        "exporters": {"kafka": {"brokers": brokers,
+                                "logs": {"topic": OTLP_LOGS_TOPIC, "encoding": "otlp_proto"},
+                                "traces": {"topic": OTLP_SPANS_TOPIC, "encoding": "otlp_proto"}}},
+        "service": {"telemetry": {"metrics": {"level": "none"}, "logs": {"level": "warn"}},
+                    "pipelines": {"logs": {"receivers": ["otlp"], "processors": ["batch"], "exporters": ["kafka"]},
+                                  "traces": {"receivers": ["otlp"], "processors": ["batch"],
+                                             "exporters": ["kafka"]}}},
+    }, indent=2) + "\n"
