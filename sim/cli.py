@@ -21,12 +21,17 @@ from dataclasses import asdict
 from pathlib import Path
 
 from sim.knobs import Knobs
+from sim.telemetry import AUDIT, OTEL, parse_modes
 
 SERVICE_NAMES = ("exchange", "risk-monitor", "trading-engine", "load-generator")
 
 
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name) or default
+
+
+def _otlp_endpoint() -> str | None:
+    return _env("SIM_OTLP_ENDPOINT") or _env("OTEL_EXPORTER_OTLP_ENDPOINT")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     knobs.add_argument("--last-words", help="audit event types sent once more while stopping (comma-separated)")
     knobs.add_argument("--no-instance", action="store_const", const=True,
                        help="audit events do not say which process sent them")
+    run.add_argument("--telemetry", help="where events go: audit (Kafka), otel (OTLP logs and spans), or audit,otel "
+                     "(also SIM_TELEMETRY; OTLP to SIM_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT)")
     options = run.add_argument_group("service options")
     options.add_argument("--exchange-address", help="trading engine: the exchange's host:port (e.g. a proxy)")
     options.add_argument("--order-timeout", type=float, default=10.0, help="trading engine: seconds before order_lost")
@@ -71,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--base-port", type=int, help="fixed ports: supervisord here, services after it")
             command.add_argument("--proxy-listen", help="the Toxiproxy proxy's listen address")
             command.add_argument("--proxy-address", help="the address the engine dials to reach the proxy")
+            command.add_argument("--telemetry", help="audit, otel or audit,otel (SIM_TELEMETRY)")
+            command.add_argument("--otlp-endpoint", help="where otel telemetry goes (SIM_OTLP_ENDPOINT, "
+                                 "OTEL_EXPORTER_OTLP_ENDPOINT)")
             command.add_argument("--foreground", action="store_true",
                                  help="run supervisord in the foreground (containers); no waiting")
         if name == "status":
@@ -93,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
                                  rate=opts.rate, order_timeout=opts.order_timeout, loss_timeout=opts.loss_timeout,
                                  bind_host=opts.bind, advertise_host=opts.advertise_host, base_port=opts.base_port,
                                  proxy_listen=opts.proxy_listen, proxy_address=opts.proxy_address,
-                                 audit_topic=_env("SIM_AUDIT_TOPIC", "audit.events.v1") or "audit.events.v1")
+                                 audit_topic=_env("SIM_AUDIT_TOPIC", "audit.events.v1") or "audit.events.v1",
+                                 telemetry=opts.telemetry or _env("SIM_TELEMETRY", AUDIT) or AUDIT,
+                                 otlp_endpoint=opts.otlp_endpoint or _otlp_endpoint())
             if opts.foreground:
                 from sim.launch import supervisord_binary
 
@@ -130,6 +142,11 @@ def _run(opts: argparse.Namespace, kafka: str, redis_url: str) -> int:
     flags = {name: getattr(opts, name) for name in Knobs.names()}
     try:
         knobs = Knobs.load(opts.service, flags)
+        telemetry = parse_modes(opts.telemetry or _env("SIM_TELEMETRY"))
+        endpoint = _otlp_endpoint() or ""
+        if OTEL in telemetry and not endpoint:
+            raise ValueError("telemetry 'otel' needs an OTLP endpoint: set SIM_OTLP_ENDPOINT or "
+                             "OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://127.0.0.1:4317)")
     except ValueError as exc:
         print(f"sim run {opts.service}: {exc}", file=sys.stderr)
         return 4
@@ -138,7 +155,8 @@ def _run(opts: argparse.Namespace, kafka: str, redis_url: str) -> int:
     config = Config(name=opts.service, kafka=kafka, redis_url=redis_url, grpc_port=opts.grpc_port,
                     http_port=opts.http_port, host=opts.host, advertise_host=opts.advertise_host,
                     registry_ttl=float(_env("SIM_REGISTRY_TTL", "10") or 10),
-                    audit_topic=_env("SIM_AUDIT_TOPIC", "audit.events.v1") or "audit.events.v1", extra=extra)
+                    audit_topic=_env("SIM_AUDIT_TOPIC", "audit.events.v1") or "audit.events.v1",
+                    telemetry=telemetry, otlp_endpoint=endpoint, extra=extra)
     cls = LoadGenerator if opts.service == "load-generator" else SERVICES[opts.service]
 
     async def serve() -> int:

@@ -26,6 +26,7 @@ from typing import Any
 
 from sim import kafka_security
 from sim.runtime import ensure_topics
+from sim.telemetry import AUDIT, OTEL, parse_modes
 
 PROGRAMS = ("exchange", "risk-monitor", "trading-engine", "load-generator")
 PROXY = "engine-to-exchange"
@@ -87,6 +88,10 @@ class SimOptions:
     #: Kafka security for every service (``SIM_KAFKA_*``: see ``sim.kafka_security``); those in the
     #: launcher's environment apply too
     kafka_env: dict[str, str] = field(default_factory=dict)
+    #: where the services' events go (``sim.telemetry``): audit, otel or audit,otel
+    telemetry: str = AUDIT
+    #: the OTLP/gRPC endpoint for ``otel`` (an OpenTelemetry Collector)
+    otlp_endpoint: str | None = None
 
     def kafka_security(self) -> dict[str, str]:
         return {**{k: os.environ[k] for k in kafka_security.NAMES if os.environ.get(k)}, **self.kafka_env}
@@ -119,6 +124,8 @@ class Sim:
         """Topics, ports, the Toxiproxy proxy and supervisord.conf: everything but starting it."""
         if self.running():
             raise RuntimeError(f"a sim is already running from {self.directory}; run: sim down --dir {self.directory}")
+        if OTEL in parse_modes(options.telemetry) and not options.otlp_endpoint:
+            raise ValueError("telemetry 'otel' needs an OTLP endpoint (--otlp-endpoint, SIM_OTLP_ENDPOINT)")
         self.directory.mkdir(parents=True, exist_ok=True)
         asyncio.run(ensure_topics(options.kafka, options.audit_topic, security=options.kafka_security()))
         base = options.base_port
@@ -164,7 +171,9 @@ class Sim:
         env = {"SIM_KAFKA_BOOTSTRAP": options.kafka, "SIM_REDIS_URL": options.redis_url,
                "SIM_KNOBS_FILE": str(self.knobs_file), "SIM_REGISTRY_TTL": str(options.registry_ttl),
                "SIM_AUDIT_TOPIC": options.audit_topic, **options.kafka_security(),
-               "PYTHONUNBUFFERED": "1"}
+               "SIM_TELEMETRY": options.telemetry, "PYTHONUNBUFFERED": "1"}
+        if options.otlp_endpoint:
+            env["SIM_OTLP_ENDPOINT"] = options.otlp_endpoint
         environment = ",".join(f'{k}="{_escape(v)}"' for k, v in env.items())
         extra = {"trading-engine": ["--exchange-address", exchange_address, "--order-timeout",
                                     str(options.order_timeout)],

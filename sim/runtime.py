@@ -35,6 +35,7 @@ from grpc_reflection.v1alpha import reflection
 
 from sim import kafka_security
 from sim.knobs import Knobs
+from sim.telemetry import AUDIT, OTEL, Otel
 
 log = logging.getLogger("sim")
 
@@ -70,6 +71,9 @@ class Config:
     advertise_host: str | None = None
     audit_topic: str = AUDIT_TOPIC
     registry_ttl: float = 10.0
+    #: where events go: ``audit`` (Kafka), ``otel`` (OTLP logs and spans to ``otlp_endpoint``), or both
+    telemetry: frozenset[str] = frozenset({AUDIT})
+    otlp_endpoint: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -107,6 +111,7 @@ class Service:
         self.server = grpc.aio.server()
         self._tasks: list[asyncio.Task[Any]] = []
         self._random = random.Random()  # noqa: S311 - fault simulation, not security
+        self.otel: Otel | None = None
 
     # -- to override -------------------------------------------------------------------------------
     def add_servicers(self, server: grpc.aio.Server) -> None:
@@ -131,24 +136,42 @@ class Service:
         self._tasks.append(task)
         return task
 
+    def span(self, name: str, headers: Iterable[tuple[str, bytes | None]] | None = None, correlation_id: str = "",
+             **attributes: Any) -> contextlib.AbstractContextManager[None]:
+        """The work of one input as an OpenTelemetry span (nothing without ``otel``), a child of the
+        trace context the input's record carried."""
+        if self.otel is None:
+            return contextlib.nullcontext()
+        return self.otel.span(name, headers, correlation_id, attributes)
+
     async def audit(self, event_type: str, correlation_id: str = "", status: str = "ok", **metadata: Any) -> None:
-        """Publish an audit event (JSON, the audit contract's fields); the knobs may drop or repeat it."""
-        if self.producer is None:
-            return
+        """Publish an audit event (JSON, the audit contract's fields) and/or its OpenTelemetry log
+        record; the knobs may drop or repeat it."""
         if self.knobs.audit_drop and self._random.random() < self.knobs.audit_drop:
             self.count("audit_dropped")
             return
+        text = {k: str(v) for k, v in metadata.items() if v is not None}
+        copies = 2 if self.knobs.audit_duplicate and self._random.random() < self.knobs.audit_duplicate else 1
+        if self.otel is not None:
+            self.otel.event(event_type, correlation_id, status, text, copies)
+        if AUDIT in self.config.telemetry and not await self._send_audit(event_type, correlation_id, status, text,
+                                                                          copies):
+            return
+        self.count(f"audit_{event_type}")
+
+    async def _send_audit(self, event_type: str, correlation_id: str, status: str, metadata: dict[str, str],
+                          copies: int) -> bool:
+        if self.producer is None:
+            return False
         body = {"id": str(uuid.uuid4()), "service_name": self.name, "event_type": event_type,
                 "timestamp": now_rfc3339(), "status": status, "correlation_id": correlation_id,
-                "instance": "" if self.knobs.no_instance else str(os.getpid()),
-                "metadata": {k: str(v) for k, v in metadata.items() if v is not None}}
+                "instance": "" if self.knobs.no_instance else str(os.getpid()), "metadata": metadata}
         value = json.dumps(body, separators=(",", ":")).encode()
         headers = [("content-type", b"application/json"), ("ce_specversion", b"1.0"),
                    ("ce_id", body["id"].encode()), ("ce_source", f"/sim/{self.name}".encode()),
                    ("ce_type", AUDIT_TYPE.encode()), ("ce_time", body["timestamp"].encode())]
         if correlation_id:
             headers.append((CORRELATION_HEADER, correlation_id.encode()))
-        copies = 2 if self.knobs.audit_duplicate and self._random.random() < self.knobs.audit_duplicate else 1
         try:
             for _ in range(copies):
                 # bounded: a missing topic or a full buffer must not stop the service's own work
@@ -158,8 +181,8 @@ class Service:
             self.count("audit_failed")
             log.warning("audit event %s not sent to %s: %s", event_type, self.config.audit_topic,
                         exc or "no answer in time")
-            return
-        self.count(f"audit_{event_type}")
+            return False
+        return True
 
     async def mark_ready(self) -> None:
         self.ready = True
@@ -192,6 +215,8 @@ class Service:
         await self.server.start()
         runner = await self._start_http()
 
+        if OTEL in self.config.telemetry:
+            self.otel = Otel(self.name, "" if self.knobs.no_instance else str(os.getpid()), self.config.otlp_endpoint)
         self.producer = AIOKafkaProducer(**kafka_security.options(self.config.kafka), linger_ms=5, acks=1)
         await _retry(self.producer.start, stop, what="kafka")
         # the sim's topics, made by whichever service starts first (compose runs no `sim up`)
@@ -225,6 +250,8 @@ class Service:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.stop_work()
         await self.producer.stop()
+        if self.otel is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.otel.shutdown)
         await self.server.stop(grace=1.0)
         await runner.cleanup()
         await self.redis.aclose()
@@ -239,6 +266,8 @@ class Service:
         log.error("%s crashing on purpose (knob crash_after=%s)", self.name, delay)
         if self.producer is not None:
             await self.producer.flush()
+        if self.otel is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.otel.flush)
         os._exit(3)
 
     async def _register(self, status: str) -> None:

@@ -249,14 +249,15 @@ class TradingEngine(Service, trading_pb2_grpc.TradingEngineServiceServicer):
                 await self._on_fill(record)
                 continue
             correlation = correlation_of(record.headers)
-            try:
-                order = order_from_json(record.value)
-            except ValueError as exc:
-                self.count("orders_rejected")
-                await self.audit("order_rejected", correlation, status="error", reason=f"malformed order: {exc}",
-                                 offset=record.offset)
-                continue
-            await self.take(order, correlation)
+            with self.span("take_order", record.headers, correlation, **{"messaging.kafka.offset": record.offset}):
+                try:
+                    order = order_from_json(record.value)
+                except ValueError as exc:
+                    self.count("orders_rejected")
+                    await self.audit("order_rejected", correlation, status="error",
+                                     reason=f"malformed order: {exc}", offset=record.offset)
+                    continue
+                await self.take(order, correlation)
 
     async def take(self, order: trading_pb2.Order, correlation: str) -> tuple[bool, str]:
         """Accept an order once (duplicates are recognised and ignored) and start processing it."""

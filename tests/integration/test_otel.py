@@ -5,10 +5,12 @@ stream worker reads them there and decides verdicts from them as from audit even
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import grpc
@@ -21,11 +23,14 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
+from agent import client
 from agent._proto.coordinator.v1 import events_pb2
 from agent.devstack import Stack, otelbuild
 from agent.settings import Settings
+from sim.launch import Sim, SimInfo, SimOptions
 from tests.helpers.agent import AgentProcess
-from tests.helpers.engine import applied_settings
+from tests.helpers.engine import applied_settings, engine_env, read_all
+from tests.integration.test_flagship import FLAGSHIP, PARAMS, _processes, _restart
 from tests.integration.test_worker import WORKER, _env, expectation, inject, verdicts
 
 S = events_pb2
@@ -113,3 +118,139 @@ def test_the_collector_is_built_into_the_cache_once(otel_env: dict[str, str]) ->
     binary = otelbuild.built()
     assert binary is not None and binary.is_file()
     assert Path(binary).parent.parent.name.startswith(f"otelcol-{otelbuild.COLLECTOR_VERSION}-")
+
+
+# -- the flagship judged from OpenTelemetry alone --------------------------------------------------
+# the sim's services send no audit event at all: their OTLP logs and spans go to the Collector, whose
+# Kafka exporter writes them where the worker reads (sim -> OTLP -> Collector -> Kafka -> worker)
+
+
+@pytest.fixture(scope="module")
+def otel_sim(otel_env: dict[str, str], stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[tuple[Sim, SimInfo]]:
+    sim = Sim(tmp_path_factory.mktemp("otel-sim"))
+    info = sim.up(SimOptions(kafka=stack_env["COORDINATOR_KAFKA_BOOTSTRAP_SERVERS"],
+                             redis_url=stack_env["COORDINATOR_REDIS_URL"], rate=20, order_timeout=4, loss_timeout=5,
+                             audit_topic=f"test.{uuid.uuid4().hex[:8]}.audit", telemetry="otel",
+                             otlp_endpoint=otel_env["OTEL_EXPORTER_OTLP_ENDPOINT"]))
+    yield sim, info
+    sim.down()
+
+
+@pytest.fixture(scope="module")
+def flagship_env(otel_env: dict[str, str], stack_env: dict[str, str], otel_sim: tuple[Sim, SimInfo]
+                 ) -> dict[str, str]:
+    _, info = otel_sim
+    base = engine_env(stack_env, info.supervisor_url)
+    sfx = base["COORDINATOR_REDIS_KEY_PREFIX"]
+    otlp = {k: v for k, v in otel_env.items() if k.startswith("COORDINATOR_OTLP")}
+    return {**base, **info.agent_env(), **otlp, "COORDINATOR_WORKER_APP_ID": f"{sfx}-worker",
+            "COORDINATOR_WORKER_TICK_INTERVAL": "0.2", "COORDINATOR_VERDICT_GRACE": "8",
+            "COORDINATOR_LATE_EVIDENCE": "30"}
+
+
+@pytest.fixture(scope="module")
+async def flagship_settings(flagship_env: dict[str, str]) -> Settings:
+    return await applied_settings(flagship_env)
+
+
+@pytest.fixture(scope="module")
+def flagship_running(flagship_env: dict[str, str], flagship_settings: Settings,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    logs = tmp_path_factory.mktemp("otel-flagship")
+    worker = AgentProcess(flagship_env, logs / "worker.log", WORKER, r"Ready").start(timeout=90)
+    agent = AgentProcess(flagship_env, logs / "agent.log").start()
+    yield
+    agent.stop()
+    worker.stop()
+
+
+async def _flagship(settings: Settings) -> Any:
+    result = await client.run_and_follow(settings, client.build_request(FLAGSHIP, PARAMS), timeout=120)
+    assert result is not None, "no result"
+    return result
+
+
+@pytest.mark.timeout(300)
+async def test_the_flagship_passes_from_the_sims_opentelemetry_alone(
+    otel_sim: tuple[Sim, SimInfo], flagship_running: None, flagship_settings: Settings
+) -> None:
+    _, info = otel_sim
+    result = await _flagship(flagship_settings)
+    verdicts = {v.expectation_name: v for v in result.verdicts}
+    assert result.status == S.EXECUTION_STATUS_PASSED, result.reason
+    assert set(verdicts) == {"risk-monitor-ready-again", "risk-monitor-time-to-recover", "risk-reports-resume",
+                             "no-order-lost"}
+    recovered = verdicts["risk-monitor-time-to-recover"].time_to_recover.ToNanoseconds() / 1e9
+    assert 0 < recovered < 8, verdicts["risk-monitor-time-to-recover"].reason
+    # the sim wrote no audit event: the audit topic holds only the agent's own platform events
+    # (process_exited/process_started), none of the event types the verdicts were decided by
+    audit = await read_all(flagship_settings.kafka_bootstrap_servers, info.audit_topic)
+    assert audit, "the agent's platform events are there"
+    assert {dict(r.headers)["ce_source"] for r in audit} == {b"/coordinator/platform/supervisor"}
+    assert {json.loads(r.value)["event_type"] for r in audit} <= {"process_exited", "process_started"}
+
+
+@pytest.mark.timeout(300)
+async def test_the_flagship_fails_from_opentelemetry_when_the_risk_monitor_never_becomes_ready_again(
+    otel_sim: tuple[Sim, SimInfo], flagship_running: None, flagship_settings: Settings
+) -> None:
+    sim, info = otel_sim
+    sim.knobs_file.write_text(json.dumps({"risk-monitor": {"never_ready": True}}))  # for its next start
+    try:
+        result = await _flagship(flagship_settings)
+        assert result.status == S.EXECUTION_STATUS_FAILED
+        assert "risk-monitor-ready-again: no 'service_ready from risk-monitor' by the deadline" in result.reason
+        verdicts = {v.expectation_name: v for v in result.verdicts}
+        assert verdicts["risk-reports-resume"].status == S.VERDICT_STATUS_FAILED
+        assert verdicts["no-order-lost"].status == S.VERDICT_STATUS_FAILED, verdicts["no-order-lost"].reason
+    finally:
+        _restart(sim, info, "risk-monitor")
+
+
+READY_ONCE = """\
+apiVersion: coordinator/v1
+kind: Scenario
+metadata: {name: ready-once}
+spec:
+  targets:
+    risk-monitor: {driver: supervisor, selector: {program: risk-monitor}}
+  steps:
+    - {name: restart-risk-monitor, fault: restart, target: risk-monitor}
+  expectations:
+    - {name: ready-once, after: restart-risk-monitor, attribution: target-window,
+       event: {type: service_ready, service: risk-monitor}, count: {min: 1, max: 1, within: 15s}}
+"""
+
+
+@pytest.mark.timeout(300)
+async def test_a_log_record_the_service_sends_twice_counts_once(
+    otel_sim: tuple[Sim, SimInfo], flagship_running: None, flagship_settings: Settings, otel_env: dict[str, str],
+    tmp_path: Path
+) -> None:
+    sim, info = otel_sim
+    scenario = tmp_path / "ready-once.yaml"
+    scenario.write_text(READY_ONCE)
+    sim.knobs_file.write_text(json.dumps({"risk-monitor": {"audit_duplicate": 1.0}}))  # its next start sends twice
+    try:
+        result = await client.run_and_follow(flagship_settings, client.build_request(str(scenario), {}), timeout=120)
+        assert result is not None, "no result"
+        [verdict] = result.verdicts
+        assert verdict.status == S.VERDICT_STATUS_PASSED and verdict.count == 1, verdict.reason
+        # the duplicate was really sent: the new process's service_ready is on the logs topic twice
+        pid = str(_processes(info)["risk-monitor"]["pid"])
+        [logs_topic] = json.loads(otel_env["COORDINATOR_OTLP__LOGS_TOPICS"])
+        ready = [record for kafka_record in await read_all(flagship_settings.kafka_bootstrap_servers, logs_topic)
+                 for record in _log_records(kafka_record.value, pid) if record.event_name == "service_ready"]
+        assert len(ready) == 2 and ready[0] == ready[1], ready
+    finally:
+        _restart(sim, info, "risk-monitor")
+
+
+def _log_records(value: bytes, instance: str) -> list[LogRecord]:
+    request = ExportLogsServiceRequest()
+    request.ParseFromString(value)
+    return [record for resource_logs in request.resource_logs
+            if any(kv.key == "service.instance.id" and kv.value.string_value == instance
+                   for kv in resource_logs.resource.attributes)
+            for scope_logs in resource_logs.scope_logs for record in scope_logs.log_records]
