@@ -48,7 +48,13 @@ def serve(http_port: int | None, grpc_port: int | None) -> None:
         settings = settings.model_copy(update={"http_port": http_port})
     if grpc_port is not None:
         settings = settings.model_copy(update={"grpc_port": grpc_port})
-    code = asyncio.run(_serve(settings))
+    from agent import tracing
+
+    tracing.configure(settings.tracing, settings.instance_id)
+    try:
+        code = asyncio.run(_serve(settings))
+    finally:
+        tracing.shutdown()  # the last spans exported
     if code:
         click.get_current_context().exit(code)
 
@@ -126,6 +132,9 @@ def run(ctx: click.Context, scenario: str, params: tuple[str, ...], dry_run: boo
     else:
         click.echo(f"{client.status_name(result.status)}: {result.reason}")
         click.echo(f"  execution {result.execution_id}")
+        if result.trace_id:
+            link = settings.tracing.link.replace("{trace_id}", result.trace_id)
+            click.echo(f"  trace {result.trace_id}" + (f"  {link}" if link else ""))
         for injection in result.injections:
             click.echo(f"  fault {injection.fault} on {injection.target}  correlation id {injection.correlation_id}")
         for verdict in result.verdicts:
@@ -196,7 +205,7 @@ def _write_reports(result: Any, paths: dict[str, str | None]) -> None:
 
     for fmt, path in paths.items():
         if path:
-            Path(path).write_text(reports.render(result, fmt), encoding="utf-8")
+            Path(path).write_text(reports.render(result, fmt, get_settings().tracing.link), encoding="utf-8")
             click.echo(f"{fmt} report written to {path}", err=True)
 
 
@@ -222,7 +231,7 @@ def report(ctx: click.Context, execution_id: str, fmt: str, path: str | None) ->
         click.echo(f"no result for execution '{execution_id}' (unknown, or still running)", err=True)
         ctx.exit(4)
     result = execution.result
-    text = reports.render(result, fmt)
+    text = reports.render(result, fmt, get_settings().tracing.link)
     if path:
         Path(path).write_text(text, encoding="utf-8")
         click.echo(f"{fmt} report written to {path}", err=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 #: the one documented correlation header, on every event tied to an injection
 CORRELATION_HEADER = "correlation-id"
+#: the W3C trace context header (https://www.w3.org/TR/trace-context/), on events an execution sends
+TRACEPARENT = "traceparent"
 #: on a result: the correlation ids of its injections, comma-separated
 CORRELATION_IDS_HEADER = "correlation-ids"
 TRACEPARENT_HEADER = "traceparent"

@@ -9,7 +9,9 @@ instance applies them and a crashed agent's faults vanish with its lease.
 
 Every event a fault touches carries the fault's ``correlation-id`` header (an existing one is kept
 as ``original-correlation-id``), so the audit events it causes downstream can be joined to the
-injection. Offsets are committed after a batch is delivered (at least once); a delayed event is
+injection; when executions are traced, also the injection's ``traceparent`` (an existing one kept as
+``original-traceparent``), so the spans it causes join the experiment's trace. Offsets are
+committed after a batch is delivered (at least once); a delayed event is
 committed before it is sent, so a crash during its delay loses it (at most once for delays).
 """
 
@@ -28,7 +30,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from agent import kafkaio
-from agent.constants import CORRELATION_HEADER
+from agent.constants import CORRELATION_HEADER, TRACEPARENT
 from agent.drivers.kafka import relay_key
 from agent.engine.publisher import send_dead_letter
 from agent.logs import get_logger
@@ -57,7 +59,8 @@ def apply_faults(value: bytes | None, headers: Sequence[tuple[str, bytes]], faul
         if rng.random() >= float(params.get("probability", 1.0)):
             continue
         kind = fault.get("fault")
-        outputs = [Output(o.delay, o.value, _tag(o.headers, correlation_id)) for o in outputs]
+        outputs = [Output(o.delay, o.value, _tag(o.headers, correlation_id, fault.get("traceparent", "")))
+                   for o in outputs]
         if kind == "drop-events":
             return []
         if kind == "duplicate-events":
@@ -84,15 +87,20 @@ def corrupt(value: bytes | None, mode: str, rng: random.Random) -> bytes:
     return bytes(rng.randrange(256) for _ in range(max(8, len(data))))
 
 
-def _tag(headers: Headers, correlation_id: str) -> Headers:
+def _tag(headers: Headers, correlation_id: str, traceparent: str = "") -> Headers:
+    """The fault's correlation id (and the injection's trace context, when traced) on an event it
+    touches; what the event carried before is kept as ``original-...``."""
+    replaced = {CORRELATION_HEADER: correlation_id.encode()}
+    if traceparent:
+        replaced[TRACEPARENT] = traceparent.encode()
     out = []
     for name, value in headers:
-        if name == CORRELATION_HEADER:
-            if value != correlation_id.encode():
-                out.append(("original-correlation-id", value))
+        if name in replaced:
+            if value != replaced[name]:
+                out.append((f"original-{name}", value))
             continue
         out.append((name, value))
-    out.append((CORRELATION_HEADER, correlation_id.encode()))
+    out.extend(replaced.items())
     return out
 
 

@@ -27,13 +27,14 @@ S = events_pb2
 FORMATS = ("junit", "json", "html")
 
 
-def render(result: events_pb2.ScenarioResult, fmt: str) -> str:
+def render(result: events_pb2.ScenarioResult, fmt: str, trace_link: str = "") -> str:
+    """``result`` as a report; ``trace_link`` (with ``{trace_id}``) links the execution's trace."""
     if fmt == "junit":
         return junit(result)
     if fmt == "json":
         return json_format.MessageToJson(result, indent=2, sort_keys=True)
     if fmt == "html":
-        return html_report(result)
+        return html_report(result, trace_link)
     raise ValueError(f"unknown report format '{fmt}'; choose one of {', '.join(FORMATS)}")
 
 
@@ -46,6 +47,7 @@ def junit(result: events_pb2.ScenarioResult) -> str:
     properties = ET.SubElement(suite, "properties")
     for name, value in (("execution_id", result.execution_id), ("request_id", result.request_id),
                         ("status", _status(result.status)), ("reason", result.reason),
+                        *((("trace_id", result.trace_id),) if result.trace_id else ()),
                         *((f"injection.{i.step_name}", i.correlation_id) for i in result.injections),
                         *((f"label.{k}", v) for k, v in sorted(result.labels.items()))):
         ET.SubElement(properties, "property", name=name, value=value)
@@ -115,7 +117,7 @@ padding:.3rem .5rem;text-align:left;vertical-align:top}th{background:#f6f8fa}
 """
 
 
-def html_report(result: events_pb2.ScenarioResult) -> str:
+def html_report(result: events_pb2.ScenarioResult, trace_link: str = "") -> str:
     e = html.escape
     start = _ts(result.started_at)
     status = _status(result.status)
@@ -168,13 +170,19 @@ def html_report(result: events_pb2.ScenarioResult) -> str:
     timeline = "".join(f'<div class="ev {kind}"><span class="t">{at(moment)}</span> {text}</div>'
                        for moment, kind, text in events)
     labels = ", ".join(f"{e(k)}={e(v)}" for k, v in sorted(result.labels.items()))
+    trace = ""
+    if result.trace_id:
+        trace = f"· trace <code>{e(result.trace_id)}</code>"
+        if trace_link:
+            trace = (f'· trace <a class="trace" href="{e(trace_link.replace("{trace_id}", result.trace_id))}">'
+                     f"<code>{e(result.trace_id)}</code></a>")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(result.scenario_name)}: {status}</title>
 <style>{_CSS}</style></head><body>
 <h1>{e(result.scenario_name)} <span class="badge {status}">{status}</span></h1>
 <div class="meta">execution <code>{e(result.execution_id)}</code> · request <code>{e(result.request_id)}</code>
  · started {e(_iso(result.started_at) or "-")} · {_seconds(result.started_at, result.ended_at):.1f}s
- {("· " + labels) if labels else ""}</div>
+ {trace} {("· " + labels) if labels else ""}</div>
 <p>{e(result.reason)}</p>
 <h2>Verdicts</h2><table><tr><th>expectation</th><th>verdict</th><th>why</th><th>time to recover</th></tr>{rows}</table>
 <h2>Faults</h2><table><tr><th>fault</th><th>active over the run</th></tr>{bars}</table>

@@ -174,7 +174,7 @@ class Service:
             found = await self.engine.get(execution_id)
         except CoordinatorError:
             return None
-        return reports.render(found.result, "html") if found.HasField("result") else None
+        return reports.render(found.result, "html", self.settings.tracing.link) if found.HasField("result") else None
 
     async def _start_when_possible(self, stop: asyncio.Event) -> AIOKafkaConsumer | None:
         """Connect to Kafka and Redis, retrying with back-off; None when stopped first."""

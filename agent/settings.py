@@ -128,6 +128,26 @@ class OtlpSettings(BaseModel):
         return None
 
 
+class TracingSettings(BaseModel):
+    """OpenTelemetry out (agent/tracing.py): every execution a trace, exported over OTLP/gRPC
+    (``COORDINATOR_TRACING__ENDPOINT=http://127.0.0.1:4317``, a Collector or a Jaeger). No endpoint:
+    off, and nothing is made or sent."""
+
+    #: the OTLP/gRPC endpoint; ``https://`` for TLS
+    endpoint: str = ""
+    #: the ``service.name`` of the agent's spans (the worker does not read spans of this service)
+    service_name: str = "chaos-coordinator"
+    #: seconds a finished span waits to be exported with others
+    export_delay: float = Field(default=0.5, gt=0, le=30)
+    #: where a person sees a trace, ``{trace_id}`` replaced (e.g. a Jaeger UI:
+    #: ``http://127.0.0.1:16686/trace/{trace_id}``); reports link the execution's trace there
+    link: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.endpoint)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="COORDINATOR_",
@@ -167,6 +187,8 @@ class Settings(BaseSettings):
     topics: TopicNames = TopicNames()
     #: OpenTelemetry logs and spans read as audit events by the worker (agent/worker/otlp.py)
     otlp: OtlpSettings = OtlpSettings()
+    #: the agent's own spans: a trace per execution (agent/tracing.py)
+    tracing: TracingSettings = TracingSettings()
     #: replication factor used by ``topics apply``; capped at the broker count
     topic_replication_factor: int = Field(default=3, ge=1)
 

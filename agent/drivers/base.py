@@ -190,6 +190,9 @@ class FaultRequest:
     selector: dict[str, Any]
     parameters: dict[str, Any]
     duration: float | None
+    #: the injection's trace context (W3C ``traceparent``), when executions are traced: what the
+    #: fault sends into the system carries it, so the system's spans join the experiment's trace
+    traceparent: str = ""
 
 
 class FaultDriver(ABC):

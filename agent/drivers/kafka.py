@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaError
 from pydantic import Field, SecretStr
 
 from agent import kafkaio
-from agent.constants import CORRELATION_HEADER, redis_key
+from agent.constants import CORRELATION_HEADER, TRACEPARENT, redis_key
 from agent.drivers.base import DriverSpec, FaultDriver, FaultKind, FaultRequest
 from agent.errors import ActionError, RevertError
 from agent.fields import Duration, Strict, TopicName
@@ -135,6 +135,8 @@ class KafkaDriver(FaultDriver):
             return await self._inject_events(request)
         key = relay_key(self.settings.redis_key_prefix, request.selector["source"], request.selector["topic"])
         fault = {"fault": request.fault, "parameters": request.parameters, "execution_id": request.execution_id}
+        if request.traceparent:  # the relay stamps it on what the fault touches
+            fault["traceparent"] = request.traceparent
         try:
             await answer(self._get_redis().hset(key, request.correlation_id, json.dumps(fault, sort_keys=True)))
         except aioredis.RedisError as exc:
@@ -170,6 +172,7 @@ class KafkaDriver(FaultDriver):
                     ("content-type", content_type.encode()),
                     (CORRELATION_HEADER, request.correlation_id.encode()),
                     *[(k, str(v).encode()) for k, v in (params.get("headers") or {}).items()],
+                    *([(TRACEPARENT, request.traceparent.encode())] if request.traceparent else []),
                 ]
                 sent.append(await producer.send(topic, value, key=key.encode() if key else None, headers=headers))
                 if rate > 0:

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent import failpoints, metrics, vocabulary
+from agent import failpoints, metrics, tracing, vocabulary
 from agent._proto.coordinator.v1 import events_pb2
 from agent.drivers import DriverRegistry
 from agent.drivers.probes import ProbeOutcome, Prober
@@ -98,6 +98,8 @@ class Execution:
     _background: list[asyncio.Task[None]] = field(default_factory=list)
     _continuous_failures: list[str] = field(default_factory=list)
     _unanswered: set[tuple[str, str]] = field(default_factory=set)
+    #: the execution's trace (a no-op unless tracing is on)
+    trace: tracing.RunTrace = field(default_factory=tracing.RunTrace.off)
 
     @property
     def owner(self) -> str:
@@ -131,6 +133,9 @@ class Execution:
         metrics.ACTIVE_EXECUTIONS.inc()
         status: int = S.EXECUTION_STATUS_ERROR
         reason = "the run ended unexpectedly"
+        self.trace = tracing.RunTrace.start(self.execution_id, self.scenario.name, self.request_id,
+                                      self.request.requester, started)
+        entered = self.trace.enter()  # what the run publishes carries its trace context
         try:
             try:
                 await self._start(started)
@@ -161,10 +166,13 @@ class Execution:
         finally:
             self.ctx.verdicts.unregister(self.execution_id)
             metrics.ACTIVE_EXECUTIONS.dec()
+            self.trace.leave(entered)
+        name = vocabulary.status_name(status)
+        self.trace.end("taken over" if self.lost else name, reason, failed=status != S.EXECUTION_STATUS_PASSED)
         if self.lost:
             return None
         result = self._result(status, reason, started)
-        metrics.EXECUTIONS.labels(status=vocabulary.status_name(status)).inc()
+        metrics.EXECUTIONS.labels(status=name).inc()
         metrics.RUN_SECONDS.observe(time.time() - started)
         return result
 
@@ -246,25 +254,32 @@ class Execution:
         if len(self.ctx.faults.of_execution(self.execution_id)) >= limit:
             raise StepFailed(f"step '{step.name}' would exceed maxConcurrentFaults ({limit})")
         t0 = time.time()
-        injecting = asyncio.ensure_future(self.ctx.faults.inject(self.execution_id, self.scenario, step, self.epoch))
+        span = self.trace.injection(step.name, step.fault, step.target)
+        with self.trace.injecting(span):  # the chaos event and what the driver sends carry the span
+            injecting = asyncio.ensure_future(self.ctx.faults.inject(self.execution_id, self.scenario, step,
+                                                                     self.epoch))
         try:
             active = await asyncio.shield(injecting)
         except asyncio.CancelledError:
             # a parallel step failed, or the run was stopped, while this fault went in: let it finish
             # (the driver call is bounded by the step's timeout) so that it is recorded and reverted
             try:
-                self._record(step, await injecting)
+                self.trace.injected(span, self._record(step, await injecting))
             except BaseException:  # noqa: BLE001 - failed on its own (nothing applied), or cancelled again
+                self.trace.injected(span, "", "stopped while injecting")
                 if not injecting.done():
                     injecting.add_done_callback(self._revert_late)
             raise
         except FencedOut:
+            self.trace.injected(span, "", "taken over")
             self.lost = True
             raise
         except CoordinatorError as exc:
+            self.trace.injected(span, "", str(exc))
             await self._entry("steps", step.name, False, started=t0, error=str(exc))
             raise StepFailed(f"step '{step.name}': {exc}") from exc
         cid = self._record(step, active)
+        self.trace.injected(span, cid)
         touched = f" ({', '.join(active.event.touched)})" if active.event.touched else ""
         await self._entry("steps", step.name, True, started=t0,
                           output=f"{step.fault} on {step.target}{touched}, correlation id {cid}")
@@ -296,6 +311,7 @@ class Execution:
         await self._revert(correlation_id)
 
     async def _revert(self, correlation_id: str) -> None:
+        t0 = time.time()
         active = await self.ctx.faults.revert(correlation_id)
         injection = self.injections.get(correlation_id)
         if active is None or injection is None or self.lost:
@@ -307,7 +323,7 @@ class Execution:
         injection.final_state = S.CHAOS_EVENT_TYPE_REVERT_FAILED if active.error else S.CHAOS_EVENT_TYPE_REVERTED
         injection.error = active.error
         injection.arrived[:] = active.arrived
-        await self._entry("revert", injection.step_name, not active.error, error=active.error,
+        await self._entry("revert", injection.step_name, not active.error, started=t0, error=active.error,
                           output=f"{injection.fault} on {injection.target} reverted" if not active.error else "")
 
     async def _revert_all(self) -> None:
@@ -417,6 +433,9 @@ class Execution:
     async def _verdict(self, verdict: events_pb2.ExpectationVerdict) -> None:
         """Keep a verdict for the result, and in the run's trail for whoever finishes the run."""
         self.verdicts[(verdict.correlation_id, verdict.expectation_name)] = verdict
+        self.trace.verdict(verdict.correlation_id, verdict.expectation_name, vocabulary.verdict_name(verdict.status),
+                           verdict.reason, verdict.injected_at.ToNanoseconds() / 1e9, time.time(),
+                           failed=verdict.status != S.VERDICT_STATUS_PASSED)
         if not self.lost:
             await self.ctx.store.add_to_trail(
                 self.execution_id, trail.verdict_key(verdict.correlation_id, verdict.expectation_name),
@@ -478,6 +497,7 @@ class Execution:
         entry.started_at.FromNanoseconds(int((started or now) * 1e9))
         entry.ended_at.FromNanoseconds(int(now * 1e9))
         self.journal.append(entry)
+        self.trace.entry(phase, name, ok, started or now, now, error)
         if not self.lost:  # in the run's trail too, for whoever finishes the run
             await self.ctx.store.add_to_trail(self.execution_id, trail.journal_key(len(self.journal) - 1),
                                               entry.SerializeToString())
@@ -508,6 +528,7 @@ class Execution:
         )
         result.started_at.FromNanoseconds(int(started * 1e9))
         result.ended_at.GetCurrentTime()
+        result.trace_id = self.trace.trace_id
         return result
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from agent import drivers, failpoints, metrics
+from agent import drivers, failpoints, metrics, tracing
 from agent._proto.coordinator.v1 import events_pb2
 from agent.drivers import DriverRegistry, FaultRequest
 from agent.drivers.base import ARRIVED, ENDED_INSTANCE, TOUCHED
@@ -135,6 +135,7 @@ class FaultManager:
             correlation_id=correlation_id, execution_id=execution_id, fault=step.fault, target_name=step.target,
             service=service, selector=target.selector.model_dump(mode="python"),
             parameters=parameters.model_dump(mode="python"), duration=step.duration,
+            traceparent=tracing.traceparent(),
         )
         driver = self.drivers.get(target.driver)
         try:  # what a selector matching several targets picks: the lease and the allow-list see that
@@ -196,6 +197,7 @@ class FaultManager:
         event.injected_at.FromNanoseconds(int(injected_at * 1e9))
         event.ended_instance = str((observed or {}).get(ENDED_INSTANCE) or "")
         event.touched.extend(touched)
+        event.trace_id, event.span_id = tracing.current_ids()
         active = ActiveFault(lease=lease, injected_at=injected_at, event=event, injection=injection)
         self.active[correlation_id] = active
         metrics.INJECTIONS.labels(fault=step.fault, outcome="injected").inc()

@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.structs import ConsumerRecord
 from google.protobuf.message import Message
 
-from agent import codec, kafkaio, metrics, submission
+from agent import codec, kafkaio, metrics, submission, tracing
 from agent._proto.coordinator.v1 import events_pb2
 from agent.constants import (
     CORRELATION_IDS_HEADER,
@@ -68,7 +68,7 @@ class Publisher:
         assert self._producer is not None, "publisher not started"
         event = codec.encode_event(message, key=key, source=self.source, content_type=self.settings.content_type,
                                    correlation_id=correlation_id, event_id=event_id)
-        headers = [*event.headers, *(extra or [])]
+        headers = [*event.headers, *(extra or []), *tracing.headers()]
         delivery = await self._producer.send(topic, event.value, key=event.key, headers=headers)
         if wait:
             await delivery

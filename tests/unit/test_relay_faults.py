@@ -32,6 +32,19 @@ def test_duplicates_are_tagged_with_the_injection_and_keep_the_original_id() -> 
         assert _headers(out)["ce_type"] == b"orders.v1.Order"
 
 
+def test_a_traced_injection_puts_its_trace_context_on_what_it_touches() -> None:
+    injection = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    upstream = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    fault = {CID: {"fault": "duplicate-events", "parameters": {"copies": 1}, "traceparent": injection}}
+    outs = apply_faults(b"v", [*ORIGINAL, ("traceparent", upstream.encode())], fault, random.Random(1))
+    assert len(outs) == 2
+    for out in outs:
+        assert _headers(out)["traceparent"] == injection.encode()
+        assert _headers(out)["original-traceparent"] == upstream.encode()
+    [untraced] = apply_faults(b"v", ORIGINAL, _fault("delay-events", delay=0.1), random.Random(1))
+    assert "traceparent" not in _headers(untraced)
+
+
 def test_dropped_events_are_not_sent() -> None:
     assert apply_faults(b"v", ORIGINAL, _fault("drop-events"), random.Random(1)) == []
 

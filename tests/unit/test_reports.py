@@ -101,3 +101,15 @@ def test_json_and_html_reports() -> None:
     assert page.index("fault <b>restart</b>") < page.index("recovery seen"), "the timeline is in time order"
     with pytest.raises(ValueError, match="unknown report format 'pdf'"):
         reports.render(result, "pdf")
+
+
+def test_a_traced_execution_links_its_trace_in_the_reports() -> None:
+    result = failed_result()
+    assert "trace" not in reports.render(result, "html").split("<p>")[0], "no trace, no mention"
+    result.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    page = reports.render(result, "html", "http://127.0.0.1:16686/trace/{trace_id}")
+    assert ('<a class="trace" href="http://127.0.0.1:16686/trace/4bf92f3577b34da6a3ce929d0e0e4736">'
+            "<code>4bf92f3577b34da6a3ce929d0e0e4736</code></a>") in page
+    assert "trace <code>4bf92f3577b34da6a3ce929d0e0e4736</code>" in reports.render(result, "html")
+    [suite] = list(JUnitXml.fromstring(reports.render(result, "junit")))
+    assert {p.name: p.value for p in suite.properties()}["trace_id"] == result.trace_id

@@ -178,7 +178,7 @@ class Expectation(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ExpectationKind, str]] = ..., event_type: _Optional[str] = ..., service: _Optional[str] = ..., within: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., min_count: _Optional[int] = ..., max_count: _Optional[int] = ..., sequence: _Optional[_Iterable[str]] = ..., max_time_to_recover: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., match: _Optional[_Mapping[str, str]] = ..., attribution: _Optional[_Union[Attribution, str]] = ..., stable_for: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., since: _Optional[str] = ..., down: _Optional[_Iterable[str]] = ..., only_after: _Optional[str] = ..., kind_name: _Optional[str] = ..., rule: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class ChaosEvent(_message.Message):
-    __slots__ = ("correlation_id", "type", "execution_id", "scenario_name", "step_name", "target", "service", "driver", "fault", "parameters", "injected_at", "reverted_at", "error", "expectations", "owner", "ended_instance", "touched", "arrived")
+    __slots__ = ("correlation_id", "type", "execution_id", "scenario_name", "step_name", "target", "service", "driver", "fault", "parameters", "injected_at", "reverted_at", "error", "expectations", "owner", "ended_instance", "touched", "arrived", "trace_id", "span_id")
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -197,6 +197,8 @@ class ChaosEvent(_message.Message):
     ENDED_INSTANCE_FIELD_NUMBER: _ClassVar[int]
     TOUCHED_FIELD_NUMBER: _ClassVar[int]
     ARRIVED_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    SPAN_ID_FIELD_NUMBER: _ClassVar[int]
     correlation_id: str
     type: ChaosEventType
     execution_id: str
@@ -215,7 +217,9 @@ class ChaosEvent(_message.Message):
     ended_instance: str
     touched: _containers.RepeatedScalarFieldContainer[str]
     arrived: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, correlation_id: _Optional[str] = ..., type: _Optional[_Union[ChaosEventType, str]] = ..., execution_id: _Optional[str] = ..., scenario_name: _Optional[str] = ..., step_name: _Optional[str] = ..., target: _Optional[str] = ..., service: _Optional[str] = ..., driver: _Optional[str] = ..., fault: _Optional[str] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., injected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reverted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., expectations: _Optional[_Iterable[_Union[Expectation, _Mapping]]] = ..., owner: _Optional[str] = ..., ended_instance: _Optional[str] = ..., touched: _Optional[_Iterable[str]] = ..., arrived: _Optional[_Iterable[str]] = ...) -> None: ...
+    trace_id: str
+    span_id: str
+    def __init__(self, correlation_id: _Optional[str] = ..., type: _Optional[_Union[ChaosEventType, str]] = ..., execution_id: _Optional[str] = ..., scenario_name: _Optional[str] = ..., step_name: _Optional[str] = ..., target: _Optional[str] = ..., service: _Optional[str] = ..., driver: _Optional[str] = ..., fault: _Optional[str] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., injected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reverted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., expectations: _Optional[_Iterable[_Union[Expectation, _Mapping]]] = ..., owner: _Optional[str] = ..., ended_instance: _Optional[str] = ..., touched: _Optional[_Iterable[str]] = ..., arrived: _Optional[_Iterable[str]] = ..., trace_id: _Optional[str] = ..., span_id: _Optional[str] = ...) -> None: ...
 
 class AuditEvent(_message.Message):
     __slots__ = ("id", "service_name", "event_type", "timestamp", "correlation_id", "trace_id", "span_id", "duration", "status", "metadata", "tags", "correlated_to", "payload", "instance")
@@ -355,7 +359,7 @@ class ExecutionProgress(_message.Message):
     def __init__(self, execution_id: _Optional[str] = ..., request_id: _Optional[str] = ..., scenario_name: _Optional[str] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., phase: _Optional[str] = ..., message: _Optional[str] = ..., entry: _Optional[_Union[JournalEntry, _Mapping]] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ScenarioResult(_message.Message):
-    __slots__ = ("execution_id", "request_id", "scenario_name", "status", "reason", "started_at", "ended_at", "injections", "verdicts", "journal", "requester", "labels", "dry_run")
+    __slots__ = ("execution_id", "request_id", "scenario_name", "status", "reason", "started_at", "ended_at", "injections", "verdicts", "journal", "requester", "labels", "dry_run", "trace_id")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -376,6 +380,7 @@ class ScenarioResult(_message.Message):
     REQUESTER_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     execution_id: str
     request_id: str
     scenario_name: str
@@ -389,4 +394,5 @@ class ScenarioResult(_message.Message):
     requester: str
     labels: _containers.ScalarMap[str, str]
     dry_run: bool
-    def __init__(self, execution_id: _Optional[str] = ..., request_id: _Optional[str] = ..., scenario_name: _Optional[str] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., reason: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., injections: _Optional[_Iterable[_Union[Injection, _Mapping]]] = ..., verdicts: _Optional[_Iterable[_Union[ExpectationVerdict, _Mapping]]] = ..., journal: _Optional[_Iterable[_Union[JournalEntry, _Mapping]]] = ..., requester: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+    trace_id: str
+    def __init__(self, execution_id: _Optional[str] = ..., request_id: _Optional[str] = ..., scenario_name: _Optional[str] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., reason: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., injections: _Optional[_Iterable[_Union[Injection, _Mapping]]] = ..., verdicts: _Optional[_Iterable[_Union[ExpectationVerdict, _Mapping]]] = ..., journal: _Optional[_Iterable[_Union[JournalEntry, _Mapping]]] = ..., requester: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., dry_run: _Optional[bool] = ..., trace_id: _Optional[str] = ...) -> None: ...
