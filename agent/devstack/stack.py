@@ -219,7 +219,9 @@ class Stack:
             **({"COORDINATOR_OTLP__LOGS_TOPICS": json.dumps([OTLP_LOGS_TOPIC]),
                 "COORDINATOR_OTLP__SPANS_TOPICS": json.dumps([OTLP_SPANS_TOPIC]),
                 # what the OpenTelemetry SDKs read: the Collector's OTLP/gRPC endpoint
-                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{state.ports['otel-grpc']}"}
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{state.ports['otel-grpc']}",
+                # the agent's executions as traces, to the same Collector (it also writes them to a file)
+                "COORDINATOR_TRACING__ENDPOINT": f"http://127.0.0.1:{state.ports['otel-grpc']}"}
                if "otel" in state.extras else {}),
         }
 
@@ -414,9 +416,13 @@ class Stack:
         home.mkdir(parents=True, exist_ok=True)
         config = home / "config.yaml"
         config.write_text(_otel_config(self._bootstrap(state, "").split(","), state.ports["otel-grpc"],
-                                       state.ports["otel-http"]))
+                                       state.ports["otel-http"], self.traces_file()))
         self._busy_port_check(state, _OTEL_PORTS)
         return procs.start([str(binary), f"--config={config}"], log_path=self._log("otel"))
+
+    def traces_file(self) -> Path:
+        """Where the stack's Collector writes every span it gets (OTLP/JSON, one export per line)."""
+        return self.dir / "otel" / "traces.jsonl"
 
     def _otel_ready(self, state: StackState) -> bool:
         return all(procs.port_in_use(state.ports[name]) for name in _OTEL_PORTS)
@@ -524,19 +530,21 @@ def default_dir() -> Path:
     return Path(os.environ.get("COORDINATOR_DEVSTACK_DIR") or ".devstack")
 
 
-def _otel_config(brokers: list[str], grpc_port: int, http_port: int) -> str:
+def _otel_config(brokers: list[str], grpc_port: int, http_port: int, traces_file: Path) -> str:
     """The Collector's configuration: OTLP in on loopback, batched for at most 200 ms, out to Kafka
-    (logs and spans in the encoding the worker reads by default), none of its own telemetry served
-    (its metrics port would clash between stacks)."""
+    (logs and spans in the encoding the worker reads by default) and spans to a file too (the
+    agent's traces, readable without a tracing backend), none of its own telemetry served (its
+    metrics port would clash between stacks)."""
     return json.dumps({
         "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{grpc_port}"},
                                              "http": {"endpoint": f"127.0.0.1:{http_port}"}}}},
         "processors": {"batch": {"timeout": "200ms"}},
         "exporters": {"kafka": {"brokers": brokers,
                                 "logs": {"topic": OTLP_LOGS_TOPIC, "encoding": "otlp_proto"},
-                                "traces": {"topic": OTLP_SPANS_TOPIC, "encoding": "otlp_proto"}}},
+                                "traces": {"topic": OTLP_SPANS_TOPIC, "encoding": "otlp_proto"}},
+                      "file": {"path": str(traces_file), "format": "json", "flush_interval": "200ms"}},
         "service": {"telemetry": {"metrics": {"level": "none"}, "logs": {"level": "warn"}},
                     "pipelines": {"logs": {"receivers": ["otlp"], "processors": ["batch"], "exporters": ["kafka"]},
                                   "traces": {"receivers": ["otlp"], "processors": ["batch"],
-                                             "exporters": ["kafka"]}}},
+                                             "exporters": ["kafka", "file"]}}},
     }, indent=2) + "\n"

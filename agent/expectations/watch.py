@@ -193,6 +193,9 @@ class Watch:
     #: the incarnation(s) of the target the fault ended (restart, kill, stop), comma-separated when it
     #: touched several containers; "" when unknown
     ended_instance: str = ""
+    #: the injection's trace (hex), when the agent traces executions: an event without a correlation
+    #: id of its own that is in this trace (OpenTelemetry spans and logs) is tied to the injection
+    trace_id: str = ""
     #: stable: how long ``service`` must stay up after its ``since`` event, and what says it went down
     stable_for: float = 0.0
     since: str = ""
@@ -341,9 +344,8 @@ class Watch:
             return False
         if self.ended(event.service, event.instance) or event.metadata.get("platform"):
             return False
-        by_id = bool(event.correlation_id) and event.correlation_id == self.correlation_id
         victim = self.service or self.target_service
-        return by_id or (self.attribution != "correlation-id" and (not victim or event.service == victim))
+        return self._by_id(event) or (self.attribution != "correlation-id" and (not victim or event.service == victim))
 
     def late_message(self, at: float) -> str:
         return (f"'{self.what()}' came at {ts(at)}, {at - self.deadline:.3f}s after the deadline "
@@ -362,8 +364,14 @@ class Watch:
         return (bool(self.ended_instance) and bool(instance) and service == self.target_service
                 and instance in self.ended_instance.split(","))
 
+    def _by_id(self, event: AuditObservation) -> bool:
+        """Tied to the injection by its correlation id, or, having none, by the injection's trace."""
+        if event.correlation_id:
+            return event.correlation_id == self.correlation_id
+        return bool(self.trace_id) and event.metadata.get("trace_id") == self.trace_id
+
     def _attributed(self, event: AuditObservation, grace: float) -> bool:
-        by_id = bool(event.correlation_id) and event.correlation_id == self.correlation_id
+        by_id = self._by_id(event)
         victim = self.service or self.target_service
         in_window = self.injected_at <= event.timestamp <= self.deadline + grace
         by_window = in_window and (not victim or event.service == victim)
@@ -471,8 +479,9 @@ class Watch:
         return cls(**{k: v for k, v in data.items() if k != VERSION_KEY})
 
 
-#: the form of a stored watch: 0 (or none): every field; 1: the fields that differ from their defaults
-STATE_VERSION = 1
+#: the form of a stored watch: 0 (or none): every field; 1: the fields that differ from their defaults;
+#: 2: and ``trace_id`` (a worker before it cannot read it)
+STATE_VERSION = 2
 VERSION_KEY = "v"
 _REQUIRED = object()
 _DEFAULTS: dict[str, Any] = {

@@ -297,7 +297,8 @@ class WorkerApp:
         if signal is None:
             return [row_from(record.value, record.headers, record.timestamp)]
         before = self.otlp_skipped.count
-        rows = otlp.rows_from(record.value, signal, self.settings.otlp, self.otlp_skipped)
+        rows = otlp.rows_from(record.value, signal, self.settings.otlp, self.otlp_skipped,
+                              ignore=frozenset({self.settings.tracing.service_name}))
         if before == 0 and self.otlp_skipped.count:  # once: most services log lines that are not events
             log.info("OTLP log records without an event name are skipped (not audit events)", topic=record.topic,
                      event_attribute=self.settings.otlp.event_attribute)

@@ -95,7 +95,7 @@ def watches_from(event: events_pb2.ChaosEvent) -> list[Watch]:
             injected_at=injected, deadline=injected + window, target_service=event.service,
             event_type=expectation.event_type, service=expectation.service, match=dict(expectation.match),
             attribution=ATTRIBUTION_NAMES[expectation.attribution],
-            sequence=list(expectation.sequence), ended_instance=event.ended_instance,
+            sequence=list(expectation.sequence), ended_instance=event.ended_instance, trace_id=event.trace_id,
             since=expectation.since, down=list(expectation.down),
             **own, **_gate(expectation, named),
         ))

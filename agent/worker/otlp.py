@@ -15,6 +15,8 @@ becomes one ``Row`` for the judge:
 - correlation id: the ``correlation_attribute`` (``coordinator.correlation_id``) on the record, the
   span or the resource
 - time: the record's time (else its observed time); a span's end; a span event's own time
+- trace: ``trace_id`` in the metadata; an event without a correlation id in the trace an injection's
+  span is in is tied to that injection (``Watch.trace_id``)
 - identity: a span is its trace and span id; a span event adds its index; a log record is a digest of
   its bytes and its service: a record delivered twice counts once, two records never merge
 - metadata: the record's attributes as text, with ``otlp.signal``, ``trace_id``, ``span_id``, the
@@ -56,12 +58,16 @@ class Skipped:
         self.count = 0
 
 
-def rows_from(value: bytes | None, signal: str, settings: OtlpSettings, skipped: Skipped | None = None) -> list[Row]:
-    """The audit rows of one OTLP record of ``signal`` (``logs`` or ``spans``)."""
+def rows_from(value: bytes | None, signal: str, settings: OtlpSettings, skipped: Skipped | None = None,
+              ignore: frozenset[str] = frozenset()) -> list[Row]:
+    """The audit rows of one OTLP record of ``signal`` (``logs`` or ``spans``); none from the services
+    in ``ignore`` (the agent's own spans: they tell of the experiment, not of the system)."""
     request = _parse(value, ExportLogsServiceRequest() if signal == LOGS else ExportTraceServiceRequest())
     if isinstance(request, ExportLogsServiceRequest):
-        return list(_log_rows(request, settings, skipped or Skipped()))
-    return list(_span_rows(request, settings))
+        rows = list(_log_rows(request, settings, skipped or Skipped()))
+    else:
+        rows = list(_span_rows(request, settings))
+    return [row for row in rows if row.service not in ignore] if ignore else rows
 
 
 def _parse(value: bytes | None, message: Any) -> Any:

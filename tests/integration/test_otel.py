@@ -40,7 +40,8 @@ S = events_pb2
 def otel_env(stack: Stack, stack_env: dict[str, str]) -> Iterator[dict[str, str]]:
     """The stack's OpenTelemetry Collector (built the first time) and a worker reading its topics."""
     stack.up(("otel",), extras=("otel",), timeout=120)
-    yield {**_env(stack_env), **{k: v for k, v in stack.env().items() if k.startswith(("COORDINATOR_OTLP", "OTEL_"))}}
+    yield {**_env(stack_env), **{k: v for k, v in stack.env().items()
+                                 if k.startswith(("COORDINATOR_OTLP", "COORDINATOR_TRACING", "OTEL_"))}}
     stack.stop("otel")
 
 
@@ -143,7 +144,8 @@ def flagship_env(otel_env: dict[str, str], stack_env: dict[str, str], otel_sim: 
     _, info = otel_sim
     base = engine_env(stack_env, info.supervisor_url)
     sfx = base["COORDINATOR_REDIS_KEY_PREFIX"]
-    otlp = {k: v for k, v in otel_env.items() if k.startswith("COORDINATOR_OTLP")}
+    # the worker reads the Collector's topics; the agent traces its executions to the Collector
+    otlp = {k: v for k, v in otel_env.items() if k.startswith(("COORDINATOR_OTLP", "COORDINATOR_TRACING"))}
     return {**base, **info.agent_env(), **otlp, "COORDINATOR_WORKER_APP_ID": f"{sfx}-worker",
             "COORDINATOR_WORKER_TICK_INTERVAL": "0.2", "COORDINATOR_VERDICT_GRACE": "8",
             "COORDINATOR_LATE_EVIDENCE": "30"}
@@ -254,3 +256,67 @@ def _log_records(value: bytes, instance: str) -> list[LogRecord]:
             if any(kv.key == "service.instance.id" and kv.value.string_value == instance
                    for kv in resource_logs.resource.attributes)
             for scope_logs in resource_logs.scope_logs for record in scope_logs.log_records]
+
+
+# -- OpenTelemetry out: the execution's trace, joined by the system's own spans --------------------
+DUPLICATE = """\
+apiVersion: coordinator/v1
+kind: Scenario
+metadata: {name: duplicate-some-orders}
+spec:
+  targets:
+    orders-topic: {driver: kafka, service: trading-engine, selector: {source: orders.inbound.v1, topic: orders.v1}}
+  steps:
+    - {name: duplicate-orders, fault: duplicate-events, target: orders-topic, duration: 3s,
+       parameters: {copies: 1, probability: 1.0}}
+  expectations:
+    - {name: duplicates-recognised, after: duplicate-orders, attribution: correlation-id,
+       event: {type: order_duplicate_ignored, service: trading-engine}, appears: {within: 15s}}
+"""
+
+
+def _spans(path: Path, trace_id: str) -> list[dict[str, Any]]:
+    """The spans of ``trace_id`` the Collector's file exporter wrote (OTLP/JSON, one export per line),
+    each with its service."""
+    out = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        for resource_spans in json.loads(line).get("resourceSpans", []):
+            attributes = {a["key"]: a["value"].get("stringValue") for a in resource_spans["resource"]["attributes"]}
+            for scope in resource_spans.get("scopeSpans", []):
+                out += [{**span, "service": attributes.get("service.name")} for span in scope.get("spans", [])
+                        if span["traceId"] == trace_id]
+    return out
+
+
+@pytest.mark.timeout(300)
+async def test_the_execution_is_a_trace_the_systems_spans_join_through_the_relayed_records(
+    otel_sim: tuple[Sim, SimInfo], flagship_running: None, flagship_settings: Settings, stack: Stack, tmp_path: Path
+) -> None:
+    scenario = tmp_path / "duplicate.yaml"
+    scenario.write_text(DUPLICATE)
+    result = await client.run_and_follow(flagship_settings, client.build_request(str(scenario), {}), timeout=120)
+    assert result is not None, "no result"
+    assert result.status == S.EXECUTION_STATUS_PASSED, result.reason
+    assert len(result.trace_id) == 32, "the result names the execution's trace"
+    [injection] = result.injections
+
+    deadline = time.monotonic() + 30
+    while True:  # the agent exports its spans in batches; the Collector writes them every 200 ms
+        spans = _spans(stack.traces_file(), result.trace_id)
+        names = {span["name"] for span in spans if span["service"] == "chaos-coordinator"}
+        if {"run duplicate-some-orders", "inject duplicate-events orders-topic",
+                "verdict duplicates-recognised"} <= names or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    own = {span["name"]: span for span in spans if span["service"] == "chaos-coordinator"}
+    assert {"run duplicate-some-orders", "inject duplicate-events orders-topic", "steps duplicate-orders",
+            "revert duplicate-orders", "verdict duplicates-recognised"} <= set(own), sorted(own)
+    inject = own["inject duplicate-events orders-topic"]
+    attributes = {a["key"]: a["value"].get("stringValue") for a in inject["attributes"]}
+    assert attributes["coordinator.correlation_id"] == injection.correlation_id
+    assert inject["parentSpanId"] == own["run duplicate-some-orders"]["spanId"]
+    assert own["verdict duplicates-recognised"]["parentSpanId"] == inject["spanId"]
+    # the trading engine's work on a duplicated order: a span of the system, child of the injection's
+    taken = [span for span in spans if span["service"] == "trading-engine" and span["name"] == "take_order"]
+    assert taken, "the engine's spans for relayed orders are in the execution's trace"
+    assert {span["parentSpanId"] for span in taken} == {inject["spanId"]}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 
 from agent import cli
@@ -14,7 +16,7 @@ def test_the_cli_offers_every_optional_part_and_every_part_of_the_stack() -> Non
 
 
 def test_the_collector_writes_logs_and_spans_to_the_topics_the_stack_tells_the_worker() -> None:
-    config = yaml.safe_load(stack._otel_config(["127.0.0.1:9092"], 4317, 4318))  # noqa: SLF001
+    config = yaml.safe_load(stack._otel_config(["127.0.0.1:9092"], 4317, 4318, Path("/s/otel/traces.jsonl")))  # noqa: SLF001
     assert config["receivers"]["otlp"]["protocols"] == {"grpc": {"endpoint": "127.0.0.1:4317"},
                                                         "http": {"endpoint": "127.0.0.1:4318"}}
     kafka = config["exporters"]["kafka"]
@@ -25,3 +27,5 @@ def test_the_collector_writes_logs_and_spans_to_the_topics_the_stack_tells_the_w
         assert set(pipeline["receivers"]) <= set(config["receivers"])
         assert set(pipeline["exporters"]) <= set(config["exporters"])
     assert config["service"]["telemetry"]["metrics"] == {"level": "none"}, "no metrics port to clash between stacks"
+    assert config["exporters"]["file"]["path"] == "/s/otel/traces.jsonl"
+    assert config["service"]["pipelines"]["traces"]["exporters"] == ["kafka", "file"], "spans to the file too"

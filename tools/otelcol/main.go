@@ -1,11 +1,13 @@
 // The OpenTelemetry Collector of the local stack: OTLP in (gRPC and HTTP), batched, out to Kafka in
-// the encodings the coordinator's worker reads, and to the debug exporter. Built by
+// the encodings the coordinator's worker reads, to a file (the agent's traces, for a person or a test
+// to read), and to the debug exporter. Built by
 // agent/devstack/otelbuild.py into the project's cache; one release of every collector module.
 package main
 
 import (
 	"log"
 
+	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter"
 	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/kafkaexporter"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap"
@@ -31,7 +33,7 @@ func components() (otelcol.Factories, error) {
 		return otelcol.Factories{}, err
 	}
 	factories.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](kafkaexporter.NewFactory(),
-		debugexporter.NewFactory())
+		fileexporter.NewFactory(), debugexporter.NewFactory())
 	if err != nil {
 		return otelcol.Factories{}, err
 	}

@@ -88,12 +88,13 @@ def test_a_watch_is_stored_compact_and_versioned_and_the_full_form_of_older_work
                   deadline=130.0, event_type="service_ready", service="risk-monitor", attribution="target-window")
     watch.observe(AuditObservation("risk-monitor", "service_ready", 101.0, event_id="s#1"), 1.0)
     stored = watch.to_dict()
-    assert stored["v"] == 1 and "gate_match" not in stored and stored["counted_ids"] == ["s#1"]
+    assert stored["v"] == 2 and "gate_match" not in stored and stored["counted_ids"] == ["s#1"]
     assert len(json.dumps(stored)) * 2 < len(json.dumps(asdict(watch))), "at most half the full form"
     assert Watch.from_dict(json.loads(json.dumps(stored))) == watch
     assert Watch.from_dict(asdict(watch)) == watch, "a changelog written before versions"
-    with pytest.raises(ValueError, match="watch state version 2 is newer than this worker's"):
-        Watch.from_dict({**stored, "v": 2})
+    assert Watch.from_dict({**stored, "v": 1}) == watch, "the compact form before trace ids"
+    with pytest.raises(ValueError, match="watch state version 3 is newer than this worker's"):
+        Watch.from_dict({**stored, "v": 3})
 
 
 SCENARIO = """\

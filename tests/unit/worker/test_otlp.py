@@ -16,6 +16,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from agent.errors import DecodeError
 from agent.expectations import KINDS, Watch
 from agent.settings import OtlpSettings, Settings
+from agent.worker.judge import Row
 from agent.worker.otlp import LOGS, SPANS, Skipped, rows_from
 
 T0 = 1_780_000_000_000_000_000  # ns
@@ -147,6 +148,41 @@ def test_a_row_from_otlp_is_judged_like_an_audit_event() -> None:
     verdict = watch.decide(now=injected + 2, watermark=injected + 1, grace=1.0)
     assert verdict is not None and verdict.status == "PASSED", verdict
     assert "0.8" in verdict.reason, verdict.reason
+
+
+def test_an_event_without_a_correlation_id_in_the_injections_trace_is_tied_to_the_injection() -> None:
+    def span(trace: bytes, name: str = "take_order", correlation: str = "") -> Row:
+        attributes = [kv("coordinator.correlation_id", correlation)] if correlation else []
+        request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(
+            resource=resource("trading-engine"), scope_spans=[ScopeSpans(spans=[Span(
+                trace_id=trace, span_id=SPAN, name=name, start_time_unix_nano=T0 + 10**8,
+                end_time_unix_nano=T0 + 2 * 10**8, attributes=attributes)])])])
+        [row] = rows_from(request.SerializeToString(), SPANS, OtlpSettings())
+        return row
+
+    injected = T0 / 1e9
+
+    def watch() -> Watch:
+        return Watch(execution_id="e", correlation_id=CORRELATION, name="taken", kind="appears",
+                     injected_at=injected, deadline=injected + 5, event_type="take_order",
+                     attribution="correlation-id", trace_id=TRACE.hex())
+
+    assert watch().observe(span(TRACE).observation(), 1.0), "in the injection's trace, no id of its own"
+    assert not watch().observe(span(bytes(16)).observation(), 1.0), "another trace"
+    assert not watch().observe(span(TRACE, correlation="another-injection").observation(), 1.0), \
+        "its own correlation id names another injection"
+    untraced = watch()
+    untraced.trace_id = ""
+    assert not untraced.observe(span(TRACE).observation(), 1.0), "an injection not traced ties nothing by trace"
+
+
+def test_the_agents_own_spans_are_not_audit_events() -> None:
+    request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(
+        resource=resource(service), scope_spans=[ScopeSpans(spans=[Span(
+            trace_id=TRACE, span_id=SPAN, name="inject restart risk-monitor", start_time_unix_nano=T0,
+            end_time_unix_nano=T0 + 1)])]) for service in ("chaos-coordinator", "risk-monitor")])
+    rows = rows_from(request.SerializeToString(), SPANS, OtlpSettings(), ignore=frozenset({"chaos-coordinator"}))
+    assert [r.service for r in rows] == ["risk-monitor"]
 
 
 def test_settings_name_the_topics_and_their_signals_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
