@@ -102,9 +102,9 @@ def devstack_install() -> None:
 
 
 #: the stack's parts (``agent.devstack.stack.COMPONENTS``, without importing it for every command)
-_PARTS = ("kafka", "kafka-2", "kafka-3", "redis", "toxiproxy", "docker", "kubernetes", "otel")
+_PARTS = ("kafka", "kafka-2", "kafka-3", "redis", "toxiproxy", "docker", "kubernetes", "otel", "prometheus")
 #: the parts a stack has only when asked (``agent.devstack.stack.EXTRAS``)
-_EXTRAS = ("kubernetes", "otel")
+_EXTRAS = ("kubernetes", "otel", "prometheus")
 
 
 @devstack.command("up")
@@ -119,7 +119,8 @@ _EXTRAS = ("kubernetes", "otel")
 @click.option("--with", "extras", multiple=True, type=click.Choice(_EXTRAS),
               help="an optional part, kept from then on: kubernetes (a real control plane with fake nodes; "
                    "built from its Go modules the first time, about ten minutes), otel (an OpenTelemetry "
-                   "Collector writing OTLP to Kafka for the worker; built the first time, a few minutes)")
+                   "Collector writing OTLP to Kafka for the worker; built the first time, a few minutes), "
+                   "prometheus (Debian's Prometheus, scraping what <dir>/prometheus/targets/*.json name)")
 def devstack_up(directory: Path | None, only: tuple[str, ...], secure: bool | None, brokers: str | None,
                 extras: tuple[str, ...]) -> None:
     """Start the stack (or the parts not running) and wait until each part answers. The container

@@ -42,6 +42,13 @@ RUN_SECONDS = Histogram(
     f"{PREFIX}_execution_duration_seconds", "Execution duration", registry=REGISTRY,
     buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800),
 )
+VERDICTS = Counter(f"{PREFIX}_verdicts_total", "Expectation verdicts by scenario and status",
+                   ["scenario", "status"], registry=REGISTRY)
+TIME_TO_RECOVER = Histogram(
+    f"{PREFIX}_time_to_recover_seconds", "From an injection to the recovery its expectation saw",
+    ["scenario", "expectation"], registry=REGISTRY,
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0),
+)
 REQUESTS = Counter(f"{PREFIX}_requests_total", "Scenario requests by outcome (accepted, duplicate, rejected)",
                    ["outcome"], registry=REGISTRY)
 DEPENDENCY_UP = Gauge(f"{PREFIX}_dependency_up", "1 while the agent reaches a dependency, 0 during an outage",

@@ -187,6 +187,8 @@ class Settings(BaseSettings):
     topics: TopicNames = TopicNames()
     #: OpenTelemetry logs and spans read as audit events by the worker (agent/worker/otlp.py)
     otlp: OtlpSettings = OtlpSettings()
+    #: the Prometheus server prometheus probes ask when they name none (its base URL)
+    prometheus_url: str = ""
     #: the agent's own spans: a trace per execution (agent/tracing.py)
     tracing: TracingSettings = TracingSettings()
     #: replication factor used by ``topics apply``; capped at the broker count

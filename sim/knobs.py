@@ -36,6 +36,9 @@ class Knobs:
     last_words: str = ""
     #: audit events leave out the emitting instance (pid): the agent cannot tell incarnations apart
     no_instance: bool = False
+    #: fraction (0..1) of API calls (risk checks, executions) answered with INTERNAL, counted as
+    #: errors in /metrics (``sim_requests_total{outcome="error"}``)
+    error_rate: float = 0.0
 
     @classmethod
     def names(cls) -> list[str]:
@@ -74,7 +77,7 @@ class Knobs:
                 out[name] = _convert(name, value)
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{origin}: knob {name}={value!r}: {exc}") from exc
-        for name in ("audit_drop", "audit_duplicate"):
+        for name in ("audit_drop", "audit_duplicate", "error_rate"):
             if not 0.0 <= out.get(name, 0.0) <= 1.0:
                 raise ValueError(f"{origin}: knob {name} must be between 0 and 1")
         return cls(**out)

@@ -117,6 +117,8 @@ class Sim:
         self.directory = Path(directory).resolve()
         self.state = self.directory / "sim.json"
         self.knobs_file = self.directory / "knobs.json"
+        #: the services' /metrics for Prometheus (``file_sd_configs``), written by ``prepare``
+        self.scrape_targets = self.directory / "prometheus-targets.json"
         self._process: subprocess.Popen[bytes] | None = None  # when started by this object
 
     # -- up ---------------------------------------------------------------------------------------
@@ -143,6 +145,11 @@ class Sim:
             proxy = {"name": PROXY, "listen": listen, "upstream": exchange, "api": options.toxiproxy_url}
         if not self.knobs_file.exists():
             self.knobs_file.write_text("{}\n")
+        # Prometheus file service discovery: where each service's /metrics is, labelled by service
+        host = options.advertise_host or options.bind_host
+        self.scrape_targets.write_text(json.dumps(
+            [{"targets": [f"{host}:{ports[name]['http']}"], "labels": {"service": name}} for name in PROGRAMS],
+            indent=2) + "\n")
         config = self.directory / "supervisord.conf"
         dial = options.proxy_address or proxy.get("listen", exchange)
         config.write_text(self._config(options, ports, supervisor_port, dial))

@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from sim import kafka_security
 from sim.knobs import Knobs
@@ -112,6 +113,13 @@ class Service:
         self._tasks: list[asyncio.Task[Any]] = []
         self._random = random.Random()  # noqa: S311 - fault simulation, not security
         self.otel: Otel | None = None
+        # GET /metrics: what a service instrumented with a Prometheus client exposes
+        self.metrics = CollectorRegistry(auto_describe=True)
+        self.calls = Counter("sim_requests", "API calls answered, by method and outcome (ok, error)",
+                             ["method", "outcome"], registry=self.metrics)
+        self.events = Counter("sim_events", "Events the service told of, by type", ["event_type"],
+                              registry=self.metrics)
+        self.up = Gauge("sim_ready", "1 while the service is ready", registry=self.metrics)
 
     # -- to override -------------------------------------------------------------------------------
     def add_servicers(self, server: grpc.aio.Server) -> None:
@@ -127,6 +135,14 @@ class Service:
         return {}
 
     # -- shared ---------------------------------------------------------------------------------------
+    async def answer(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        """Count a call; under the ``error_rate`` knob, fail that share of calls with INTERNAL."""
+        errors, ok = self.calls.labels(method, "error"), self.calls.labels(method, "ok")  # both series, from 0
+        if self.knobs.error_rate and self._random.random() < self.knobs.error_rate:
+            errors.inc()
+            await context.abort(grpc.StatusCode.INTERNAL, f"{self.name}: injected error (knob error_rate)")
+        ok.inc()
+
     def count(self, name: str, by: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + by
 
@@ -158,6 +174,7 @@ class Service:
                                                                           copies):
             return
         self.count(f"audit_{event_type}")
+        self.events.labels(event_type).inc()
 
     async def _send_audit(self, event_type: str, correlation_id: str, status: str, metadata: dict[str, str],
                           copies: int) -> bool:
@@ -186,6 +203,7 @@ class Service:
 
     async def mark_ready(self) -> None:
         self.ready = True
+        self.up.set(1)
         for service in ("", *self.grpc_services):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         await self._register("ready")
@@ -239,6 +257,7 @@ class Service:
         await stop.wait()
         log.info("%s stopping", self.name)
         self.ready = False
+        self.up.set(0)
         await self.health.enter_graceful_shutdown()
         with contextlib.suppress(Exception):
             await self.redis.delete(REGISTRY_KEY.format(name=self.name))
@@ -304,6 +323,10 @@ class Service:
             return web.json_response({"service": self.name, "ready": self.ready, "knobs": self.knobs.describe(),
                                       "counters": self.counters, **self.status()})
 
+        async def metrics_handler(_: web.Request) -> web.Response:
+            return web.Response(body=generate_latest(self.metrics), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        app.router.add_get("/metrics", metrics_handler)
         app.router.add_get("/api/v1/health", health_handler)
         app.router.add_get("/api/v1/ready", ready_handler)
         app.router.add_get("/api/v1/status", status_handler)

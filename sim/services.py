@@ -97,6 +97,7 @@ class Exchange(Service, trading_pb2_grpc.ExchangeServiceServicer):
         await self.require_ready(context)
         if self.knobs.stall:
             await _hang_until_deadline(context)
+        await self.answer("ExecuteOrder", context)
         order = request.order
         fill = P.Fill(fill_id=str(uuid.uuid4()), order_id=order.order_id, symbol=order.symbol, side=order.side,
                       quantity=order.quantity, price=order.price)
@@ -133,6 +134,7 @@ class RiskMonitor(Service, trading_pb2_grpc.RiskMonitorServiceServicer):
         await self.require_ready(context)
         if self.knobs.stall:
             await _hang_until_deadline(context)
+        await self.answer("CheckOrder", context)
         notional = request.order.quantity * request.order.price
         if notional > self.max_order:
             return P.CheckOrderResponse(approved=False, reason=f"notional {notional:.2f} over {self.max_order:.2f}")

@@ -114,6 +114,11 @@ def ensure_redis() -> str:
     return _which_or_apt("redis-server", "redis-server")
 
 
+def ensure_prometheus() -> str:
+    """Debian's Prometheus server (the package's service is not started: the stack runs its own)."""
+    return _which_or_apt("prometheus", "prometheus")
+
+
 def ensure_toxiproxy() -> str:
     """Return the path of ``toxiproxy-server``, building the pinned module with ``go install`` if needed."""
     return _go_binary("toxiproxy-server", TOXIPROXY_MODULE, "cmd/server", TOXIPROXY_VERSION)

@@ -23,6 +23,7 @@ import os
 import shutil
 import sys
 import time
+import urllib.error
 import urllib.request
 import warnings
 from collections.abc import Coroutine, Iterator
@@ -38,7 +39,7 @@ from agent.settings import KafkaSecurity
 
 COMPONENTS = ("kafka", "redis", "toxiproxy", "docker")
 #: parts a stack has only when asked (``up(extras=...)``, ``devstack up --with NAME``), kept from then on
-EXTRAS = ("kubernetes", "otel")
+EXTRAS = ("kubernetes", "otel", "prometheus")
 #: the OpenTelemetry Collector's ports (OTLP over gRPC and over HTTP)
 _OTEL_PORTS = ("otel-grpc", "otel-http")
 #: the topics the Collector writes OTLP to (its Kafka exporter's default names)
@@ -223,6 +224,8 @@ class Stack:
                 # the agent's executions as traces, to the same Collector (it also writes them to a file)
                 "COORDINATOR_TRACING__ENDPOINT": f"http://127.0.0.1:{state.ports['otel-grpc']}"}
                if "otel" in state.extras else {}),
+            **({"COORDINATOR_PROMETHEUS_URL": f"http://127.0.0.1:{state.ports['prometheus']}"}
+               if "prometheus" in state.extras else {}),
         }
 
     def _secure_env(self, state: StackState, listener: str) -> dict[str, str]:
@@ -285,7 +288,8 @@ class Stack:
         taken = set(state.ports.values())
         kube_ports = [f"kubernetes-{name}" for name in kube.PORT_NAMES] if "kubernetes" in state.extras else []
         otel_ports = _OTEL_PORTS if "otel" in state.extras else ()
-        for port in (*brokers_.port_names(state.brokers), *_PORTS, *kube_ports, *otel_ports):
+        prometheus_ports = ("prometheus",) if "prometheus" in state.extras else ()
+        for port in (*brokers_.port_names(state.brokers), *_PORTS, *kube_ports, *otel_ports, *prometheus_ports):
             if port not in state.ports:
                 candidate = procs.free_port()
                 while candidate in taken:  # a port just released can be handed out again
@@ -308,6 +312,7 @@ class Stack:
             "docker": (f"unix://{engine.socket_path(self.dir / 'docker')}",),
             "kubernetes": (f"agent.devstack.kube {self.dir / 'kubernetes'} ",),
             "otel": (f"--config={self.dir / 'otel' / 'config.yaml'}",),
+            "prometheus": (f"--config.file={self.dir / 'prometheus' / 'prometheus.yml'}",),
         }[name]
 
     def _alive(self, state: StackState, name: str) -> bool:
@@ -321,6 +326,9 @@ class Stack:
             return f"https://127.0.0.1:{port}" if port else "-"
         if name == "otel":
             port = state.ports.get("otel-grpc")
+            return f"http://127.0.0.1:{port}" if port else "-"
+        if name == "prometheus":
+            port = state.ports.get("prometheus")
             return f"http://127.0.0.1:{port}" if port else "-"
         port = state.ports.get(name)
         redis = "rediss://" if state.secure else "redis://"
@@ -424,6 +432,31 @@ class Stack:
         """Where the stack's Collector writes every span it gets (OTLP/JSON, one export per line)."""
         return self.dir / "otel" / "traces.jsonl"
 
+    def _start_prometheus(self, state: StackState) -> int:
+        binary = install.ensure_prometheus()
+        home = self.dir / "prometheus"
+        self.scrape_targets().mkdir(parents=True, exist_ok=True)
+        config = home / "prometheus.yml"
+        config.write_text(_prometheus_config(self.scrape_targets()))
+        self._busy_port_check(state, ("prometheus",))
+        listen = f"127.0.0.1:{state.ports['prometheus']}"
+        return procs.start([binary, f"--config.file={config}", f"--storage.tsdb.path={home / 'data'}",
+                            "--storage.tsdb.retention.time=1d", f"--web.listen-address={listen}"],
+                           log_path=self._log("prometheus"))
+
+    def scrape_targets(self) -> Path:
+        """Where the stack's Prometheus finds what to scrape: Prometheus file service discovery, one
+        JSON file per system (``[{"targets": ["127.0.0.1:8061"], "labels": {"service": "risk-monitor"}}]``),
+        read again every second."""
+        return self.dir / "prometheus" / "targets"
+
+    def _prometheus_ready(self, state: StackState) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{state.ports['prometheus']}/-/ready", timeout=2) as answer:
+                return bool(answer.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
+
     def _otel_ready(self, state: StackState) -> bool:
         return all(procs.port_in_use(state.ports[name]) for name in _OTEL_PORTS)
 
@@ -439,7 +472,8 @@ class Stack:
     def _wait_ready(self, state: StackState, name: str, deadline: float) -> None:
         check = (lambda state: self._kafka_ready(state, name)) if brokers_.is_node(name) else {
             "redis": self._redis_ready, "toxiproxy": self._toxiproxy_ready, "docker": self._docker_ready,
-            "kubernetes": self._kubernetes_ready, "otel": self._otel_ready}[name]
+            "kubernetes": self._kubernetes_ready, "otel": self._otel_ready,
+            "prometheus": self._prometheus_ready}[name]
         while True:
             # the pid was just started here: no command-line marker needed (and redis rewrites its
             # command line as it starts, which a marker check can catch half written)
@@ -547,4 +581,14 @@ def _otel_config(brokers: list[str], grpc_port: int, http_port: int, traces_file
                     "pipelines": {"logs": {"receivers": ["otlp"], "processors": ["batch"], "exporters": ["kafka"]},
                                   "traces": {"receivers": ["otlp"], "processors": ["batch"],
                                              "exporters": ["kafka", "file"]}}},
+    }, indent=2) + "\n"
+
+
+def _prometheus_config(targets: Path) -> str:
+    """Prometheus: every target in ``targets/*.json`` scraped each second (recovery is measured in
+    seconds), kept a day."""
+    return json.dumps({
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "local", "file_sd_configs": [
+            {"files": [str(targets / "*.json")], "refresh_interval": "1s"}]}],
     }, indent=2) + "\n"

@@ -88,12 +88,28 @@ class Prober:
         if kind == "kafka_lag":
             assert probe.kafka_lag is not None
             return await self._lag(probe.kafka_lag.group, probe.kafka_lag.topic)
+        if kind == "prometheus":
+            assert probe.prometheus is not None
+            return await self._promql(probe.prometheus.query, probe.prometheus.url, probe.timeout)
         assert probe.redis_key is not None
         spec = probe.redis_key
         if spec.field:
             value: str | None = await answer(self._redis.hget(spec.key, spec.field))
             return value
         return await self._redis.get(spec.key)
+
+    async def _promql(self, query: str, url: str | None, timeout: float) -> float:
+        """One number from a Prometheus instant query (``/api/v1/query``)."""
+        base = (url or self.settings.prometheus_url).rstrip("/")
+        if not base:
+            raise ProbeError("no Prometheus to ask: give prometheus.url in the probe or set COORDINATOR_PROMETHEUS_URL")
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http, \
+                    http.get(f"{base}/api/v1/query", params={"query": query}) as response:
+                body = await response.json(content_type=None)
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise ProbeError(f"Prometheus at {base} did not answer the query: {exc}") from exc
+        return promql_number(body, query)
 
     async def address(self, scenario: Scenario, target_name: str, kind: str) -> str:
         target = scenario.spec.targets[target_name]
@@ -154,3 +170,23 @@ class Prober:
         finally:
             await consumer.stop()
         return int(sum(max(0, ends[tp] - committed[tp].offset) for tp in partitions))
+
+
+def promql_number(body: Any, query: str) -> float:
+    """The one number a Prometheus query API answer holds, or a ProbeError saying what is wrong."""
+    if not isinstance(body, dict) or body.get("status") != "success":
+        error = body.get("error", body) if isinstance(body, dict) else body
+        raise ProbeError(f"Prometheus refused the query {query!r}: {error}")
+    data = body.get("data") or {}
+    kind, result = data.get("resultType"), data.get("result") or []
+    if kind == "scalar":
+        return float(result[1])
+    if kind != "vector":
+        raise ProbeError(f"the query {query!r} gave a {kind}, not a number: use an instant vector or a scalar")
+    if not result:
+        raise ProbeError(f"the query {query!r} returned no series (append 'or vector(0)' where no data means 0)")
+    if len(result) > 1:
+        labels = ", ".join(str(s.get("metric", {})) for s in result[:3]) + (", ..." if len(result) > 3 else "")
+        raise ProbeError(f"the query {query!r} returned {len(result)} series ({labels}); "
+                         "aggregate it to one (sum, max, avg ... by nothing)")
+    return float(result[0]["value"][1])

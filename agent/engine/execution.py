@@ -433,6 +433,10 @@ class Execution:
     async def _verdict(self, verdict: events_pb2.ExpectationVerdict) -> None:
         """Keep a verdict for the result, and in the run's trail for whoever finishes the run."""
         self.verdicts[(verdict.correlation_id, verdict.expectation_name)] = verdict
+        metrics.VERDICTS.labels(scenario=self.scenario.name, status=vocabulary.verdict_name(verdict.status)).inc()
+        if verdict.HasField("time_to_recover"):
+            metrics.TIME_TO_RECOVER.labels(scenario=self.scenario.name, expectation=verdict.expectation_name).observe(
+                verdict.time_to_recover.ToNanoseconds() / 1e9)
         self.trace.verdict(verdict.correlation_id, verdict.expectation_name, vocabulary.verdict_name(verdict.status),
                            verdict.reason, verdict.injected_at.ToNanoseconds() / 1e9, time.time(),
                            failed=verdict.status != S.VERDICT_STATUS_PASSED)

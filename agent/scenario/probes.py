@@ -1,7 +1,7 @@
 """Steady-state probes and tolerances (Chaos Toolkit's hypothesis, Litmus's modes and comparators).
 
 A probe observes one thing (gRPC health, an HTTP endpoint, a Kafka topic or consumer lag, a Redis
-key); its tolerance says which observations are fine. ``Tolerance.check`` is pure and unit-tested.
+key, a Prometheus query); its tolerance says which observations are fine. ``Tolerance.check`` is pure and unit-tested.
 """
 
 from __future__ import annotations
@@ -129,6 +129,16 @@ class RedisKeyProbe(Strict):
     field: str | None = None
 
 
+class PrometheusProbe(Strict):
+    """A PromQL instant query whose answer is one number: a scalar, or a vector of one series (an
+    aggregation such as ``sum(rate(...))``). No series at all is a failed observation: write
+    ``... or vector(0)`` where no data means zero."""
+
+    query: str = Field(min_length=1, max_length=4000)
+    #: the Prometheus server (its base URL); default: the agent's ``COORDINATOR_PROMETHEUS_URL``
+    url: str | None = Field(default=None, pattern=r"^https?://")
+
+
 class Probe(Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     mode: ProbeMode = "Edge"
@@ -137,6 +147,7 @@ class Probe(Strict):
     kafka_topic: KafkaTopicProbe | None = None
     kafka_lag: KafkaLagProbe | None = None
     redis_key: RedisKeyProbe | None = None
+    prometheus: PrometheusProbe | None = None
     tolerance: Tolerance
     timeout: Duration = 5.0
     interval: Duration = 2.0
@@ -159,7 +170,7 @@ class Probe(Strict):
         return getattr(spec, "target", None)
 
 
-PROBE_KINDS = ("grpc_health", "http", "kafka_topic", "kafka_lag", "redis_key")
+PROBE_KINDS = ("grpc_health", "http", "kafka_topic", "kafka_lag", "redis_key", "prometheus")
 
 
 class SteadyState(Strict):
