@@ -253,6 +253,7 @@ class MemoryPublisher:
         self.results: list[events_pb2.ScenarioResult] = []
         self.dead_letters: list[tuple[Any, str, str]] = []
         self.requests: list[events_pb2.ScenarioRequest] = []
+        self.audit_events: list[tuple[events_pb2.AuditEvent, str]] = []
 
     async def start(self) -> None:
         pass
@@ -265,6 +266,9 @@ class MemoryPublisher:
 
     async def chaos(self, event: events_pb2.ChaosEvent) -> None:
         self.chaos_events.append(event)
+
+    async def audit(self, event: events_pb2.AuditEvent, *, source: str) -> None:
+        self.audit_events.append((event, source))
 
     async def progress(self, progress: events_pb2.ExecutionProgress) -> None:
         self.progress_events.append(progress)

@@ -18,7 +18,11 @@ group has committed all of it.
     (produced -> fetched by the intake), route, inbox hop (sent to the inbox -> taken by the
     judge), judge (-> verdict published), verdict delivery (-> received here).
 
-    .venv/bin/python bench/worker_throughput.py [--events 300000] [--injections 1000] [--rate 2000]
+With --otlp every event is an OpenTelemetry log record instead, one OTLP ExportLogsServiceRequest
+per Kafka record as the Collector's Kafka exporter writes them (``otlp_proto``), on an OTLP logs topic
+the worker reads (``COORDINATOR_OTLP__LOGS_TOPICS``); the raw pipeline decodes the same records.
+
+    .venv/bin/python bench/worker_throughput.py [--events 300000] [--injections 1000] [--rate 2000] [--otlp]
 Prints JSON.
 """
 
@@ -55,11 +59,38 @@ S = events_pb2
 SERVICES = 50
 
 
+#: "audit" (AuditEvent on the audit topic) or "otlp" (OTLP log records on an OTLP logs topic): --otlp
+FORMAT = {"name": "audit"}
+
+
+def events_topic(settings) -> str:  # noqa: ANN001
+    return settings.otlp.logs_topics[0] if FORMAT["name"] == "otlp" else settings.topics.audit_events
+
+
 def audit_event(i: int, event_type: str = "order_filled", service: str | None = None) -> tuple[bytes, list]:
-    event = S.AuditEvent(id=str(i), service_name=service or f"svc-{i % SERVICES}", event_type=event_type)
+    service = service or f"svc-{i % SERVICES}"
+    if FORMAT["name"] == "otlp":
+        return otlp_event(i, event_type, service), []
+    event = S.AuditEvent(id=str(i), service_name=service, event_type=event_type)
     event.timestamp.GetCurrentTime()
     out = codec.encode_event(event, key=event.service_name, source="/bench")
     return out.value, out.headers
+
+
+def otlp_event(i: int, event_type: str, service: str) -> bytes:
+    """One log record with an event name, as an SDK sends it and the Kafka exporter writes it."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+    def kv(key: str, value: str) -> KeyValue:
+        return KeyValue(key=key, value=AnyValue(string_value=value))
+
+    record = LogRecord(time_unix_nano=time.time_ns(), event_name=event_type, attributes=[kv("id", str(i))])
+    return ExportLogsServiceRequest(resource_logs=[ResourceLogs(
+        resource=Resource(attributes=[kv("service.name", service), kv("service.instance.id", "bench")]),
+        scope_logs=[ScopeLogs(log_records=[record])])]).SerializeToString()
 
 
 async def produce_events(settings, count: int) -> float:  # noqa: ANN001
@@ -70,7 +101,7 @@ async def produce_events(settings, count: int) -> float:  # noqa: ANN001
         futures = []
         for i in range(count):
             value, headers = audit_event(i)
-            futures.append(await producer.send(settings.topics.audit_events, value, key=f"svc-{i % SERVICES}".encode(),
+            futures.append(await producer.send(events_topic(settings), value, key=f"svc-{i % SERVICES}".encode(),
                                                headers=headers))
         await asyncio.gather(*futures)
     finally:
@@ -209,7 +240,7 @@ async def latency(settings, out_topic: str, marks: dict[int, tuple[str, str, str
             else:
                 value, headers = audit_event(i)
                 service = f"svc-{i % SERVICES}"
-            await producer.send(settings.topics.audit_events, value, key=service.encode(), headers=headers)
+            await producer.send(events_topic(settings), value, key=service.encode(), headers=headers)
         deadline = time.perf_counter() + 30
         while len([c for c in sent if c in received]) < len(sent) and time.perf_counter() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
@@ -267,15 +298,18 @@ async def main_async(opts, env: dict[str, str], log_dir: Path) -> dict:  # noqa:
     out_topic = f"{env['COORDINATOR_TOPICS__AUDIT_EVENTS']}.raw-out"
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
-    await admin.create_topics([NewTopic(out_topic, 6, 1)])
+    made = [NewTopic(out_topic, 6, 1)]
+    if FORMAT["name"] == "otlp":  # as the worker would make it
+        made.append(NewTopic(events_topic(settings), settings.worker_partitions, 1))
+    await admin.create_topics(made)
     await admin.close()
 
     produce_s = await produce_events(settings, opts.events) if not opts.latency_only else 1.0
     raw_group = f"{env['COORDINATOR_WORKER_APP_ID']}-raw"
     raw = child(log_dir / "raw.log", Path(__file__).with_name("_raw_pipeline.py"), settings.kafka_bootstrap_servers,
-                settings.topics.audit_events, out_topic, raw_group, str(opts.injections), str(SERVICES))
+                events_topic(settings), out_topic, raw_group, str(opts.injections), str(SERVICES), FORMAT["name"])
     try:
-        audit = [(raw_group, [settings.topics.audit_events])]
+        audit = [(raw_group, [events_topic(settings)])]
         raw_rate = await timed_burst(settings, audit, audit, opts.events, raw) if not opts.latency_only else 1.0
         raw_latencies, _ = await latency(settings, out_topic, raw_marks(opts.rate, opts.seconds), opts.rate,
                                          opts.seconds, lambda r: r.value.split(b" ", 1)[0].decode())
@@ -284,9 +318,9 @@ async def main_async(opts, env: dict[str, str], log_dir: Path) -> dict:  # noqa:
 
     noop_group = f"{env['COORDINATOR_WORKER_APP_ID']}-noop"
     noop = None if opts.latency_only else child(log_dir / "faust-noop.log", Path(__file__).with_name("_faust_noop.py"),
-                 settings.kafka_bootstrap_servers, settings.topics.audit_events, noop_group)
+                 settings.kafka_bootstrap_servers, events_topic(settings), noop_group)
     try:
-        audit = [(noop_group, [settings.topics.audit_events])]
+        audit = [(noop_group, [events_topic(settings)])]
         noop_rate = await timed_burst(settings, audit, audit, opts.events, noop) if noop else 1.0
     finally:
         if noop:
@@ -297,8 +331,8 @@ async def main_async(opts, env: dict[str, str], log_dir: Path) -> dict:  # noqa:
         watches = await inject(settings, opts.injections, within=3600)
         group, intake = env["COORDINATOR_WORKER_APP_ID"], intake_group(settings)
         worker_rate = 1.0 if opts.latency_only else await timed_burst(
-            settings, [(group, [settings.topics.chaos_events]), (intake, [settings.topics.audit_events])],
-            [(intake, [settings.topics.audit_events]), (group, [f"{group}-inbox"])], opts.events, worker.proc)
+            settings, [(group, [settings.topics.chaos_events]), (intake, [events_topic(settings)])],
+            [(intake, [events_topic(settings)]), (group, [f"{group}-inbox"])], opts.events, worker.proc)
         if opts.latency_only:  # caught up with the watches before the clock starts
             await timed_burst(settings, [(group, [settings.topics.chaos_events])], [], 0, worker.proc)
         latencies, stages = await latency(
@@ -309,7 +343,8 @@ async def main_async(opts, env: dict[str, str], log_dir: Path) -> dict:  # noqa:
     worker_latency = summary(latencies) if latencies else None
     raw_latency = summary(raw_latencies) if raw_latencies else None
     return {
-        "benchmark": "worker_throughput", "events": opts.events, "active_injections": opts.injections,
+        "benchmark": "worker_throughput", "format": FORMAT["name"], "events": opts.events,
+        "active_injections": opts.injections,
         "produce_events_per_s": round(opts.events / produce_s),
         "raw_pipeline_events_per_s": round(raw_rate),
         "faust_noop_agent_events_per_s": round(noop_rate),
@@ -341,11 +376,14 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--latency-only", action="store_true", help="skip the throughput bursts")
+    parser.add_argument("--otlp", action="store_true", help="OpenTelemetry log records on an OTLP logs topic")
     opts = parser.parse_args()
+    FORMAT["name"] = "otlp" if opts.otlp else "audit"
     with local_stack() as (stack, scratch):
         env = engine_env(stack.env(), "http://127.0.0.1:1/RPC2", suffix=f"bw-{uuid.uuid4().hex[:6]}")
         env.update({"COORDINATOR_WORKER_APP_ID": f"{env['COORDINATOR_REDIS_KEY_PREFIX']}-worker",
-                    "COORDINATOR_CONTENT_TYPE": "application/protobuf", "COORDINATOR_WORKER_GRACE": "2"})
+                    "COORDINATOR_CONTENT_TYPE": "application/protobuf", "COORDINATOR_WORKER_GRACE": "2",
+                    "COORDINATOR_OTLP__LOGS_TOPICS": json.dumps([f"{env['COORDINATOR_REDIS_KEY_PREFIX']}.otlp_logs"])})
         report = asyncio.run(main_async(opts, env, scratch))
     print(json.dumps(report, indent=2))
 

@@ -90,7 +90,7 @@ class Prober:
             return await self._lag(probe.kafka_lag.group, probe.kafka_lag.topic)
         if kind == "prometheus":
             assert probe.prometheus is not None
-            return await self._promql(probe.prometheus.query, probe.prometheus.url, probe.timeout)
+            return await self.promql(probe.prometheus.query, probe.prometheus.url, probe.timeout)
         assert probe.redis_key is not None
         spec = probe.redis_key
         if spec.field:
@@ -98,7 +98,7 @@ class Prober:
             return value
         return await self._redis.get(spec.key)
 
-    async def _promql(self, query: str, url: str | None, timeout: float) -> float:
+    async def promql(self, query: str, url: str | None, timeout: float) -> float:
         """One number from a Prometheus instant query (``/api/v1/query``)."""
         base = (url or self.settings.prometheus_url).rstrip("/")
         if not base:

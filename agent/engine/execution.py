@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,8 @@ from agent.drivers.probes import ProbeOutcome, Prober
 from agent.engine import trail
 from agent.engine.faults import ActiveFault, FaultManager
 from agent.engine.publisher import Publisher
-from agent.errors import CoordinatorError, FencedOut
+from agent.errors import CoordinatorError, FencedOut, ProbeError
+from agent.expectations import metric
 from agent.logs import get_logger
 from agent.scenario.base import format_duration
 from agent.scenario.models import FaultStep, ParallelStep, Scenario, SerialStep, WaitStep
@@ -96,6 +98,8 @@ class Execution:
     steps_started: bool = False
     deviated: bool = False
     _background: list[asyncio.Task[None]] = field(default_factory=list)
+    #: metric expectations being sampled (agent.expectations.metric), until their deadlines
+    _samplers: list[asyncio.Task[None]] = field(default_factory=list)
     _continuous_failures: list[str] = field(default_factory=list)
     _unanswered: set[tuple[str, str]] = field(default_factory=set)
     #: the execution's trace (a no-op unless tracing is on)
@@ -280,6 +284,10 @@ class Execution:
             raise StepFailed(f"step '{step.name}': {exc}") from exc
         cid = self._record(step, active)
         self.trace.injected(span, cid)
+        for expectation in self.scenario.spec.expectations:
+            if expectation.after == step.name and expectation.kind == metric.KIND.name:
+                self._samplers.append(asyncio.create_task(self._sample(
+                    expectation, cid, active.injected_at, expectation.event.service or active.event.service)))
         touched = f" ({', '.join(active.event.touched)})" if active.event.touched else ""
         await self._entry("steps", step.name, True, started=t0,
                           output=f"{step.fault} on {step.target}{touched}, correlation id {cid}")
@@ -329,6 +337,31 @@ class Execution:
     async def _revert_all(self) -> None:
         # the run's faults are tracked by the fault manager alone (one that went in late included)
         await asyncio.gather(*(self._revert(cid) for cid in self.ctx.faults.of_execution(self.execution_id)))
+
+    async def _sample(self, expectation: Any, correlation_id: str, injected_at: float, service: str) -> None:
+        """A metric expectation's query, asked every ``interval`` until its deadline (or, for one
+        that waits for recovery, its first accepted answer); each answer an audit event the worker
+        judges (``metric_sample``)."""
+        rule = expectation.rule
+        deadline, said = injected_at + rule.within, False
+        while (asked := time.time()) <= deadline:
+            try:
+                value = await self.ctx.prober.promql(rule.query, rule.url, timeout=min(5.0, max(1.0, rule.interval)))
+            except ProbeError as exc:
+                if not said:  # once: the verdict says INCONCLUSIVE when no sample ever came
+                    said = True
+                    await self._entry("metrics", expectation.name, False, started=asked, error=str(exc))
+            else:
+                ok, why = rule.tolerance.check(value)
+                sample = events_pb2.AuditEvent(
+                    id=str(uuid.uuid4()), service_name=service, event_type=metric.SAMPLE, correlation_id=correlation_id,
+                    metadata={"expectation": expectation.name, "value": f"{value:g}", "accepted": str(ok).lower(),
+                              "reason": why, "platform": "prometheus"})
+                sample.timestamp.FromNanoseconds(int(asked * 1e9))
+                await self.ctx.publisher.audit(sample, source=f"/coordinator/metrics/{self.owner}")
+                if ok and not rule.holds:
+                    return
+            await asyncio.sleep(max(0.0, rule.interval - (time.time() - asked)))
 
     # -- probes ----------------------------------------------------------------------------------
     async def _probes(self, phase: str, probes: list[Any]) -> list[ProbeOutcome]:
@@ -465,9 +498,9 @@ class Execution:
 
     # -- clean-up --------------------------------------------------------------------------------
     async def _clean_up(self, status: int, reason: str) -> tuple[int, str]:
-        for task in self._background:
+        for task in (*self._background, *self._samplers):
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*self._background, *self._samplers, return_exceptions=True)
         await self._revert_all()
         if self.lost:
             return status, reason  # the agent that took the run over runs its rollbacks

@@ -91,7 +91,8 @@ def expectation_message(expectation: Expectation) -> events_pb2.Expectation:
     if expectation.kind in EXPECTATION_KINDS:
         message.kind = EXPECTATION_KINDS[expectation.kind]  # type: ignore[assignment]
     else:  # a kind a module added: its rule travels as the scenario wrote it
-        message.rule.update(expectation.rule.model_dump(mode="json", by_alias=True, exclude={"within"}))
+        message.rule.update(expectation.rule.model_dump(mode="json", by_alias=True, exclude={"within"},
+                                                        exclude_none=True))
     KINDS[expectation.kind].to_message(expectation.rule, message)
     return message
 

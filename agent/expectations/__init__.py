@@ -17,6 +17,10 @@ stable             FAILED when it goes down too soon;   FAILED: it never came up
                    PASSED once it stayed up long enough
 reaction           PASSED when the service says         INCONCLUSIVE: nothing reacted
                    anything (the worker's own)
+metric             recovers: PASSED on the first        recovers: FAILED; holds: PASSED; no
+                   accepted sample; holds: FAILED on    sample at all: INCONCLUSIVE
+                   the first refused one (the agent
+                   samples a Prometheus query)
 =================  ===================================  ============================================
 
 Everything is judged on event time (the audit event's own timestamp); the grace period waits,
@@ -60,7 +64,7 @@ tests/unit/worker/test_expectation_kinds.py adds a toy kind, written in a scenar
 """
 
 # in the order the scenario language lists them (registration order)
-from agent.expectations import appears, absent, count, order, time_to_recover, stable, reaction  # noqa: I001
+from agent.expectations import appears, absent, count, order, time_to_recover, stable, reaction, metric  # noqa: I001
 from agent.expectations.base import FAILED, INCONCLUSIVE, PASSED, AuditObservation, Verdict
 from agent.expectations.watch import (
     KINDS,
@@ -75,5 +79,5 @@ from agent.expectations.watch import (
 )
 
 __all__ = ["FAILED", "INCONCLUSIVE", "KINDS", "MAX_COUNTED_IDS", "MAX_HELD", "PASSED", "AuditObservation", "Kind",
-           "Verdict", "Watch", "absent", "appears", "count", "generation", "order", "reaction", "register", "stable",
-           "time_to_recover", "unregister", "written"]
+           "Verdict", "Watch", "absent", "appears", "count", "generation", "metric", "order", "reaction", "register",
+           "stable", "time_to_recover", "unregister", "written"]

@@ -78,7 +78,8 @@ def env(stack_env: dict[str, str], sim: tuple[Sim, SimInfo], prometheus: str) ->
     base = engine_env(stack_env, info.supervisor_url)
     sfx = base["COORDINATOR_REDIS_KEY_PREFIX"]
     return {**base, **info.agent_env(), "COORDINATOR_PROMETHEUS_URL": prometheus,
-            "COORDINATOR_WORKER_APP_ID": f"{sfx}-worker", "COORDINATOR_WORKER_TICK_INTERVAL": "0.2"}
+            "COORDINATOR_WORKER_APP_ID": f"{sfx}-worker", "COORDINATOR_WORKER_TICK_INTERVAL": "0.2",
+            "COORDINATOR_VERDICT_GRACE": "8"}  # the engine waits longer than the worker's own grace
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +89,12 @@ async def settings(env: dict[str, str]) -> Settings:
 
 @pytest.fixture(scope="module")
 def agent(env: dict[str, str], settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    process = AgentProcess(env, tmp_path_factory.mktemp("agent") / "agent.log").start()
+    logs = tmp_path_factory.mktemp("agent")
+    worker = AgentProcess(env, logs / "worker.log", ("worker", "--loglevel", "info"), r"Ready").start(timeout=90)
+    process = AgentProcess(env, logs / "agent.log").start()
     yield
     process.stop()
+    worker.stop()
 
 
 async def _query(prometheus: str, query: str) -> dict[str, Any]:
@@ -162,3 +166,50 @@ async def test_a_query_prometheus_refuses_fails_the_probe_with_prometheus_own_wo
     assert result is not None and result.status == S.EXECUTION_STATUS_FAILED
     assert "steady state not met before the steps: risk-error-rate" in result.reason
     assert "Prometheus refused the query" in result.reason and "parse error" in result.reason, result.reason
+
+
+RECOVERS = f"""\
+apiVersion: coordinator/v1
+kind: Scenario
+metadata: {{name: restart-fixes-the-error-rate}}
+spec:
+  targets:
+    risk-monitor: {{driver: supervisor, selector: {{program: risk-monitor}}}}
+  steps:
+    - {{name: restart-risk-monitor, fault: restart, target: risk-monitor}}
+  expectations:
+    - name: error-rate-low-again
+      after: restart-risk-monitor
+      metric:
+        query: '{ERROR_RATE}'
+        tolerance: {{range: {{max: 0.05}}}}
+        within: 25s
+"""
+
+
+@pytest.mark.timeout(400)
+async def test_a_metric_expectation_measures_when_the_error_rate_is_low_again_after_the_injection(
+    sim: tuple[Sim, SimInfo], agent: None, settings: Settings, prometheus: str, tmp_path: Path
+) -> None:
+    """The running risk monitor errs half the time; the restart replaces it with a healthy one (PASSED,
+    with the time the error rate took to drop) or with one that errs as much (FAILED)."""
+    sim_, info = sim
+    scenario = tmp_path / "recovers.yaml"
+    scenario.write_text(RECOVERS)
+    try:
+        for successor, status in (({}, S.VERDICT_STATUS_PASSED), ({"error_rate": 0.5}, S.VERDICT_STATUS_FAILED)):
+            _restart(sim_, info, "risk-monitor", {"error_rate": 0.5})
+            await asyncio.sleep(6)  # the erring one's rate in Prometheus
+            sim_.knobs_file.write_text(json.dumps({"risk-monitor": successor}))
+            result = await client.run_and_follow(settings, client.build_request(str(scenario), {}), timeout=150)
+            assert result is not None, "no result"
+            [verdict] = result.verdicts
+            assert verdict.status == status, verdict.reason
+            if status == S.VERDICT_STATUS_PASSED:
+                recovered = verdict.time_to_recover.ToNanoseconds() / 1e9
+                assert 0 < recovered < 25 and "within its tolerance" in verdict.reason, verdict.reason
+            else:
+                assert "not within its tolerance by the deadline" in verdict.reason, verdict.reason
+                assert "expected within [None, 0.05]" in verdict.reason
+    finally:
+        _restart(sim_, info, "risk-monitor")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,17 +78,6 @@ SPEC = DriverSpec(
 )
 
 
-@pytest.fixture
-def lamps() -> Iterator[None]:
-    drivers.register(SPEC)
-    LAMPS.clear()
-    LOG.clear()
-    try:
-        yield
-    finally:
-        drivers.unregister("lamps")
-
-
 SCENARIO = """\
 apiVersion: coordinator/v1
 kind: Scenario
@@ -146,22 +134,17 @@ def test_a_fault_name_two_drivers_share_must_mean_the_same_kind_of_fault() -> No
                     assert spec is other or mine.name != theirs.name or drivers._clash(mine, theirs) is None
 
 
-@pytest.fixture
-async def engine(lamps: None) -> AsyncIterator[Engine]:
-    settings = Settings(instance_id="house-7", lease_ttl=3, reconcile_interval=1, verdict_grace=0.1)
-    async with Engine.open(settings, owner="agent-a/1", store=MemoryStore(),  # type: ignore[arg-type]
-                           publisher=MemoryPublisher()) as engine:  # type: ignore[arg-type]
-        await engine.store.renew_leases(engine.owner, [], 3)
-        yield engine
-
-
-async def test_the_engine_runs_the_new_drivers_faults_with_leases_and_reverts(engine: Engine) -> None:
-    request = S.ScenarioRequest(request_id="r-1", scenario_yaml=SCENARIO)
-    out = codec.encode_event(request, key="r-1", source="/test")
+async def run_inline(engine: Engine, scenario: str) -> MemoryPublisher:
+    """Run ``scenario`` (YAML) as a request, to its end; what the engine published."""
+    out = codec.encode_event(S.ScenarioRequest(request_id="r-1", scenario_yaml=scenario), key="r-1", source="/test")
     await engine.accept(ConsumerRecord("requests", 0, 0, int(time.time() * 1000), 0, None, out.value, None, 0,
                                        len(out.value), list(out.headers)))
     await asyncio.gather(*(r.task for r in list(engine.running.values()) if r.task is not None))
-    publisher: MemoryPublisher = engine.publisher  # type: ignore[assignment]
+    return engine.publisher  # type: ignore[return-value]
+
+
+async def test_the_engine_runs_the_new_drivers_faults_with_leases_and_reverts(engine: Engine) -> None:
+    publisher = await run_inline(engine, SCENARIO)
     assert [r.status for r in publisher.results] == [S.EXECUTION_STATUS_PASSED], publisher.results[0].reason
     assert LOG == ["dim hall in house-7", "revert hall", "blink hall in house-7", "revert hall", "lights-on hall"]
     assert LAMPS == {"hall": 100}

@@ -4,26 +4,20 @@ OTLP path to a real Collector is tested in tests/integration/test_otel.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiokafka.structs import ConsumerRecord
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from agent import codec
 from agent._proto.coordinator.v1 import events_pb2 as S
 from agent.drivers.base import FaultRequest
 from agent.engine import Engine
-from agent.settings import Settings
-from agent.testing import MemoryPublisher, MemoryStore
-from tests.unit.engine.test_toy_driver import SCENARIO, LampDriver, lamps  # noqa: F401 - a fixture
+from tests.unit.engine.test_toy_driver import SCENARIO, LampDriver, run_inline
 
 EXPORTED = InMemorySpanExporter()
 
@@ -39,22 +33,9 @@ def provider() -> Iterator[None]:
     yield
 
 
-@pytest.fixture
-async def engine(lamps: None, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Engine]:  # noqa: F811
+@pytest.fixture(autouse=True)
+def _clear() -> None:
     EXPORTED.clear()
-    settings = Settings(instance_id="house-7", lease_ttl=3, reconcile_interval=1, verdict_grace=0.1)
-    async with Engine.open(settings, owner="agent-a/1", store=MemoryStore(),  # type: ignore[arg-type]
-                           publisher=MemoryPublisher()) as engine:  # type: ignore[arg-type]
-        await engine.store.renew_leases(engine.owner, [], 3)
-        yield engine
-
-
-async def _run(engine: Engine, scenario: str) -> MemoryPublisher:
-    out = codec.encode_event(S.ScenarioRequest(request_id="r-1", scenario_yaml=scenario), key="r-1", source="/t")
-    await engine.accept(ConsumerRecord("requests", 0, 0, int(time.time() * 1000), 0, None, out.value, None, 0,
-                                       len(out.value), list(out.headers)))
-    await asyncio.gather(*(r.task for r in list(engine.running.values()) if r.task is not None))
-    return engine.publisher  # type: ignore[return-value]
 
 
 def _hex(span: ReadableSpan) -> tuple[str, str]:
@@ -73,7 +54,7 @@ async def test_a_run_is_one_trace_with_a_span_per_injection_step_revert_and_roll
         return await inject(self, request)
 
     monkeypatch.setattr(LampDriver, "inject", spying)
-    publisher = await _run(engine, SCENARIO)
+    publisher = await run_inline(engine, SCENARIO)
     [result] = publisher.results
     assert result.status == S.EXECUTION_STATUS_PASSED, result.reason
     spans = {s.name: s for s in EXPORTED.get_finished_spans()}
@@ -107,7 +88,7 @@ async def test_a_failed_injection_and_the_run_it_ends_are_error_spans_with_the_r
         raise ActionError("the bulb is gone")
 
     monkeypatch.setattr(LampDriver, "inject", broken)
-    publisher = await _run(engine, SCENARIO)
+    publisher = await run_inline(engine, SCENARIO)
     [result] = publisher.results
     assert result.status == S.EXECUTION_STATUS_ERROR
     spans = {s.name: s for s in EXPORTED.get_finished_spans()}
