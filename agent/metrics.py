@@ -76,3 +76,17 @@ def render() -> bytes:
 
 
 __all__ = ["CONTENT_TYPE", "REGISTRY", "render"]
+
+
+# -- the stream worker's own (GET /metrics on COORDINATOR_WORKER_METRICS_PORT) ----------------------
+WORKER_REGISTRY = CollectorRegistry(auto_describe=True)
+WORKER_EVENTS = Counter(f"{PREFIX}_worker_events_total", "Events the worker judged, by where they came from "
+                        "(audit, otlp_logs, otlp_spans)", ["source"], registry=WORKER_REGISTRY)
+WORKER_DEAD_LETTERS = Counter(f"{PREFIX}_worker_dead_letters_total", "Records the worker dead-lettered, by reason",
+                              ["reason"], registry=WORKER_REGISTRY)
+WORKER_VERDICTS = Counter(f"{PREFIX}_worker_verdicts_total", "Verdicts the worker decided, by status", ["status"],
+                          registry=WORKER_REGISTRY)
+WORKER_VERDICT_SECONDS = Histogram(
+    f"{PREFIX}_worker_verdict_seconds", "From fetching the deciding event to publishing its verdict",
+    registry=WORKER_REGISTRY, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)

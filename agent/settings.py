@@ -270,6 +270,9 @@ class Settings(BaseSettings):
     worker_data_dir: str | None = None
     #: a file the worker touches on every tick: a container healthcheck reads its age (empty: none)
     worker_alive_file: str = ""
+    #: where the worker serves GET /metrics (Prometheus); no port: not served
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
     devstack_dir: str | None = Field(
         default=None, description="a running devstack to use (tests reuse it instead of starting one)"

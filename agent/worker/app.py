@@ -44,9 +44,11 @@ from typing import Any
 import aiokafka
 import faust
 import mode
+from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agent import codec, kafkaio, metrics
 from agent._proto.coordinator.v1 import events_pb2
@@ -208,6 +210,8 @@ class WorkerApp:
         app.service(type("AuditIntake", (AuditIntake,), {"worker": self}))
         app.timer(interval=self.settings.worker_tick_interval)(self.tick)
         app.timer(interval=CHECK_INTERVAL_SECONDS)(self.recovery_watchdog)
+        if self.settings.worker_metrics_port is not None:
+            app.service(type("MetricsEndpoint", (MetricsEndpoint,), {"settings": self.settings}))
 
     def partition_of(self, key: str) -> int:
         return _partition(self.partitioner, key, self.partitions)
@@ -217,6 +221,7 @@ class WorkerApp:
         """An input record the worker cannot use: to the dead-letter topic with why (truncated when
         too large); a failure to do so is logged and counted, never fatal."""
         value, key, headers = dead_letter_parts(record, reason, error, self.settings.dead_letter_max_bytes)
+        metrics.WORKER_DEAD_LETTERS.labels(reason=reason).inc()
         try:
             await self.dead_letters.send(key=key, value=value, headers=headers)
         except Exception as exc:  # noqa: BLE001 - one bad record must not stop the worker
@@ -230,7 +235,9 @@ class WorkerApp:
                                  content_type=self.settings.content_type, correlation_id=watch.correlation_id)
         headers = out.headers
         stages = _STAGES.get()
+        metrics.WORKER_VERDICTS.labels(status=verdict.status).inc()
         if stages is not None:
+            metrics.WORKER_VERDICT_SECONDS.observe(max(0.0, time.time() - stages[0]))
             times = zip(("fetched", "routed", "judged", "published"), (*stages, time.time()), strict=True)
             headers = [*headers, (STAGES_HEADER, ",".join(f"{k}={v:.6f}" for k, v in times).encode())]
         await self.verdicts.send(key=out.key, value=out.value, headers=headers)
@@ -295,10 +302,13 @@ class WorkerApp:
         """The audit rows of one record: one from the audit topic, any number from an OTLP topic."""
         signal = self.settings.otlp.signal_of(record.topic)
         if signal is None:
-            return [row_from(record.value, record.headers, record.timestamp)]
+            row = row_from(record.value, record.headers, record.timestamp)
+            metrics.WORKER_EVENTS.labels(source="audit").inc()
+            return [row]
         before = self.otlp_skipped.count
         rows = otlp.rows_from(record.value, signal, self.settings.otlp, self.otlp_skipped,
                               ignore=frozenset({self.settings.tracing.service_name}))
+        metrics.WORKER_EVENTS.labels(source=f"otlp_{signal}").inc(len(rows))
         if before == 0 and self.otlp_skipped.count:  # once: most services log lines that are not events
             log.info("OTLP log records without an event name are skipped (not audit events)", topic=record.topic,
                      event_attribute=self.settings.otlp.event_attribute)
@@ -398,6 +408,31 @@ class AuditIntake(mode.Service):
                 await consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
             except KafkaError as exc:  # a rebalance in between: the new owner routes them again
                 log.warning("audit offsets not committed; they will be routed again", error=str(exc))
+
+
+class MetricsEndpoint(mode.Service):
+    """GET /metrics (Prometheus text) on ``worker_metrics_host:worker_metrics_port``: what the worker
+    judged, dead-lettered and decided, and how long a verdict took inside it."""
+
+    settings: Settings
+    runner: web.AppRunner | None = None
+
+    async def on_start(self) -> None:
+        async def serve(_: web.Request) -> web.Response:
+            return web.Response(body=generate_latest(metrics.WORKER_REGISTRY),
+                                headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        application = web.Application()
+        application.router.add_get("/metrics", serve)
+        self.runner = web.AppRunner(application, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, self.settings.worker_metrics_host, self.settings.worker_metrics_port).start()
+        log.info("worker metrics served", url=f"http://{self.settings.worker_metrics_host}:"
+                                              f"{self.settings.worker_metrics_port}/metrics")
+
+    async def on_stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
 
 
 def _shorten_fetch_wait(app: faust.App) -> None:

@@ -20,6 +20,7 @@ import pytest
 from agent import client
 from agent._proto.coordinator.v1 import events_pb2
 from agent.devstack import Stack
+from agent.devstack.procs import free_port
 from agent.settings import Settings
 from sim.launch import Sim, SimInfo, SimOptions
 from tests.helpers.agent import AgentProcess
@@ -88,11 +89,19 @@ async def settings(env: dict[str, str]) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def agent(env: dict[str, str], settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def agent(env: dict[str, str], settings: Settings, stack: Stack, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[None]:
+    """The agent and the worker, both scraped by the stack's Prometheus (their own /metrics)."""
     logs = tmp_path_factory.mktemp("agent")
-    worker = AgentProcess(env, logs / "worker.log", ("worker", "--loglevel", "info"), r"Ready").start(timeout=90)
-    process = AgentProcess(env, logs / "agent.log").start()
+    http, metrics_port = free_port(), free_port()
+    worker = AgentProcess({**env, "COORDINATOR_WORKER_METRICS_PORT": str(metrics_port)}, logs / "worker.log",
+                          ("worker", "--loglevel", "info"), r"Ready").start(timeout=90)
+    process = AgentProcess(env, logs / "agent.log", ("serve", "--http-port", str(http), "--grpc-port", "0")).start()
+    scraped = stack.scrape_targets() / f"coordinator-{uuid.uuid4().hex[:8]}.json"
+    scraped.write_text(json.dumps([{"targets": [f"127.0.0.1:{http}"], "labels": {"part": "agent"}},
+                                   {"targets": [f"127.0.0.1:{metrics_port}"], "labels": {"part": "worker"}}]))
     yield
+    scraped.unlink()
     process.stop()
     worker.stop()
 
@@ -213,3 +222,23 @@ async def test_a_metric_expectation_measures_when_the_error_rate_is_low_again_af
                 assert "expected within [None, 0.05]" in verdict.reason
     finally:
         _restart(sim_, info, "risk-monitor")
+
+
+async def test_prometheus_has_the_agents_and_the_workers_own_metrics_the_dashboard_charts(
+    agent: None, prometheus: str
+) -> None:
+    """After the runs above: what the dashboard's panels read is there, scraped from both."""
+    wanted = {'sum(coordinator_executions_total{part="agent"})': "runs ended",
+              'sum(coordinator_verdicts_total{part="agent"})': "verdicts the agent received",
+              'sum(coordinator_worker_events_total{part="worker",source="audit"})': "audit events judged",
+              'sum(coordinator_worker_verdicts_total{part="worker"})': "verdicts decided"}
+    deadline = time.monotonic() + 30
+    while True:
+        values = {}
+        for query in wanted:
+            result = (await _query(prometheus, query))["data"]["result"]
+            values[query] = float(result[0]["value"][1]) if result else 0.0
+        if all(values.values()) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1)
+    assert all(values.values()), {wanted[q]: v for q, v in values.items()}

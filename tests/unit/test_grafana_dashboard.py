@@ -44,7 +44,8 @@ def test_the_dashboard_is_one_grafana_imports() -> None:
 
 
 def test_every_query_names_only_metrics_the_agent_exposes() -> None:
-    exposed = {sample for family in metrics.REGISTRY.collect() for sample in
+    families = [*metrics.REGISTRY.collect(), *metrics.WORKER_REGISTRY.collect()]
+    exposed = {sample for family in families for sample in
                {family.name, f"{family.name}_total", f"{family.name}_bucket", f"{family.name}_count",
                 f"{family.name}_sum"}}
     for query in queries():
@@ -55,5 +56,6 @@ def test_every_query_names_only_metrics_the_agent_exposes() -> None:
 def test_the_dashboard_shows_what_an_operator_asks_first() -> None:
     text = " ".join(queries())
     for metric in ("coordinator_executions_total", "coordinator_time_to_recover_seconds_bucket",
+                   "coordinator_worker_verdicts_total", "coordinator_worker_events_total",
                    "coordinator_active_faults", 'coordinator_reverts_total{outcome="failed"}'):
         assert metric in text, metric
