@@ -385,10 +385,13 @@ class Execution:
             for probe in probes:
                 if probe.mode == "OnChaos" and not self.ctx.faults.of_execution(self.execution_id):
                     continue
+                asked = time.time()
                 outcome = await self.ctx.prober.run(probe.model_copy(update={"attempts": 1}), self.scenario)
-                if not outcome.ok:
+                if outcome.ok:  # a span for each probe; the journal keeps the failures
+                    self.trace.entry("steady-state-during", probe.name, True, asked, time.time())
+                else:
                     self._continuous_failures.append(f"{probe.name}: {outcome.reason}")
-                    await self._entry("steady-state-during", probe.name, False, error=outcome.reason)
+                    await self._entry("steady-state-during", probe.name, False, started=asked, error=outcome.reason)
             await asyncio.sleep(interval)
 
     # -- verdicts --------------------------------------------------------------------------------
