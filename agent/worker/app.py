@@ -293,9 +293,10 @@ class WorkerApp:
         for key, rows in by_key.items():
             by_partition.setdefault(self.partition_of(key), {})[key] = rows
         routed_at = time.time()
-        sent = [await self.inbox.send(key=b"rows", partition=partition,
-                                      value=inbox_codec.encode(RowsMessage(keyed, fetched_at, routed_at)))
-                for partition, keyed in by_partition.items()]
+        # in order per partition; a fetch too large for one record (OTLP batches hold many rows) in several
+        sent = [await self.inbox.send(key=b"rows", partition=partition, value=value)
+                for partition, keyed in by_partition.items()
+                for value in inbox_codec.encode_rows(RowsMessage(keyed, fetched_at, routed_at))]
         await asyncio.gather(*sent)
 
     def rows_of(self, record: Any) -> list[Row]:

@@ -168,6 +168,36 @@ def encode(message: InboxMessage) -> bytes:
     return json.dumps({"kind": "tick", "watermark": message.watermark}).encode()
 
 
+#: the largest inbox message the intake sends (Kafka refuses a record over the producer's 1 MB); a
+#: fetch whose rows make more is sent in several
+MAX_MESSAGE_BYTES = 512 * 1024
+
+
+def encode_rows(message: RowsMessage, limit: int = MAX_MESSAGE_BYTES) -> list[bytes]:
+    """``message`` as one or more inbox messages of at most ``limit`` bytes each (halved until they
+    fit, rows of one key kept in order). A single row too large alone keeps only the first
+    attributes of its metadata, shortened: its identity, type, service and time are what judge it."""
+    value = encode(message)
+    if len(value) <= limit:
+        return [value]
+    pairs = [(key, row) for key, rows in message.by_key.items() for row in rows]
+    if len(pairs) == 1:
+        key, row = pairs[0]
+        small = row._replace(metadata={k[:128]: v[:256] for k, v in list((row.metadata or {}).items())[:32]})
+        smaller = encode(RowsMessage({key: [small]}, message.fetched_at, message.routed_at))
+        if len(smaller) <= limit:
+            return [smaller]
+        return [encode(RowsMessage({key: [row._replace(metadata={})]}, message.fetched_at, message.routed_at))]
+    half = len(pairs) // 2
+    out = []
+    for part in (pairs[:half], pairs[half:]):
+        by_key: dict[str, list[Row]] = {}
+        for key, row in part:
+            by_key.setdefault(key, []).append(row)
+        out += encode_rows(RowsMessage(by_key, message.fetched_at, message.routed_at), limit)
+    return out
+
+
 def decode(value: bytes) -> InboxMessage:
     """An inbox message; ``DecodeError`` when the bytes are not one."""
     try:

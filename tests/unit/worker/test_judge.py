@@ -225,3 +225,23 @@ async def test_only_after_reaches_the_watch_from_the_chaos_event_and_its_bucket_
     assert verdicts == [], "the report before ready is held"
     await judge.on_rows("svc:risk-monitor", [row(3.0, kind="risk_report")], now=T0 + 3)
     assert [(n, v.status, v.time_to_recover) for n, v in verdicts] == [("reports", "PASSED", 3.0)]
+
+
+def test_rows_too_many_for_one_inbox_record_go_in_several_each_small_enough_in_order() -> None:
+    from agent.worker.judge import RowsMessage, decode, encode_rows
+
+    rows = {f"svc:s{k}": [Row(f"s{k}", "take_order", 1000.0 + i, "", {"span.name": "take_order", "n": str(i)},
+                              f"otlp-span#{k}-{i}") for i in range(400)] for k in range(5)}
+    values = encode_rows(RowsMessage(rows, 1.0, 2.0), limit=20_000)
+    assert len(values) > 5 and all(len(v) <= 20_000 for v in values)
+    back: dict[str, list[Row]] = {}
+    for value in values:
+        message = decode(value)
+        assert isinstance(message, RowsMessage) and (message.fetched_at, message.routed_at) == (1.0, 2.0)
+        for key, part in message.by_key.items():
+            back.setdefault(key, []).extend(part)
+    assert back == rows, "every row once, in order per key"
+    [alone] = encode_rows(RowsMessage({"svc:s": [Row("s", "log", 1.0, "", {"big": "x" * 50_000}, "i")]}, 0, 0),
+                          limit=20_000)
+    [row] = decode(alone).by_key["svc:s"]  # type: ignore[union-attr]
+    assert row.metadata == {"big": "x" * 256} and row.identity == "i"
