@@ -338,8 +338,10 @@ def worker(loglevel: str) -> None:
     """Run the stream worker: join audit events to injections and publish verdicts (faust)."""
     from faust.worker import Worker
 
+    from agent import failpoints
     from agent.worker.app import create_app, ensure_topics
 
+    failpoints.arm(os.environ.get(failpoints.ENV, ""))
     settings = get_settings()
     asyncio.run(ensure_topics(settings))
     app = create_app(settings)

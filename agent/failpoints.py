@@ -5,7 +5,7 @@ read once at start-up::
 
     COORDINATOR_FAILPOINTS="after-lease=exit;before-result=sleep(5);after-inject=1*raise"
 
-``coordinator serve`` arms them when it starts. Each entry is ``NAME=[COUNT*]ACTION[(ARG)]``:
+``coordinator serve`` and ``coordinator worker`` arm them when they start. Each entry is ``NAME=[COUNT*]ACTION[(ARG)]``:
 
 - ``exit``: the process dies at once, as from SIGKILL (no clean-up, no ``finally``); ``exit(N)``
   exits with status N instead of the signal.
@@ -38,6 +38,7 @@ POINTS = (
     "after-chaos-event",  # the INJECTED chaos event is published
     "before-result",      # the final result is built; not published yet
     "after-result",       # the final result is published and marked published
+    "worker-route",       # the worker's intake fetched audit events; they are not routed yet
 )
 
 _ENTRY = re.compile(r"^(?:(?P<count>\d+)\*)?(?P<action>exit|sleep|raise)(?:\((?P<arg>[^)]*)\))?$")

@@ -34,8 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import re
+import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -50,7 +53,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from agent import codec, kafkaio, metrics
+from agent import codec, failpoints, kafkaio, metrics
 from agent._proto.coordinator.v1 import events_pb2
 from agent.constants import STAGES_HEADER
 from agent.engine.publisher import dead_letter_parts
@@ -404,7 +407,17 @@ class AuditIntake(mode.Service):
             fetched = await consumer.getmany(timeout_ms=AUDIT_FETCH_WAIT_MS, max_records=AUDIT_BATCH)
             if not fetched:
                 continue
-            await self.worker.route(fetched, time.time())
+            try:
+                await failpoints.point("worker-route")
+                await self.worker.route(fetched, time.time())
+            except Exception as exc:
+                # nothing of this fetch is committed: a fresh worker routes it again. The app stops on
+                # the crash, but its stop can wait on Kafka for ever: the process exits soon regardless,
+                # with status 1, for its supervisor to start it again
+                log.error("audit intake failed; the worker exits", error=f"{type(exc).__name__}: {exc}",
+                          exit_in_seconds=INTAKE_EXIT_GRACE_S)
+                exit_soon(1, INTAKE_EXIT_GRACE_S)
+                raise
             try:
                 await consumer.commit({tp: records[-1].offset + 1 for tp, records in fetched.items()})
             except KafkaError as exc:  # a rebalance in between: the new owner routes them again
@@ -434,6 +447,21 @@ class MetricsEndpoint(mode.Service):
     async def on_stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+
+
+#: seconds a worker whose intake failed has to stop before it exits anyway
+INTAKE_EXIT_GRACE_S = 3.0
+
+
+def exit_soon(status: int, grace: float) -> None:
+    """End the process with ``status`` in ``grace`` seconds, whatever its stop is waiting for."""
+    def now() -> None:
+        print(f"worker exiting with status {status}", file=sys.stderr, flush=True)
+        os._exit(status)
+
+    timer = threading.Timer(grace, now)
+    timer.daemon = True
+    timer.start()
 
 
 def _shorten_fetch_wait(app: faust.App) -> None:

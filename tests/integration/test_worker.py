@@ -272,6 +272,33 @@ async def test_a_silent_audit_trail_gives_inconclusive(stack_env: dict[str, str]
         silent.stop()
 
 
+async def test_a_worker_whose_intake_fails_exits_and_its_successor_routes_what_it_had_not(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """An unexpected failure routing audit events (here a failpoint) ends the worker with status 1
+    within seconds, instead of leaving a process that serves nothing; the fetch was not committed, so
+    the worker started in its place decides the verdict from it."""
+    env = _env(stack_env)
+    settings = settings_from(env)
+    await topics.apply(settings)
+    failing = AgentProcess({**env, "COORDINATOR_FAILPOINTS": "worker-route=raise"}, tmp_path / "failing.log",
+                           WORKER, READY).start(timeout=90)
+    try:
+        cid, _ = await inject(settings, "risk-monitor", expectation("back", S.EXPECTATION_KIND_APPEARS, within=60,
+                                                                    event_type="service_ready", service="risk-monitor"))
+        await audit(settings, "risk-monitor", "service_ready")
+        assert await asyncio.to_thread(failing.wait, 60) == 1
+        assert "audit intake failed; the worker exits" in failing.output()
+    finally:
+        failing.stop()
+    successor = AgentProcess(env, tmp_path / "successor.log", WORKER, READY).start(timeout=90)
+    try:
+        [verdict] = await verdicts(settings, cid)
+        assert verdict.status == S.VERDICT_STATUS_PASSED, verdict.reason
+    finally:
+        successor.stop()
+
+
 E2E = """\
 apiVersion: coordinator/v1
 kind: Scenario
