@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     knobs.add_argument("--no-instance", action="store_const", const=True,
                        help="audit events do not say which process sent them")
     knobs.add_argument("--error-rate", type=float, help="fraction of API calls answered with INTERNAL")
+    knobs.add_argument("--forget-when-both-down", action="store_const", const=True,
+                       help="trading engine: forget orders when the exchange and the risk monitor fail together")
     run.add_argument("--telemetry", help="where events go: audit (Kafka), otel (OTLP logs and spans), or audit,otel "
                      "(also SIM_TELEMETRY; OTLP to SIM_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT)")
     options = run.add_argument_group("service options")

@@ -39,6 +39,11 @@ class Knobs:
     #: fraction (0..1) of API calls (risk checks, executions) answered with INTERNAL, counted as
     #: errors in /metrics (``sim_requests_total{outcome="error"}``)
     error_rate: float = 0.0
+    #: a latent bug only two faults together reveal (trading engine): an order whose call to the
+    #: exchange fails while risk checks have been failing too (or the other way round) within
+    #: ``BOTH_DOWN_WINDOW`` seconds is forgotten: no fill, no order_lost from the engine; only the
+    #: load generator notices (its own order_lost). Either fault alone is ridden out by retrying.
+    forget_when_both_down: bool = False
 
     @classmethod
     def names(cls) -> list[str]:
@@ -90,7 +95,7 @@ class Knobs:
 def _convert(name: str, value: Any) -> Any:
     if name == "last_words":
         return ",".join(p.strip() for p in str(value).split(",") if p.strip())
-    if name in ("never_ready", "stall", "no_instance"):
+    if name in ("never_ready", "stall", "no_instance", "forget_when_both_down"):
         if isinstance(value, bool):
             return value
         text = str(value).strip().lower()

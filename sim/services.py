@@ -209,6 +209,8 @@ class TradingEngine(Service, trading_pb2_grpc.TradingEngineServiceServicer):
         self._inflight = asyncio.Semaphore(200)
         #: failed calls to peers since the last summary, by peer and cause (logged every few seconds)
         self._failures: Counter[tuple[str, str]] = Counter()
+        #: when a call to each peer last failed (the latent bug of the knob forget_when_both_down)
+        self._failed_at = {"check": 0.0, "execute": 0.0}
         self._last_fill = time.time()
 
     def add_servicers(self, server: grpc.aio.Server) -> None:
@@ -297,20 +299,29 @@ class TradingEngine(Service, trading_pb2_grpc.TradingEngineServiceServicer):
 
     async def _call(self, give_up: float, call: Any, *args: Any) -> Any:
         delay = 0.1
+        name = call.__name__.strip("_")
         while order_id_pending(self, args[0]) and time.time() < give_up:
             try:
                 return await call(*args)
             except grpc.aio.AioRpcError as exc:
                 log.debug("call failed, retrying: %s", exc)
-                self._failures[(call.__name__.strip("_"), exc.code().name)] += 1
+                self._failures[(name, exc.code().name)] += 1
             except LookupError as exc:
                 log.debug("call failed, retrying: %s", exc)
-                self._failures[(call.__name__.strip("_"), "no address")] += 1
+                self._failures[(name, "no address")] += 1
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if task is None or task.cancelling():
                     raise  # this order's task is being stopped
                 log.debug("call cancelled (its channel was closed), retrying")  # not the order's end
+                await asyncio.sleep(min(delay, max(0.0, give_up - time.time())))
+                delay = min(delay * 2, 1.0)
+                continue
+            now = self._failed_at[name] = time.time()
+            if self.knobs.forget_when_both_down and both_down(self._failed_at, now):
+                self.pending.pop(args[0].order_id, None)  # the latent bug: forgotten, said nowhere
+                self.count("orders_forgotten")
+                return None
             await asyncio.sleep(min(delay, max(0.0, give_up - time.time())))
             delay = min(delay * 2, 1.0)
         return None
@@ -385,6 +396,15 @@ class TradingEngine(Service, trading_pb2_grpc.TradingEngineServiceServicer):
             log.warning("calls to peers failing, retried: %s",
                         ", ".join(f"{peer} {cause} x{n}" for (peer, cause), n in self._failures.most_common()))
             self._failures.clear()
+
+
+#: seconds within which failures of both the risk check and the exchange count as "both down"
+BOTH_DOWN_WINDOW = 5.0
+
+
+def both_down(failed_at: dict[str, float], now: float, window: float = BOTH_DOWN_WINDOW) -> bool:
+    """Have calls to both peers failed within ``window`` seconds of ``now``?"""
+    return all(now - at <= window for at in failed_at.values())
 
 
 def order_id_pending(engine: TradingEngine, order: trading_pb2.Order) -> bool:

@@ -420,3 +420,59 @@ async def test_a_recovery_after_the_deadline_and_its_grace_is_noted_on_the_faile
         assert late > verdict.deadline.ToNanoseconds() / 1e9 + 2, "after the deadline and the grace"
     finally:
         _restart(sim_, info, "risk-monitor")
+
+
+BOTH_DOWN = """\
+apiVersion: coordinator/v1
+kind: Scenario
+metadata: {name: exchange-down-while-risk-restarts}
+spec:
+  targets:
+    risk-monitor: {driver: supervisor, selector: {program: risk-monitor}}
+    engine-exchange-link: {driver: toxiproxy, service: exchange, selector: {proxy: engine-to-exchange}}
+  steps:
+    - parallel:
+        - {name: link-down, fault: down, target: engine-exchange-link, duration: 1.5s}
+        - {name: restart-risk-monitor, fault: restart, target: risk-monitor, delay: 0.3s}
+    - {name: keep-trading, wait: 6s}
+  expectations:
+    - name: no-order-lost
+      after: link-down
+      attribution: window
+      event: {type: order_lost}
+      absent: {within: 15s}
+"""
+
+
+@pytest.mark.timeout(300)
+async def test_the_latent_bug_shows_only_when_the_exchange_link_is_down_while_the_risk_monitor_restarts(
+    sim: tuple[Sim, SimInfo], running: tuple[AgentProcess, AgentProcess], settings: Settings, tmp_path: Path
+) -> None:
+    """The knob forget_when_both_down: the trading engine forgets orders when both its peers fail
+    together. The link down alone is ridden out; with the risk monitor's restart beside it, orders are
+    lost (the load generator says so)."""
+    sim_, info = sim
+    alone, both = tmp_path / "alone.yaml", tmp_path / "both.yaml"
+    alone.write_text(BOTH_DOWN.replace("        - {name: restart-risk-monitor, fault: restart, target: risk-monitor, "
+                                       "delay: 0.3s}\n", ""))
+    both.write_text(BOTH_DOWN)
+    try:
+        _restart(sim_, info, "trading-engine", {"forget_when_both_down": True})
+        for scenario, status in ((alone, S.VERDICT_STATUS_PASSED), (both, S.VERDICT_STATUS_FAILED)):
+            result = await client.run_and_follow(settings, client.build_request(str(scenario), {}), timeout=120)
+            assert result is not None, "no result"
+            [verdict] = result.verdicts
+            assert verdict.status == status, f"{scenario.name}: {verdict.reason}"
+        assert "'order_lost' appeared" in verdict.reason
+        engine = json.loads(_http_get(info, "trading-engine", "/api/v1/status"))
+        assert engine["counters"].get("orders_forgotten", 0) > 0, engine["counters"]
+    finally:
+        _restart(sim_, info, "trading-engine")
+        _restart(sim_, info, "risk-monitor")
+
+
+def _http_get(info: SimInfo, service: str, path: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{info.ports[service]['http']}{path}", timeout=10) as answer:
+        return str(answer.read().decode())

@@ -57,3 +57,13 @@ def test_every_knob_has_a_command_line_flag() -> None:
                                       "--last-words", "risk_report"])
     assert all(hasattr(opts, name) for name in Knobs.names()), [n for n in Knobs.names() if not hasattr(opts, n)]
     assert Knobs.load("risk-monitor", {n: getattr(opts, n) for n in Knobs.names()}, env={}).last_words == "risk_report"
+
+
+def test_both_down_needs_failures_of_both_peers_close_together() -> None:
+    from sim.services import BOTH_DOWN_WINDOW, both_down
+
+    assert both_down({"check": 100.0, "execute": 103.0}, now=103.0)
+    assert not both_down({"check": 0.0, "execute": 103.0}, now=103.0), "the exchange alone"
+    assert not both_down({"check": 100.0, "execute": 0.0}, now=100.5), "the risk monitor alone"
+    assert not both_down({"check": 100.0, "execute": 100.0 + BOTH_DOWN_WINDOW + 1}, now=100.0 + BOTH_DOWN_WINDOW + 1)
+    assert Knobs.parse({"forget_when_both_down": "yes"}).forget_when_both_down is True
