@@ -449,8 +449,8 @@ async def test_the_latent_bug_shows_only_when_the_exchange_link_is_down_while_th
     sim: tuple[Sim, SimInfo], running: tuple[AgentProcess, AgentProcess], settings: Settings, tmp_path: Path
 ) -> None:
     """The knob forget_when_both_down: the trading engine forgets orders when both its peers fail
-    together. The link down alone is ridden out; with the risk monitor's restart beside it, orders are
-    lost (the load generator says so)."""
+    together. The link down alone forgets none; with the risk monitor's restart beside it, orders are
+    forgotten and lost (the load generator says so: no-order-lost FAILS)."""
     sim_, info = sim
     alone, both = tmp_path / "alone.yaml", tmp_path / "both.yaml"
     alone.write_text(BOTH_DOWN.replace("        - {name: restart-risk-monitor, fault: restart, target: risk-monitor, "
@@ -458,21 +458,26 @@ async def test_the_latent_bug_shows_only_when_the_exchange_link_is_down_while_th
     both.write_text(BOTH_DOWN)
     try:
         _restart(sim_, info, "trading-engine", {"forget_when_both_down": True})
-        for scenario, status in ((alone, S.VERDICT_STATUS_PASSED), (both, S.VERDICT_STATUS_FAILED)):
-            result = await client.run_and_follow(settings, client.build_request(str(scenario), {}), timeout=120)
-            assert result is not None, "no result"
-            [verdict] = result.verdicts
-            assert verdict.status == status, f"{scenario.name}: {verdict.reason}"
+        # the bug's own mark is the engine's count of forgotten orders; the verdicts follow from it
+        # (the link down alone can still lose an order to the engine's 4 s timeout on a loaded machine)
+        result = await client.run_and_follow(settings, client.build_request(str(alone), {}), timeout=120)
+        assert result is not None, "no result"
+        assert _forgotten(info) == 0, "one fault alone never triggers it"
+        result = await client.run_and_follow(settings, client.build_request(str(both), {}), timeout=120)
+        assert result is not None, "no result"
+        assert _forgotten(info) > 0, "both faults together do"
+        [verdict] = result.verdicts
+        assert verdict.status == S.VERDICT_STATUS_FAILED, verdict.reason
         assert "'order_lost' appeared" in verdict.reason
-        engine = json.loads(_http_get(info, "trading-engine", "/api/v1/status"))
-        assert engine["counters"].get("orders_forgotten", 0) > 0, engine["counters"]
     finally:
         _restart(sim_, info, "trading-engine")
         _restart(sim_, info, "risk-monitor")
 
 
-def _http_get(info: SimInfo, service: str, path: str) -> str:
+def _forgotten(info: SimInfo) -> int:
+    """The trading engine's count of orders its latent bug forgot (its /api/v1/status counters)."""
     import urllib.request
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{info.ports[service]['http']}{path}", timeout=10) as answer:
-        return str(answer.read().decode())
+    with urllib.request.urlopen(f"http://127.0.0.1:{info.ports['trading-engine']['http']}/api/v1/status",
+                                timeout=10) as answer:
+        return int(json.loads(answer.read())["counters"].get("orders_forgotten", 0))

@@ -131,7 +131,9 @@ def otel_sim(otel_env: dict[str, str], stack_env: dict[str, str], tmp_path_facto
              ) -> Iterator[tuple[Sim, SimInfo]]:
     sim = Sim(tmp_path_factory.mktemp("otel-sim"))
     info = sim.up(SimOptions(kafka=stack_env["COORDINATOR_KAFKA_BOOTSTRAP_SERVERS"],
-                             redis_url=stack_env["COORDINATOR_REDIS_URL"], rate=20, order_timeout=4, loss_timeout=5,
+                             # the SDK's export beside each order costs CPU: a little more time than the
+                             # flagship's sim before an order counts as lost (still inside its 10 s lossWindow)
+                             redis_url=stack_env["COORDINATOR_REDIS_URL"], rate=20, order_timeout=6, loss_timeout=7,
                              audit_topic=f"test.{uuid.uuid4().hex[:8]}.audit", telemetry="otel",
                              otlp_endpoint=otel_env["OTEL_EXPORTER_OTLP_ENDPOINT"]))
     yield sim, info
