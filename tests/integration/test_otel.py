@@ -159,14 +159,37 @@ async def flagship_settings(flagship_env: dict[str, str]) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def flagship_running(flagship_env: dict[str, str], flagship_settings: Settings,
+def flagship_running(flagship_env: dict[str, str], flagship_settings: Settings, otel_sim: tuple[Sim, SimInfo],
                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     logs = tmp_path_factory.mktemp("otel-flagship")
     worker = AgentProcess(flagship_env, logs / "worker.log", WORKER, r"Ready").start(timeout=90)
     agent = AgentProcess(flagship_env, logs / "agent.log").start()
+    _drained(otel_sim[1])
     yield
     agent.stop()
     worker.stop()
+
+
+def _drained(info: SimInfo) -> None:
+    """Until the orders the load generator sent before the agent's relay ran (thousands, when the
+    worker took long to start) have reached the trading engine and are settled, and then one loss
+    timeout more: losses of that backlog come before any run, never inside its window."""
+    import urllib.request
+
+    url = f"http://127.0.0.1:{info.ports['trading-engine']['http']}/api/v1/status"
+
+    def pending() -> int:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return int(json.loads(answer.read()).get("pending", 0))
+
+    arriving = time.monotonic() + 10  # the relay starts with the agent; its backlog comes at once
+    while pending() < 100 and time.monotonic() < arriving:
+        time.sleep(0.5)
+    deadline, calm = time.monotonic() + 120, 0
+    while calm < 3 and time.monotonic() < deadline:
+        calm = calm + 1 if pending() < 100 else 0
+        time.sleep(1)
+    time.sleep(7)
 
 
 async def _flagship(settings: Settings) -> Any:
