@@ -50,15 +50,19 @@ def sim(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> 
     sim.down()
 
 
-@pytest.fixture(scope="module")
-def env(stack_env: dict[str, str], sim: tuple[Sim, SimInfo]) -> dict[str, str]:
-    _, info = sim
+def flagship_env(stack_env: dict[str, str], info: SimInfo, **extra: str) -> dict[str, str]:
+    """The agent's and the worker's settings for the flagship on ``info``'s sim (``extra`` on top)."""
     base = engine_env(stack_env, info.supervisor_url)
     sfx = base["COORDINATOR_REDIS_KEY_PREFIX"]
     # late evidence is looked for 30 s: a restart on a loaded machine can take 10-25 s
     return {**base, **info.agent_env(), "COORDINATOR_WORKER_APP_ID": f"{sfx}-worker",
             "COORDINATOR_WORKER_TICK_INTERVAL": "0.2", "COORDINATOR_VERDICT_GRACE": "8",
-            "COORDINATOR_LATE_EVIDENCE": "30"}
+            "COORDINATOR_LATE_EVIDENCE": "30", **extra}
+
+
+@pytest.fixture(scope="module")
+def env(stack_env: dict[str, str], sim: tuple[Sim, SimInfo]) -> dict[str, str]:
+    return flagship_env(stack_env, sim[1])
 
 
 @pytest.fixture(scope="module")

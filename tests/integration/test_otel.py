@@ -29,8 +29,8 @@ from agent.devstack import Stack, otelbuild
 from agent.settings import Settings
 from sim.launch import Sim, SimInfo, SimOptions
 from tests.helpers.agent import AgentProcess
-from tests.helpers.engine import applied_settings, engine_env, read_all
-from tests.integration.test_flagship import FLAGSHIP, PARAMS, _processes, _restart
+from tests.helpers.engine import applied_settings, read_all
+from tests.integration.test_flagship import FLAGSHIP, PARAMS, _processes, _restart, flagship_env
 from tests.integration.test_worker import WORKER, _env, expectation, inject, verdicts
 
 S = events_pb2
@@ -141,29 +141,24 @@ def otel_sim(otel_env: dict[str, str], stack_env: dict[str, str], tmp_path_facto
 
 
 @pytest.fixture(scope="module")
-def flagship_env(otel_env: dict[str, str], stack_env: dict[str, str], otel_sim: tuple[Sim, SimInfo]
-                 ) -> dict[str, str]:
-    _, info = otel_sim
-    base = engine_env(stack_env, info.supervisor_url)
-    sfx = base["COORDINATOR_REDIS_KEY_PREFIX"]
+def otel_flagship_env(otel_env: dict[str, str], stack_env: dict[str, str], otel_sim: tuple[Sim, SimInfo]
+                      ) -> dict[str, str]:
     # the worker reads the Collector's topics; the agent traces its executions to the Collector
     otlp = {k: v for k, v in otel_env.items() if k.startswith(("COORDINATOR_OTLP", "COORDINATOR_TRACING"))}
-    return {**base, **info.agent_env(), **otlp, "COORDINATOR_WORKER_APP_ID": f"{sfx}-worker",
-            "COORDINATOR_WORKER_TICK_INTERVAL": "0.2", "COORDINATOR_VERDICT_GRACE": "8",
-            "COORDINATOR_LATE_EVIDENCE": "30"}
+    return flagship_env(stack_env, otel_sim[1], **otlp)
 
 
 @pytest.fixture(scope="module")
-async def flagship_settings(flagship_env: dict[str, str]) -> Settings:
-    return await applied_settings(flagship_env)
+async def flagship_settings(otel_flagship_env: dict[str, str]) -> Settings:
+    return await applied_settings(otel_flagship_env)
 
 
 @pytest.fixture(scope="module")
-def flagship_running(flagship_env: dict[str, str], flagship_settings: Settings, otel_sim: tuple[Sim, SimInfo],
-                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def flagship_running(otel_flagship_env: dict[str, str], flagship_settings: Settings,
+                     otel_sim: tuple[Sim, SimInfo], tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     logs = tmp_path_factory.mktemp("otel-flagship")
-    worker = AgentProcess(flagship_env, logs / "worker.log", WORKER, r"Ready").start(timeout=90)
-    agent = AgentProcess(flagship_env, logs / "agent.log").start()
+    worker = AgentProcess(otel_flagship_env, logs / "worker.log", WORKER, r"Ready").start(timeout=90)
+    agent = AgentProcess(otel_flagship_env, logs / "agent.log").start()
     _drained(otel_sim[1])
     yield
     agent.stop()
