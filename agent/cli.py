@@ -368,8 +368,9 @@ def demo(ctx: click.Context, keep: bool, attach: bool, scenario: str | None, dir
 
 def _add_engine_commands() -> None:
     from agent.cli_engine import COMMANDS
+    from agent.cli_explore import explore
 
-    for command in COMMANDS:
+    for command in (*COMMANDS, explore):
         cli.add_command(command)
 
 

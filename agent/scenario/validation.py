@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path as FilePath
 from typing import Any
 
@@ -65,19 +65,37 @@ def load_scenario(
     issues += [_issue(doc, i.path, i.message) for i in ref_issues]
     about_parameters = set(issues)
 
-    scenario: Scenario | None = None
-    try:
-        scenario = scenario_model().model_validate(data)
-    except ValidationError as exc:
-        unresolved = {format_path(i.path) for i in ref_issues}
-        issues += [issue for issue in (_from_pydantic(doc, data, e) for e in exc.errors(include_url=False))
-                   if issue.path not in unresolved]
-    issues += [_issue(doc, path, message) for path, message in checks.cross_references(data, allowed_targets)]
+    scenario, found = validate_data(data, doc, allowed_targets=allowed_targets,
+                                    unresolved={format_path(i.path) for i in ref_issues})
+    issues += found
     if issues and set(issues) <= about_parameters:
         raise InvalidParameters(issues)
     if issues or scenario is None:
         raise ScenarioError(issues)
     return scenario
+
+
+def validate_data(data: Any, doc: Document, *, allowed_targets: list[str] | None = None,
+                  unresolved: set[str] | None = None,
+                  where: Callable[[Path], Path] | None = None) -> tuple[Scenario | None, list[Issue]]:
+    """Validate scenario ``data`` (parameters already applied) against the drivers' models and its
+    cross-references: the scenario, or None, and every problem, placed in ``doc``. ``where`` maps a
+    path of ``data`` to the path in ``doc`` that wrote it (a document that is not itself a scenario,
+    such as an exploration, builds scenario data from its parts); ``unresolved`` names paths already
+    reported (a parameter reference that did not resolve)."""
+    def place(path: Path, message: str) -> Issue:
+        return _issue(doc, where(path) if where else path, message)
+
+    scenario: Scenario | None = None
+    issues: list[Issue] = []
+    try:
+        scenario = scenario_model().model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            if format_path(error_path(error)) not in (unresolved or set()):
+                issues.append(pydantic_issue(place, error, scenario_model()))
+    issues += [place(path, message) for path, message in checks.cross_references(data, allowed_targets)]
+    return scenario, issues
 
 
 def load_scenario_file(path: str | FilePath, **kwargs: Any) -> Scenario:
@@ -124,13 +142,19 @@ def _issue(doc: Document, path: Path, message: str) -> Issue:
     return Issue(doc.source, line, column, format_path(path), message)
 
 
-def _from_pydantic(doc: Document, data: Any, error: Mapping[str, Any]) -> Issue:
+def error_path(error: Mapping[str, Any]) -> Path:
+    """The field path of a pydantic error, union tags ('@...') left out."""
+    return tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("@")))
+
+
+def pydantic_issue(place: Callable[[Path, str], Issue], error: Mapping[str, Any], root: Any) -> Issue:
+    """A pydantic error of validating with the model ``root``, in words, placed by ``place``."""
     loc = tuple(error["loc"])
-    path: Path = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("@")))
+    path = error_path(error)
     kind = error["type"]
     value = error.get("input")
     if kind == "extra_forbidden":
-        allowed = _allowed_fields(loc[:-1])
+        allowed = _allowed_fields(root, loc[:-1])
         message = f"unknown field '{loc[-1]}'" + (suggest(loc[-1], allowed) if allowed else "")
     elif kind == "missing":
         message = f"missing required field '{loc[-1]}'"
@@ -148,7 +172,7 @@ def _from_pydantic(doc: Document, data: Any, error: Mapping[str, Any]) -> Issue:
     else:
         text = str(error["msg"])
         message = text[:1].lower() + text[1:]
-    return _issue(doc, path, message)
+    return place(path, message)
 
 
 _PATTERN_WORDS = {
@@ -168,9 +192,9 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
-    """The field names (as written in YAML) of the model found at ``loc``, following union tags."""
-    current: Any = scenario_model()
+def _allowed_fields(root: Any, loc: tuple[Any, ...]) -> list[str]:
+    """The field names (as written in YAML) of the model found at ``loc`` of ``root``, following union tags."""
+    current: Any = root
     for part in loc:
         current = _step_into(current, part)
         if current is None:

@@ -63,6 +63,14 @@ class JournalEntryStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOURNAL_ENTRY_STATUS_SUCCEEDED: _ClassVar[JournalEntryStatus]
     JOURNAL_ENTRY_STATUS_FAILED: _ClassVar[JournalEntryStatus]
     JOURNAL_ENTRY_STATUS_SKIPPED: _ClassVar[JournalEntryStatus]
+
+class ExplorationOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPLORATION_OUTCOME_UNSPECIFIED: _ClassVar[ExplorationOutcome]
+    EXPLORATION_OUTCOME_FAILURE_FOUND: _ClassVar[ExplorationOutcome]
+    EXPLORATION_OUTCOME_NO_FAILURE: _ClassVar[ExplorationOutcome]
+    EXPLORATION_OUTCOME_HALTED: _ClassVar[ExplorationOutcome]
+    EXPLORATION_OUTCOME_ERROR: _ClassVar[ExplorationOutcome]
 EXECUTION_STATUS_UNSPECIFIED: ExecutionStatus
 EXECUTION_STATUS_PENDING: ExecutionStatus
 EXECUTION_STATUS_RUNNING: ExecutionStatus
@@ -97,6 +105,11 @@ JOURNAL_ENTRY_STATUS_RUNNING: JournalEntryStatus
 JOURNAL_ENTRY_STATUS_SUCCEEDED: JournalEntryStatus
 JOURNAL_ENTRY_STATUS_FAILED: JournalEntryStatus
 JOURNAL_ENTRY_STATUS_SKIPPED: JournalEntryStatus
+EXPLORATION_OUTCOME_UNSPECIFIED: ExplorationOutcome
+EXPLORATION_OUTCOME_FAILURE_FOUND: ExplorationOutcome
+EXPLORATION_OUTCOME_NO_FAILURE: ExplorationOutcome
+EXPLORATION_OUTCOME_HALTED: ExplorationOutcome
+EXPLORATION_OUTCOME_ERROR: ExplorationOutcome
 
 class ScenarioRequest(_message.Message):
     __slots__ = ("request_id", "scenario_name", "scenario_yaml", "parameters", "requester", "labels", "dry_run", "requested_at")
@@ -396,3 +409,39 @@ class ScenarioResult(_message.Message):
     dry_run: bool
     trace_id: str
     def __init__(self, execution_id: _Optional[str] = ..., request_id: _Optional[str] = ..., scenario_name: _Optional[str] = ..., status: _Optional[_Union[ExecutionStatus, str]] = ..., reason: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., injections: _Optional[_Iterable[_Union[Injection, _Mapping]]] = ..., verdicts: _Optional[_Iterable[_Union[ExpectationVerdict, _Mapping]]] = ..., journal: _Optional[_Iterable[_Union[JournalEntry, _Mapping]]] = ..., requester: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., dry_run: _Optional[bool] = ..., trace_id: _Optional[str] = ...) -> None: ...
+
+class ExplorationResult(_message.Message):
+    __slots__ = ("exploration_id", "name", "seed", "outcome", "reason", "started_at", "ended_at", "runs", "search_runs", "shrink_runs", "first_failure_run", "found_faults", "minimal_faults", "minimal_scenario_yaml", "execution_ids", "requester")
+    EXPLORATION_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_RUNS_FIELD_NUMBER: _ClassVar[int]
+    SHRINK_RUNS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FAILURE_RUN_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FAULTS_FIELD_NUMBER: _ClassVar[int]
+    MINIMAL_FAULTS_FIELD_NUMBER: _ClassVar[int]
+    MINIMAL_SCENARIO_YAML_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_IDS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
+    exploration_id: str
+    name: str
+    seed: int
+    outcome: ExplorationOutcome
+    reason: str
+    started_at: _timestamp_pb2.Timestamp
+    ended_at: _timestamp_pb2.Timestamp
+    runs: int
+    search_runs: int
+    shrink_runs: int
+    first_failure_run: int
+    found_faults: _containers.RepeatedScalarFieldContainer[str]
+    minimal_faults: _containers.RepeatedScalarFieldContainer[str]
+    minimal_scenario_yaml: str
+    execution_ids: _containers.RepeatedScalarFieldContainer[str]
+    requester: str
+    def __init__(self, exploration_id: _Optional[str] = ..., name: _Optional[str] = ..., seed: _Optional[int] = ..., outcome: _Optional[_Union[ExplorationOutcome, str]] = ..., reason: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., runs: _Optional[int] = ..., search_runs: _Optional[int] = ..., shrink_runs: _Optional[int] = ..., first_failure_run: _Optional[int] = ..., found_faults: _Optional[_Iterable[str]] = ..., minimal_faults: _Optional[_Iterable[str]] = ..., minimal_scenario_yaml: _Optional[str] = ..., execution_ids: _Optional[_Iterable[str]] = ..., requester: _Optional[str] = ...) -> None: ...
