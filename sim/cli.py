@@ -6,7 +6,8 @@
     sim down --dir /tmp/sim
 
 Connections come from the environment: SIM_KAFKA_BOOTSTRAP, SIM_REDIS_URL, SIM_TOXIPROXY_URL;
-SIM_AUDIT_TOPIC (default audit.events.v1) names the audit topic.
+SIM_AUDIT_TOPIC (default audit.events.v1) names the audit topic, SIM_ORDERS_TOPIC (default
+orders.inbound.v1) the topic the load generator writes orders to.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if opts.command == "run":
         return _run(opts, kafka, redis_url)
     from sim.launch import Sim, SimOptions
+    from sim.services import INBOUND_TOPIC
 
     sim = Sim(opts.dir)
     try:
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                                  bind_host=opts.bind, advertise_host=opts.advertise_host, base_port=opts.base_port,
                                  proxy_listen=opts.proxy_listen, proxy_address=opts.proxy_address,
                                  audit_topic=_env("SIM_AUDIT_TOPIC", "audit.events.v1") or "audit.events.v1",
+                                 orders_topic=_env("SIM_ORDERS_TOPIC", INBOUND_TOPIC) or INBOUND_TOPIC,
                                  telemetry=opts.telemetry or _env("SIM_TELEMETRY", AUDIT) or AUDIT,
                                  otlp_endpoint=opts.otlp_endpoint or _otlp_endpoint())
             if opts.foreground:
@@ -154,7 +157,8 @@ def _run(opts: argparse.Namespace, kafka: str, redis_url: str) -> int:
         print(f"sim run {opts.service}: {exc}", file=sys.stderr)
         return 4
     extra = {"exchange_address": opts.exchange_address, "order_timeout": opts.order_timeout,
-             "report_interval": opts.report_interval, "rate": opts.rate, "loss_timeout": opts.loss_timeout}
+             "report_interval": opts.report_interval, "rate": opts.rate, "loss_timeout": opts.loss_timeout,
+             "orders_topic": _env("SIM_ORDERS_TOPIC") or ""}
     config = Config(name=opts.service, kafka=kafka, redis_url=redis_url, grpc_port=opts.grpc_port,
                     http_port=opts.http_port, host=opts.host, advertise_host=opts.advertise_host,
                     registry_ttl=float(_env("SIM_REGISTRY_TTL", "10") or 10),

@@ -26,6 +26,7 @@ from typing import Any
 
 from sim import kafka_security
 from sim.runtime import ensure_topics
+from sim.services import INBOUND_TOPIC, ORDERS_TOPIC
 from sim.telemetry import AUDIT, OTEL, parse_modes
 
 PROGRAMS = ("exchange", "risk-monitor", "trading-engine", "load-generator")
@@ -76,6 +77,10 @@ class SimOptions:
     report_interval: float = 1.0
     registry_ttl: float = 10.0
     audit_topic: str = "audit.events.v1"
+    #: where the load generator writes orders, for the coordinator's relay to forward to orders.v1. Sims
+    #: sharing one Kafka one after another each need their own: a relay with a new consumer group reads
+    #: its source from the start, and would forward every earlier sim's orders to this sim's engine at once
+    orders_topic: str = INBOUND_TOPIC
     #: where services and supervisord listen; 0.0.0.0 in a container
     bind_host: str = "127.0.0.1"
     #: the host others reach the services at (registry entries); default: bind_host
@@ -105,11 +110,12 @@ class SimInfo:
     ports: dict[str, dict[str, int]] = field(default_factory=dict)
     proxy: dict[str, str] = field(default_factory=dict)
     audit_topic: str = "audit.events.v1"
+    orders_topic: str = INBOUND_TOPIC
 
     def agent_env(self) -> dict[str, str]:
         """What the coordinator needs to act on this sim."""
         return {"COORDINATOR_SUPERVISOR_URL": self.supervisor_url, "COORDINATOR_TOPICS__AUDIT_EVENTS": self.audit_topic,
-                "COORDINATOR_RELAYS": json.dumps([{"source": "orders.inbound.v1", "topic": "orders.v1"}])}
+                "COORDINATOR_RELAYS": json.dumps([{"source": self.orders_topic, "topic": ORDERS_TOPIC}])}
 
 
 class Sim:
@@ -129,7 +135,8 @@ class Sim:
         if OTEL in parse_modes(options.telemetry) and not options.otlp_endpoint:
             raise ValueError("telemetry 'otel' needs an OTLP endpoint (--otlp-endpoint, SIM_OTLP_ENDPOINT)")
         self.directory.mkdir(parents=True, exist_ok=True)
-        asyncio.run(ensure_topics(options.kafka, options.audit_topic, security=options.kafka_security()))
+        asyncio.run(ensure_topics(options.kafka, options.audit_topic, security=options.kafka_security(),
+                                  orders_topic=options.orders_topic))
         base = options.base_port
         free = iter(_free_ports(2 * len(PROGRAMS) + 2))
         ports = {name: {"grpc": base + 1 + 2 * i, "http": base + 2 + 2 * i} if base else
@@ -155,7 +162,7 @@ class Sim:
         config.write_text(self._config(options, ports, supervisor_port, dial))
         config.chmod(0o600)  # the environment lines may carry a Redis password
         info = SimInfo(str(self.directory), f"http://127.0.0.1:{supervisor_port}/RPC2", 0, ports, proxy,
-                       options.audit_topic)
+                       options.audit_topic, options.orders_topic)
         return config, info
 
     def up(self, options: SimOptions, *, wait_ready: bool = True, timeout: float = 60.0) -> SimInfo:
@@ -177,7 +184,8 @@ class Sim:
                 exchange_address: str) -> str:
         env = {"SIM_KAFKA_BOOTSTRAP": options.kafka, "SIM_REDIS_URL": options.redis_url,
                "SIM_KNOBS_FILE": str(self.knobs_file), "SIM_REGISTRY_TTL": str(options.registry_ttl),
-               "SIM_AUDIT_TOPIC": options.audit_topic, **options.kafka_security(),
+               "SIM_AUDIT_TOPIC": options.audit_topic, "SIM_ORDERS_TOPIC": options.orders_topic,
+               **options.kafka_security(),
                "SIM_TELEMETRY": options.telemetry, "PYTHONUNBUFFERED": "1"}
         if options.otlp_endpoint:
             env["SIM_OTLP_ENDPOINT"] = options.otlp_endpoint

@@ -337,8 +337,9 @@ class Service:
 
 
 async def ensure_topics(bootstrap: str, audit_topic: str, partitions: int = 3,
-                        security: dict[str, str] | None = None) -> None:
-    """Create the sim's topics (and the audit topic) when missing; existing ones are left alone."""
+                        security: dict[str, str] | None = None, orders_topic: str | None = None) -> None:
+    """Create the sim's topics (the audit topic, and the load generator's orders topic when it has its
+    own) when missing; existing ones are left alone."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     from sim.services import TOPICS
@@ -347,7 +348,8 @@ async def ensure_topics(bootstrap: str, audit_topic: str, partitions: int = 3,
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [NewTopic(t, partitions, 1) for t in TOPICS if t not in existing]
+        wanted = [NewTopic(t, partitions, 1) for t in dict.fromkeys((*TOPICS, orders_topic or TOPICS[0]))
+                  if t not in existing]
         if audit_topic not in existing:
             wanted.append(NewTopic(audit_topic, 6, 1))
         if wanted:

@@ -45,7 +45,8 @@ def sim(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> 
     info = sim.up(SimOptions(kafka=stack_env["COORDINATOR_KAFKA_BOOTSTRAP_SERVERS"],
                              redis_url=stack_env["COORDINATOR_REDIS_URL"],
                              toxiproxy_url=stack_env["COORDINATOR_TOXIPROXY_URL"], rate=20, order_timeout=4,
-                             loss_timeout=5, audit_topic=audit_topic))
+                             loss_timeout=5, audit_topic=audit_topic,
+                             orders_topic=audit_topic.replace(".audit", ".orders")))
     yield sim, info
     sim.down()
 

@@ -130,11 +130,12 @@ def test_the_collector_is_built_into_the_cache_once(otel_env: dict[str, str]) ->
 def otel_sim(otel_env: dict[str, str], stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[tuple[Sim, SimInfo]]:
     sim = Sim(tmp_path_factory.mktemp("otel-sim"))
+    sfx = uuid.uuid4().hex[:8]
     info = sim.up(SimOptions(kafka=stack_env["COORDINATOR_KAFKA_BOOTSTRAP_SERVERS"],
                              # the SDK's export beside each order costs CPU: a little more time than the
                              # flagship's sim before an order counts as lost (still inside its 10 s lossWindow)
                              redis_url=stack_env["COORDINATOR_REDIS_URL"], rate=20, order_timeout=6, loss_timeout=7,
-                             audit_topic=f"test.{uuid.uuid4().hex[:8]}.audit", telemetry="otel",
+                             audit_topic=f"test.{sfx}.audit", orders_topic=f"test.{sfx}.orders", telemetry="otel",
                              otlp_endpoint=otel_env["OTEL_EXPORTER_OTLP_ENDPOINT"]))
     yield sim, info
     sim.down()

@@ -63,9 +63,10 @@ def prometheus(stack: Stack) -> Iterator[str]:
 def sim(stack: Stack, stack_env: dict[str, str], prometheus: str, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[tuple[Sim, SimInfo]]:
     sim = Sim(tmp_path_factory.mktemp("sim"))
+    sfx = uuid.uuid4().hex[:8]
     info = sim.up(SimOptions(kafka=stack_env["COORDINATOR_KAFKA_BOOTSTRAP_SERVERS"],
                              redis_url=stack_env["COORDINATOR_REDIS_URL"], rate=20, order_timeout=4, loss_timeout=5,
-                             audit_topic=f"test.{uuid.uuid4().hex[:8]}.audit"))
+                             audit_topic=f"test.{sfx}.audit", orders_topic=f"test.{sfx}.orders"))
     scraped = stack.scrape_targets() / f"sim-{uuid.uuid4().hex[:8]}.json"
     shutil.copy(sim.scrape_targets, scraped)  # the stack's Prometheus reads it within a second
     yield sim, info

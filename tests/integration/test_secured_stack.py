@@ -64,7 +64,7 @@ def running(request: pytest.FixtureRequest, secured: Stack, tmp_path_factory: py
     sim = Sim(directory / "sim")
     info = sim.up(SimOptions(kafka=stack_env["COORDINATOR_KAFKA_BOOTSTRAP_SERVERS"],
                              redis_url=stack_env["COORDINATOR_REDIS_URL"], rate=20, order_timeout=30,
-                             loss_timeout=30, audit_topic=f"test.{sfx}.audit",
+                             loss_timeout=30, audit_topic=f"test.{sfx}.audit", orders_topic=f"test.{sfx}.orders",
                              kafka_env=kafka_security.from_agent(stack_env)), timeout=120)
     env = {**base, **info.agent_env(), "COORDINATOR_WORKER_APP_ID": f"{sfx}-worker",
            "COORDINATOR_WORKER_TICK_INTERVAL": "0.2", "COORDINATOR_VERDICT_GRACE": "8"}
