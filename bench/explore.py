@@ -37,7 +37,7 @@ from agent.explore import schedule as sched  # noqa: E402
 from agent.explore.explorer import FAILED  # noqa: E402
 from sim.launch import Sim, SimInfo, SimOptions  # noqa: E402
 from tests.helpers.agent import AgentProcess  # noqa: E402
-from tests.helpers.engine import applied_settings, engine_env  # noqa: E402
+from tests.helpers.engine import applied_settings, engine_env, until_verdicts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACE = ROOT / "bench" / "explore_space.yaml"
@@ -91,10 +91,11 @@ async def _random(space: Any, runner: KafkaRunner, seed: int, runs: int) -> dict
 async def run(stack_env: dict[str, str], scratch: Path, seeds: list[int]) -> dict[str, Any]:
     space = load_exploration_file(SPACE)
     sim = Sim(scratch / "sim")
+    sfx = uuid.uuid4().hex[:8]
     info = await asyncio.to_thread(sim.up, SimOptions(kafka=stack_env["COORDINATOR_KAFKA_BOOTSTRAP_SERVERS"],
                              redis_url=stack_env["COORDINATOR_REDIS_URL"],
                              toxiproxy_url=stack_env["COORDINATOR_TOXIPROXY_URL"], rate=20, order_timeout=4,
-                             loss_timeout=5, audit_topic=f"bench.{uuid.uuid4().hex[:8]}.audit"))
+                             loss_timeout=5, audit_topic=f"bench.{sfx}.audit", orders_topic=f"bench.{sfx}.orders"))
     worker = agent = None
     try:
         base = engine_env(stack_env, info.supervisor_url)
@@ -104,7 +105,7 @@ async def run(stack_env: dict[str, str], scratch: Path, seeds: list[int]) -> dic
         settings = await applied_settings(env)
         worker = AgentProcess(env, scratch / "worker.log", ("worker", "--loglevel", "warning"), r"").start(timeout=90)
         agent = AgentProcess(env, scratch / "agent.log").start()
-        await asyncio.sleep(20)  # the worker joins its group and reads the sim's backlog
+        await until_verdicts(settings, scratch)  # the worker joins its group and reads the sim's backlog
         await asyncio.to_thread(_buggy, sim, info)
         runner = KafkaRunner(settings, requester="bench:explore", run_timeout=300)
         per_seed = []

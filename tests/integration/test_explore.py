@@ -22,12 +22,12 @@ from typing import Any
 
 import pytest
 
-from agent import client, codec
+from agent import codec
 from agent._proto.coordinator.v1 import events_pb2
 from agent.settings import Settings
 from sim.launch import Sim, SimInfo
 from tests.helpers.agent import AgentProcess
-from tests.helpers.engine import read_all
+from tests.helpers.engine import read_all, until_verdicts
 from tests.integration.test_flagship import _forgotten, _processes, _restart, env, running, settings, sim
 
 __all__ = ["env", "running", "settings", "sim"]  # the flagship's fixtures, for this module's own sim
@@ -54,34 +54,11 @@ def _nothing_left(stack_env: dict[str, str], info: SimInfo) -> None:
     assert _processes(info)["risk-monitor"]["statename"] == "RUNNING"
 
 
-WARM_UP = """\
-apiVersion: coordinator/v1
-kind: Scenario
-metadata: {name: warm-up}
-spec:
-  targets:
-    engine-exchange-link: {driver: toxiproxy, service: exchange, selector: {proxy: engine-to-exchange}}
-  steps:
-    - {name: slow, fault: latency, target: engine-exchange-link, parameters: {latency: 5ms}, duration: 0.5s}
-  expectations:
-    - {name: no-order-lost, after: slow, attribution: window, event: {type: order_lost}, absent: {within: 3s}}
-"""
-
-
 @pytest.fixture(scope="module")
 async def answering(running: tuple[AgentProcess, AgentProcess], settings: Settings,
                     tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Until the worker has joined its group and caught up with the sim's backlog, a run ends without
-    a verdict (INCONCLUSIVE to an exploration); the tests below start once a run gets its verdict."""
-    path = tmp_path_factory.mktemp("warm") / "warm-up.yaml"
-    path.write_text(WARM_UP)
-    deadline = time.monotonic() + 180
-    while True:
-        result = await client.run_and_follow(settings, client.build_request(str(path), {}), timeout=120)
-        if result is not None and result.verdicts and all(v.status == events_pb2.VERDICT_STATUS_PASSED
-                                                          for v in result.verdicts):
-            return
-        assert time.monotonic() < deadline, f"the worker gives no verdict: {result}"
+    """The tests below start once the worker gives verdicts (before that, a run is INCONCLUSIVE)."""
+    await until_verdicts(settings, tmp_path_factory.mktemp("warm"))
 
 
 @pytest.fixture
