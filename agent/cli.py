@@ -369,8 +369,10 @@ def demo(ctx: click.Context, keep: bool, attach: bool, scenario: str | None, dir
 def _add_engine_commands() -> None:
     from agent.cli_engine import COMMANDS
     from agent.cli_explore import explore
+    from agent.cli_history import history_command
+    from agent.cli_schedule import schedule
 
-    for command in (*COMMANDS, explore):
+    for command in (*COMMANDS, explore, history_command, schedule):
         cli.add_command(command)
 
 

@@ -31,6 +31,20 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def parse_baseline(text: str) -> Any:
+    """``10:1.5`` -> a ``BaselineGate`` (runs 10, max ratio 1.5); a usage error names what is wrong."""
+    from agent._proto.coordinator.v1 import events_pb2
+
+    runs, _, ratio = text.partition(":")
+    try:
+        gate = events_pb2.BaselineGate(runs=int(runs), max_ratio=float(ratio))
+    except ValueError:
+        raise click.BadParameter(f"expected RUNS:RATIO such as 10:1.5, got {text!r}", param_hint="--baseline") from None
+    if not 1 <= gate.runs <= 1000 or not 1 < gate.max_ratio <= 1000:
+        raise click.BadParameter(f"RUNS must be 1..1000 and RATIO above 1, got {text!r}", param_hint="--baseline")
+    return gate
+
+
 @click.command()
 @click.option("--http-port", type=int, default=None, help="override COORDINATOR_HTTP_PORT (0: any free port)")
 @click.option("--grpc-port", type=int, default=None, help="override COORDINATOR_GRPC_PORT (0: any free port)")
@@ -95,9 +109,12 @@ async def _serve(settings: Settings) -> int:
               help="also write the result as JUnit XML here (one test case per expectation and steady-state check)")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, writable=True), default=None,
               help="also write the single-file HTML report here")
+@click.option("--baseline", default=None, metavar="RUNS:RATIO",
+              help="a regression gate for this run (replaces the scenario's): fail when a time to recover is worse "
+                   "than the median of the last RUNS passed runs by more than RATIO, e.g. 10:1.5")
 @click.pass_context
 def run(ctx: click.Context, scenario: str, params: tuple[str, ...], dry_run: bool, labels: tuple[str, ...],
-        timeout: float, output: str, junit_path: str | None, html_path: str | None) -> None:
+        timeout: float, output: str, junit_path: str | None, html_path: str | None, baseline: str | None) -> None:
     """Run SCENARIO (a catalog name or a YAML file) and follow it to its result.
 
     Exit codes: 0 passed, 1 failed or timed out, 2 aborted, 3 error, 4 rejected.
@@ -108,6 +125,8 @@ def run(ctx: click.Context, scenario: str, params: tuple[str, ...], dry_run: boo
     settings = get_settings()
     _quiet_clients(ctx)
     request = client.build_request(scenario, parse_params(params), dry_run=dry_run, labels=parse_params(labels))
+    if baseline is not None:
+        request.baseline.CopyFrom(parse_baseline(baseline))
     _check_before_sending(ctx, request, scenario, output)
 
     executions: list[str] = []

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
@@ -36,6 +37,7 @@ from grpc_status import rpc_status
 
 from agent._proto.coordinator.v1 import coordinator_service_pb2 as api
 from agent._proto.coordinator.v1 import coordinator_service_pb2_grpc as api_grpc
+from agent._proto.coordinator.v1 import events_pb2
 from agent.engine.engine import Engine
 from agent.errors import CoordinatorError, InvalidParameters, Issue, ScenarioError
 from agent.health import readiness
@@ -118,6 +120,67 @@ class CoordinatorServicer(api_grpc.CoordinatorServiceServicer):
                             context: grpc.aio.ServicerContext) -> api.ListScenariosResponse:
         async with _answering(context):
             return api.ListScenariosResponse(scenarios=self.engine.scenarios())
+
+    async def ApplySchedule(self, request: api.ApplyScheduleRequest,  # noqa: N802
+                            context: grpc.aio.ServicerContext) -> api.ApplyScheduleResponse:
+        async with _answering(context):
+            applied = await self.engine.apply_schedule(request.schedule_yaml, request.file_name or "<request>",
+                                                       requester=_peer(context))
+        return api.ApplyScheduleResponse(schedule=applied)
+
+    async def ListSchedules(self, request: api.ListSchedulesRequest,  # noqa: N802
+                            context: grpc.aio.ServicerContext) -> api.ListSchedulesResponse:
+        async with _answering(context):
+            return api.ListSchedulesResponse(schedules=await self.engine.list_schedules())
+
+    async def PauseSchedule(self, request: api.PauseScheduleRequest,  # noqa: N802
+                            context: grpc.aio.ServicerContext) -> api.PauseScheduleResponse:
+        async with _answering(context):
+            return api.PauseScheduleResponse(schedule=await self.engine.pause_schedule(request.name, request.paused))
+
+    async def DeleteSchedule(self, request: api.DeleteScheduleRequest,  # noqa: N802
+                             context: grpc.aio.ServicerContext) -> api.DeleteScheduleResponse:
+        async with _answering(context):
+            await self.engine.delete_schedule(request.name)
+        return api.DeleteScheduleResponse()
+
+    async def GetHistory(self, request: api.GetHistoryRequest,  # noqa: N802
+                         context: grpc.aio.ServicerContext) -> api.GetHistoryResponse:
+        if not 0 <= request.last <= 100_000:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "last must be 0..100000")
+        async with _answering(context):
+            found = await self.engine.history_of(request.scenario_name, request.last or 50)
+        return _history(found)
+
+
+def _peer(context: grpc.aio.ServicerContext) -> str:
+    return f"grpc:{context.peer()}"
+
+
+def _duration(seconds: float | None) -> duration_pb2.Duration | None:
+    if seconds is None:
+        return None
+    out = duration_pb2.Duration()
+    out.FromNanoseconds(int(seconds * 1e9))
+    return out
+
+
+def _history(found: dict[str, Any]) -> api.GetHistoryResponse:
+    """``agent.history.as_dict`` as the API's message."""
+    out = api.GetHistoryResponse(scenario_name=found["scenario"], runs=found["runs"], passed=found["passed"],
+                                 pass_rate=found["pass_rate"] or 0.0, resilience_score=found["score"] or 0.0,
+                                 target_scores=found["targets"])
+    for name, e in found["expectations"].items():
+        out.expectations.add(name=name, runs=e["runs"], passed=e["passed"], time_to_recover_p50=_duration(e["ttr_p50"]),
+                             time_to_recover_p95=_duration(e["ttr_p95"]))
+    for run in found["recent"]:
+        one = out.recent.add(execution_id=run["execution_id"], status=events_pb2.ExecutionStatus.Value(
+            f"EXECUTION_STATUS_{run['status']}"), labels=run["labels"])
+        one.ended_at.FromNanoseconds(int(run["ended_at"] * 1e9))
+        for name, o in run["expectations"].items():
+            if o["ttr"] is not None:
+                one.time_to_recover[name].FromNanoseconds(int(o["ttr"] * 1e9))
+    return out
 
 
 @contextlib.asynccontextmanager

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: N811
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -49,6 +51,15 @@ TIME_TO_RECOVER = Histogram(
     ["scenario", "expectation"], registry=REGISTRY,
     buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0),
 )
+RESILIENCE_SCORE = Gauge(
+    f"{PREFIX}_resilience_score", "Share of expectation verdicts PASSED over a scenario's recent runs (0..1)",
+    ["scenario"], registry=REGISTRY)
+TARGET_RESILIENCE_SCORE = Gauge(
+    f"{PREFIX}_target_resilience_score",
+    "Share of expectation verdicts PASSED over a scenario's recent runs, per target of the fault they followed",
+    ["scenario", "target"], registry=REGISTRY)
+SCHEDULE_TICKS = Counter(f"{PREFIX}_schedule_ticks_total", "Schedule ticks this agent claimed, fired or skipped",
+                         ["schedule", "outcome"], registry=REGISTRY)
 REQUESTS = Counter(f"{PREFIX}_requests_total", "Scenario requests by outcome (accepted, duplicate, rejected)",
                    ["outcome"], registry=REGISTRY)
 DEPENDENCY_UP = Gauge(f"{PREFIX}_dependency_up", "1 while the agent reaches a dependency, 0 during an outage",
@@ -90,3 +101,11 @@ WORKER_VERDICT_SECONDS = Histogram(
     f"{PREFIX}_worker_verdict_seconds", "From fetching the deciding event to publishing its verdict",
     registry=WORKER_REGISTRY, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+
+
+def set_scores(figures: Any) -> None:
+    """The resilience scores of one scenario's recent runs (``agent.history.Figures``)."""
+    if figures.score is not None:
+        RESILIENCE_SCORE.labels(scenario=figures.scenario).set(figures.score)
+    for target, score in figures.targets.items():
+        TARGET_RESILIENCE_SCORE.labels(scenario=figures.scenario, target=target).set(score)

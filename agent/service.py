@@ -46,6 +46,7 @@ from agent.logs import get_logger
 from agent.platform import PlatformWatch
 from agent.registry import SelfRegistration
 from agent.relay import Relay
+from agent.schedules import Scheduler
 from agent.settings import Settings
 from agent.store import TRANSIENT, RedisStore
 
@@ -70,7 +71,7 @@ class Service:
         #: the Redis store itself: the registry and control messages use its client beside the engine
         self.store = RedisStore(settings.redis_url.get_secret_value(), settings.redis_key_prefix, patient=True)
         self.engine = Engine(settings, patient=True, store=self.store)
-        self.http = HttpServer(settings, self.health, self._html_report)
+        self.http = HttpServer(settings, self.health, self._html_report, runs=self.engine.history)
         self.grpc = GrpcServer(self.engine, settings, lambda: self.ready.is_set())
         host = settings.registry_host or (settings.grpc_host if settings.grpc_host not in ("0.0.0.0", "::")  # noqa: S104
                                           else socket.gethostname())
@@ -143,6 +144,8 @@ class Service:
             *(self._part(f"relay {r.source}", Relay(self.settings, r.source, r.topic).run)
               for r in self.settings.relays),
         ]
+        if self.settings.schedules_enabled:
+            parts.append(self._part("scheduler", Scheduler(self.settings, engine).run))
         if self.settings.platform_events:
             watch = PlatformWatch(engine.drivers, engine.publisher, engine.faults, self.settings.platform_poll_interval)
             parts.append(self._part("platform", watch.run))

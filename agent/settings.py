@@ -45,6 +45,7 @@ class TopicNames(BaseModel):
     scenario_results: str = "coordinator.scenario-results.v1"
     verdicts: str = "coordinator.verdicts.v1"
     dead_letters: str = "coordinator.dead-letters.v1"
+    schedules: str = "coordinator.schedules.v1"
 
     def by_channel(self) -> dict[str, str]:
         """Map the AsyncAPI channel ids (``topics/asyncapi.yaml``) to the configured names."""
@@ -55,6 +56,7 @@ class TopicNames(BaseModel):
             "scenarioResults": self.scenario_results,
             "verdicts": self.verdicts,
             "deadLetters": self.dead_letters,
+            "schedules": self.schedules,
         }
 
 
@@ -229,6 +231,14 @@ class Settings(BaseSettings):
     scenario_dirs: list[str] = Field(default_factory=list)
     #: glob patterns of target service names scenarios may touch (JSON list in the environment)
     allowed_targets: list[str] = Field(default_factory=lambda: ["*"])
+
+    #: follow the schedules topic and fire the ticks that fall to this agent (agent.schedules)
+    schedules_enabled: bool = True
+    #: run history (agent.history): runs kept per scenario, and for how many days at most
+    history_runs: int = Field(default=10_000, ge=1)
+    history_days: float = Field(default=90.0, gt=0)
+    #: the resilience score (metric and ``coordinator history``) is taken over this many recent runs
+    history_score_runs: int = Field(default=20, ge=1)
 
     #: how long a fault's lease lives without its owner's heartbeat before anyone may revert it
     lease_ttl: Seconds = 15.0

@@ -21,7 +21,8 @@ from pathlib import Path
 #: top first; a module may import its own layer and the ones below, never one above
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("agent.__main__", "agent.cli"),                                    # the command line
-    ("agent.cli_engine", "agent.cli_explore", "agent.demo"),            # its commands
+    ("agent.cli_engine", "agent.cli_explore", "agent.cli_history", "agent.cli_schedule",
+     "agent.demo"),                                                     # its commands
     ("agent.service", "agent.worker"),                                  # the two processes, wired
     ("agent.grpc_api", "agent.http", "agent.live", "agent.platform", "agent.relay"),  # parts of `serve`
     ("agent.engine",),                                                  # requests in, results out

@@ -29,7 +29,8 @@ from agent._proto.coordinator.v1 import events_pb2  # noqa: E402
 
 #: the messages the topics carry, and whether their JSON uses the proto field names
 MESSAGES = {"ScenarioRequest": False, "ChaosEvent": False, "AuditEvent": True, "ExecutionProgress": False,
-            "ScenarioResult": False, "ExpectationVerdict": False, "ExplorationResult": False}
+            "ScenarioResult": False, "ExpectationVerdict": False, "ExplorationResult": False,
+            "Schedule": False}
 _WELL_KNOWN = {
     "google.protobuf.Timestamp": {"type": "string", "format": "date-time",
                                   "description": "RFC 3339, e.g. 2026-11-26T12:00:00.250Z"},

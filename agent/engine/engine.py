@@ -35,7 +35,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from redis.exceptions import RedisError
 
-from agent import codec, failpoints, metrics, submission, vocabulary
+from agent import codec, failpoints, history, metrics, schedules, submission, vocabulary
 from agent._proto.coordinator.v1 import coordinator_service_pb2 as api
 from agent._proto.coordinator.v1 import events_pb2
 from agent.config_service import ConfigService
@@ -56,6 +56,7 @@ from agent.errors import (
     StateError,
     Unavailable,
 )
+from agent.history import History, MemoryHistory, RedisHistory
 from agent.logs import get_logger
 from agent.policy import PolicySource
 from agent.scenario import Scenario, default_directories
@@ -131,15 +132,20 @@ class Slots:
 class Engine:
     def __init__(self, settings: Settings, *, owner: str | None = None, patient: bool = False,
                  store: Store | None = None, publisher: Publisher | None = None,
-                 drivers: DriverRegistry | None = None) -> None:
-        """``store``, ``publisher`` and ``drivers`` replace the real ones (``agent.testing`` has
-        in-memory ones); ``patient``: Redis calls of a run retry through an outage."""
+                 drivers: DriverRegistry | None = None, history: History | None = None) -> None:
+        """``store``, ``publisher``, ``drivers`` and ``history`` replace the real ones (``agent.testing``
+        has in-memory ones); ``patient``: Redis calls of a run retry through an outage."""
         self.settings = settings
         self.owner = owner or f"{settings.instance_id}/{uuid.uuid4().hex[:8]}"
         self.store: Store = store or RedisStore(settings.redis_url.get_secret_value(), settings.redis_key_prefix,
                                                 patient=patient)
         self.publisher = publisher or Publisher(settings)
         self.drivers = drivers or DriverRegistry(settings)
+        #: every result, per scenario, for trends and regression gates (in Redis beside the runs)
+        self.history: History = history or (
+            RedisHistory(self.store.redis, settings.redis_key_prefix, keep=settings.history_runs,
+                         days=settings.history_days)
+            if isinstance(self.store, RedisStore) else MemoryHistory())
         self.config = ConfigService(settings.config_service_url, settings.config_environment,
                                     settings.config_service_ttl)
         #: the allow-list and concurrency limit now (Settings never change while the agent runs)
@@ -148,7 +154,7 @@ class Engine:
         self.prober = Prober(settings)
         self.verdicts = Verdicts()
         self._ctx = EngineContext(settings, self.store, self.publisher, self.faults, self.prober, self.drivers,
-                                  self.verdicts)
+                                  self.verdicts, self.history)
         #: this agent's executions
         self.running: dict[str, Running] = {}
         self.slots = Slots(lambda: self.policy.current.max_concurrent_executions)
@@ -287,6 +293,39 @@ class Engine:
     async def resume(self) -> None:
         await _redis(self.store.resume())
 
+    # -- schedules and history ---------------------------------------------------------------------
+    async def apply_schedule(self, text: str, source: str = "<request>", requester: str = "") -> events_pb2.Schedule:
+        """Publish a ``kind: Schedule`` document (``ScenarioError`` lists every problem). It names a
+        scenario of the catalog: no file a caller names is read here."""
+        found = schedules.load_schedule(text, source, requester=requester)
+        await schedules.ensure_topic(self.settings)
+        await self.publisher.schedule(found.name, found)
+        return found
+
+    async def list_schedules(self) -> list[events_pb2.Schedule]:
+        return [s for _, s in sorted((await schedules.read_all(self.settings)).items())]
+
+    async def pause_schedule(self, name: str, paused: bool) -> events_pb2.Schedule:
+        found = (await schedules.read_all(self.settings)).get(name)
+        if found is None:
+            raise NotFound(f"no schedule named '{name}'")
+        found.paused = paused
+        found.updated_at.GetCurrentTime()
+        await self.publisher.schedule(name, found)
+        return found
+
+    async def delete_schedule(self, name: str) -> None:
+        if name not in await schedules.read_all(self.settings):
+            raise NotFound(f"no schedule named '{name}'")
+        await self.publisher.schedule(name, None)
+
+    async def history_of(self, scenario: str, last: int = 50) -> dict[str, Any]:
+        """``agent.history.overview`` of a scenario; ``NotFound`` when it has no runs."""
+        found = await _redis(history.overview(self.history, scenario, last))
+        if not found["recent"]:
+            raise NotFound(f"no runs of '{scenario}' in the history")
+        return found
+
     async def get(self, execution_id: str) -> api.Execution:
         if not execution_id:
             raise Rejected("no-execution-id", "execution_id is required")
@@ -337,6 +376,7 @@ class Engine:
                 raise Rejected(exc.reason, str(exc)) from exc
             request_id = request.request_id or _record_id(record)
             scenario = self.resolve(request, request_id)
+            history.baseline_of(request, scenario.spec.baseline)
         except (Rejected, NotFound, ScenarioError) as exc:
             await self._reject(record, request, request_id, execution_id, _rejection(exc))
             return
@@ -410,12 +450,28 @@ class Engine:
             log.warning("not publishing a result: the run has another owner now, or its result is out",
                         execution_id=result.execution_id, owner=owner, epoch=epoch)
             return
+        await self.remember(result)  # before it is out: whoever reads the result finds it in the history
         await failpoints.point("before-result")
         await self.publisher.result(result)
         await self.store.result_published(result.execution_id)
         await failpoints.point("after-result")
         log.info("result published", execution_id=result.execution_id,
                  status=S.ExecutionStatus.Name(result.status), reason=result.reason)
+
+    async def remember(self, result: events_pb2.ScenarioResult) -> None:
+        """Keep a result in the history (idempotent: a result published again after a crash is the
+        same entry) and move the resilience scores. Should Redis fail here, the result still goes out,
+        and ``coordinator history --rebuild`` finds it on the topic."""
+        run = history.RunSummary.of(result)
+        if run is None:
+            return
+        try:
+            await self.store.patiently(self.history.record, run)
+            past = await self.store.patiently(self.history.recent, run.scenario, self.settings.history_score_runs)
+        except RedisError as exc:
+            log.warning("result not kept in the history", execution_id=result.execution_id, error=str(exc))
+            return
+        metrics.set_scores(history.figures(run.scenario, past))
 
     async def abort_all(self, reason: str) -> None:
         running = list(self.running.values())

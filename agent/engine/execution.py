@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent import failpoints, metrics, tracing, vocabulary
+from agent import failpoints, history, metrics, tracing, vocabulary
 from agent._proto.coordinator.v1 import events_pb2
 from agent.drivers import DriverRegistry
 from agent.drivers.probes import ProbeOutcome, Prober
@@ -34,6 +34,7 @@ from agent.engine.faults import ActiveFault, FaultManager
 from agent.engine.publisher import Publisher
 from agent.errors import CoordinatorError, FencedOut, ProbeError
 from agent.expectations import metric
+from agent.history import History
 from agent.logs import get_logger
 from agent.scenario.base import format_duration
 from agent.scenario.models import FaultStep, ParallelStep, Scenario, SerialStep, WaitStep
@@ -74,6 +75,7 @@ class EngineContext:
     prober: Prober
     drivers: DriverRegistry
     verdicts: Verdicts
+    history: History
 
 
 class StepFailed(CoordinatorError):
@@ -206,12 +208,15 @@ class Execution:
         await self._revert_all()
 
         failures, inconclusive = await self._await_verdicts(queue)
+        regressions = await self._gate()
         after = await self._probes("steady-state-after", [p for p in probes if p.mode in {"EOT", "Edge"}])
         reasons = []
         if self._continuous_failures:
             reasons.append("steady state broke during the run: " + "; ".join(self._continuous_failures[:3]))
         if failures:
             reasons.append("expectation(s) failed: " + "; ".join(failures))
+        if regressions:
+            reasons.append("slower than the baseline: " + "; ".join(regressions))
         failed_after = [o for o in after if not o.ok]
         if failed_after:
             reasons.append("steady state not met after the steps: " + _why(failed_after))
@@ -364,6 +369,26 @@ class Execution:
             await asyncio.sleep(max(0.0, rule.interval - (time.time() - asked)))
 
     # -- probes ----------------------------------------------------------------------------------
+    async def _gate(self) -> list[str]:
+        """The regression gate (agent.history): each time to recover of a PASSED verdict against
+        the median of the scenario's last passed runs; one journal entry per expectation judged."""
+        baseline = history.baseline_of(self.request, self.scenario.spec.baseline)
+        if baseline is None:
+            return []
+        ttrs = {v.expectation_name: v.time_to_recover.ToNanoseconds() / 1e9 for v in self.verdicts.values()
+                if v.status == S.VERDICT_STATUS_PASSED and v.HasField("time_to_recover")}
+        if not ttrs:
+            return []
+        past = await self.ctx.store.patiently(self.ctx.history.recent, self.scenario.name, baseline.runs * 4 + 20)
+        outcome = history.gate(baseline, ttrs, past, exclude=self.execution_id)
+        if outcome.note:
+            await self._entry("baseline", outcome.note, True)
+        for check in outcome.checks:
+            said = check.sentence(baseline, outcome.runs)
+            await self._entry("baseline", check.expectation, not check.over, output=said,
+                              error=said if check.over else "")
+        return outcome.failures(baseline)
+
     async def _probes(self, phase: str, probes: list[Any]) -> list[ProbeOutcome]:
         outcomes = []
         for probe in probes:

@@ -81,6 +81,15 @@ class Publisher:
         topic, event = submission.encode(request, self.settings, source=self.source)
         await self._producer.send_and_wait(topic, event.value, key=event.key, headers=event.headers)
 
+    async def schedule(self, name: str, schedule: events_pb2.Schedule | None) -> None:
+        """A schedule as the latest record of its name on the (compacted) schedules topic; None: a
+        tombstone, which deletes it."""
+        assert self._producer is not None, "publisher not started"
+        if schedule is None:
+            await self._producer.send_and_wait(self.settings.topics.schedules, None, key=name.encode())
+            return
+        await self._send(self.settings.topics.schedules, schedule, name)
+
     async def chaos(self, event: events_pb2.ChaosEvent) -> None:
         """Publish a chaos event, retrying until Kafka has it (a broker outage delays it, never drops it)."""
         await self._until_sent(self.settings.topics.chaos_events, event, event.correlation_id,

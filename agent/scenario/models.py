@@ -235,6 +235,19 @@ class Limits(Strict):
     max_concurrent_faults: int = Field(default=10, ge=1, le=1000)
 
 
+class RecoveryGate(Strict):
+    #: fail the run when its time to recover exceeds the baseline's median by more than this factor
+    max_ratio: float = Field(gt=1.0, le=1000.0)
+
+
+class BaselineGate(Strict):
+    """A regression gate against this scenario's own history (agent.history): each time to recover
+    is compared with the median of the last ``runs`` PASSED runs."""
+
+    runs: int = Field(default=10, ge=1, le=1000)
+    time_to_recover: RecoveryGate
+
+
 # -- the scenario ----------------------------------------------------------------------------------
 class Metadata(Strict):
     name: str = Field(pattern=NAME_PATTERN)
@@ -250,6 +263,8 @@ class Spec(Strict):
     expectations: list[Expectation] = Field(default_factory=list)
     rollbacks: Rollbacks = Field(default_factory=Rollbacks)
     limits: Limits = Field(default_factory=Limits)
+    #: a regression gate against the scenario's history
+    baseline: BaselineGate | None = None
 
 
 class Scenario(Strict):

@@ -214,6 +214,39 @@ async def test_bad_calls_get_the_right_status_codes_and_a_bad_scenario_every_pro
     assert list(flagship.faults) == ["restart"] and "risk-monitor" in flagship.targets
 
 
+async def test_schedules_and_the_run_history_over_grpc(stub: api_grpc.CoordinatorServiceStub) -> None:
+    name = f"grpc-{uuid.uuid4().hex[:6]}"
+    doc = (f"apiVersion: coordinator/v1\nkind: Schedule\nmetadata: {{name: {name}}}\n"
+           "spec: {scenario: slow-link, every: 1h, paused: true}\n")
+    applied = await stub.ApplySchedule(api.ApplyScheduleRequest(schedule_yaml=doc), timeout=30)
+    assert (applied.schedule.name, applied.schedule.paused, applied.schedule.interval.seconds) == (name, True, 3600)
+    assert applied.schedule.requester.startswith("grpc:")
+    assert name in [s.name for s in (await stub.ListSchedules(api.ListSchedulesRequest(), timeout=30)).schedules]
+    resumed = await stub.PauseSchedule(api.PauseScheduleRequest(name=name, paused=False), timeout=30)
+    assert resumed.schedule.paused is False
+    await stub.DeleteSchedule(api.DeleteScheduleRequest(name=name), timeout=30)
+    assert name not in [s.name for s in (await stub.ListSchedules(api.ListSchedulesRequest(), timeout=30)).schedules]
+    assert await _code(stub.DeleteSchedule(api.DeleteScheduleRequest(name=name), timeout=30)) == \
+        grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # a file is never read on the agent's side
+        await stub.ApplySchedule(api.ApplyScheduleRequest(schedule_yaml=doc.replace("slow-link", "/etc/x.yaml").replace(
+            "every: 1h", "cron: '99 * * * *'"), file_name="s.yaml"), timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(caught.value)
+    assert status is not None
+    details = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(details)
+    assert {v.field for v in details.field_violations} == {"spec.cron"}, details  # the file is checked once valid
+
+    submitted = await stub.SubmitExecution(api.SubmitExecutionRequest(request=slow_link("1s")), timeout=15)
+    [_ async for _ in stub.WatchExecution(api.WatchExecutionRequest(execution_id=submitted.execution_id), timeout=60)]
+    found = await stub.GetHistory(api.GetHistoryRequest(scenario_name="slow-link", last=500), timeout=10)
+    assert found.scenario_name == "slow-link" and found.runs >= 1 and 0 <= found.pass_rate <= 1
+    assert submitted.execution_id in [r.execution_id for r in found.recent]
+    assert await _code(stub.GetHistory(api.GetHistoryRequest(scenario_name="never-ran"), timeout=10)) == \
+        grpc.StatusCode.NOT_FOUND
+
+
 async def test_cancel_halt_and_resume(stub: api_grpc.CoordinatorServiceStub) -> None:
     submitted = await stub.SubmitExecution(api.SubmitExecutionRequest(request=slow_link("60s")), timeout=15)
     watch = stub.WatchExecution(api.WatchExecutionRequest(execution_id=submitted.execution_id), timeout=60)

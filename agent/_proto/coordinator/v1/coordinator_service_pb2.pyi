@@ -1,6 +1,7 @@
 import datetime
 
 from agent._proto.coordinator.v1 import events_pb2 as _events_pb2
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -199,3 +200,128 @@ class ListScenariosResponse(_message.Message):
     SCENARIOS_FIELD_NUMBER: _ClassVar[int]
     scenarios: _containers.RepeatedCompositeFieldContainer[ScenarioSummary]
     def __init__(self, scenarios: _Optional[_Iterable[_Union[ScenarioSummary, _Mapping]]] = ...) -> None: ...
+
+class ApplyScheduleRequest(_message.Message):
+    __slots__ = ("schedule_yaml", "file_name")
+    SCHEDULE_YAML_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    schedule_yaml: str
+    file_name: str
+    def __init__(self, schedule_yaml: _Optional[str] = ..., file_name: _Optional[str] = ...) -> None: ...
+
+class ApplyScheduleResponse(_message.Message):
+    __slots__ = ("schedule",)
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    schedule: _events_pb2.Schedule
+    def __init__(self, schedule: _Optional[_Union[_events_pb2.Schedule, _Mapping]] = ...) -> None: ...
+
+class ListSchedulesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListSchedulesResponse(_message.Message):
+    __slots__ = ("schedules",)
+    SCHEDULES_FIELD_NUMBER: _ClassVar[int]
+    schedules: _containers.RepeatedCompositeFieldContainer[_events_pb2.Schedule]
+    def __init__(self, schedules: _Optional[_Iterable[_Union[_events_pb2.Schedule, _Mapping]]] = ...) -> None: ...
+
+class PauseScheduleRequest(_message.Message):
+    __slots__ = ("name", "paused")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    paused: bool
+    def __init__(self, name: _Optional[str] = ..., paused: _Optional[bool] = ...) -> None: ...
+
+class PauseScheduleResponse(_message.Message):
+    __slots__ = ("schedule",)
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    schedule: _events_pb2.Schedule
+    def __init__(self, schedule: _Optional[_Union[_events_pb2.Schedule, _Mapping]] = ...) -> None: ...
+
+class DeleteScheduleRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteScheduleResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetHistoryRequest(_message.Message):
+    __slots__ = ("scenario_name", "last")
+    SCENARIO_NAME_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    scenario_name: str
+    last: int
+    def __init__(self, scenario_name: _Optional[str] = ..., last: _Optional[int] = ...) -> None: ...
+
+class ExpectationTrend(_message.Message):
+    __slots__ = ("name", "runs", "passed", "time_to_recover_p50", "time_to_recover_p95")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    TIME_TO_RECOVER_P50_FIELD_NUMBER: _ClassVar[int]
+    TIME_TO_RECOVER_P95_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    runs: int
+    passed: int
+    time_to_recover_p50: _duration_pb2.Duration
+    time_to_recover_p95: _duration_pb2.Duration
+    def __init__(self, name: _Optional[str] = ..., runs: _Optional[int] = ..., passed: _Optional[int] = ..., time_to_recover_p50: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., time_to_recover_p95: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class HistoryRun(_message.Message):
+    __slots__ = ("execution_id", "status", "ended_at", "time_to_recover", "labels")
+    class TimeToRecoverEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _duration_pb2.Duration
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    TIME_TO_RECOVER_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    execution_id: str
+    status: _events_pb2.ExecutionStatus
+    ended_at: _timestamp_pb2.Timestamp
+    time_to_recover: _containers.MessageMap[str, _duration_pb2.Duration]
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, execution_id: _Optional[str] = ..., status: _Optional[_Union[_events_pb2.ExecutionStatus, str]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_to_recover: _Optional[_Mapping[str, _duration_pb2.Duration]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class GetHistoryResponse(_message.Message):
+    __slots__ = ("scenario_name", "runs", "passed", "pass_rate", "resilience_score", "target_scores", "expectations", "recent")
+    class TargetScoresEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    SCENARIO_NAME_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    PASS_RATE_FIELD_NUMBER: _ClassVar[int]
+    RESILIENCE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_SCORES_FIELD_NUMBER: _ClassVar[int]
+    EXPECTATIONS_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FIELD_NUMBER: _ClassVar[int]
+    scenario_name: str
+    runs: int
+    passed: int
+    pass_rate: float
+    resilience_score: float
+    target_scores: _containers.ScalarMap[str, float]
+    expectations: _containers.RepeatedCompositeFieldContainer[ExpectationTrend]
+    recent: _containers.RepeatedCompositeFieldContainer[HistoryRun]
+    def __init__(self, scenario_name: _Optional[str] = ..., runs: _Optional[int] = ..., passed: _Optional[int] = ..., pass_rate: _Optional[float] = ..., resilience_score: _Optional[float] = ..., target_scores: _Optional[_Mapping[str, float]] = ..., expectations: _Optional[_Iterable[_Union[ExpectationTrend, _Mapping]]] = ..., recent: _Optional[_Iterable[_Union[HistoryRun, _Mapping]]] = ...) -> None: ...

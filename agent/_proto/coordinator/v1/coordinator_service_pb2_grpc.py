@@ -79,6 +79,31 @@ class CoordinatorServiceStub:
                 request_serializer=coordinator_dot_v1_dot_coordinator__service__pb2.ListScenariosRequest.SerializeToString,
                 response_deserializer=coordinator_dot_v1_dot_coordinator__service__pb2.ListScenariosResponse.FromString,
                 _registered_method=True)
+        self.ApplySchedule = channel.unary_unary(
+                '/coordinator.v1.CoordinatorService/ApplySchedule',
+                request_serializer=coordinator_dot_v1_dot_coordinator__service__pb2.ApplyScheduleRequest.SerializeToString,
+                response_deserializer=coordinator_dot_v1_dot_coordinator__service__pb2.ApplyScheduleResponse.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/coordinator.v1.CoordinatorService/ListSchedules',
+                request_serializer=coordinator_dot_v1_dot_coordinator__service__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=coordinator_dot_v1_dot_coordinator__service__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.PauseSchedule = channel.unary_unary(
+                '/coordinator.v1.CoordinatorService/PauseSchedule',
+                request_serializer=coordinator_dot_v1_dot_coordinator__service__pb2.PauseScheduleRequest.SerializeToString,
+                response_deserializer=coordinator_dot_v1_dot_coordinator__service__pb2.PauseScheduleResponse.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/coordinator.v1.CoordinatorService/DeleteSchedule',
+                request_serializer=coordinator_dot_v1_dot_coordinator__service__pb2.DeleteScheduleRequest.SerializeToString,
+                response_deserializer=coordinator_dot_v1_dot_coordinator__service__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
+        self.GetHistory = channel.unary_unary(
+                '/coordinator.v1.CoordinatorService/GetHistory',
+                request_serializer=coordinator_dot_v1_dot_coordinator__service__pb2.GetHistoryRequest.SerializeToString,
+                response_deserializer=coordinator_dot_v1_dot_coordinator__service__pb2.GetHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServiceServicer:
@@ -141,6 +166,40 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApplySchedule(self, request, context):
+        """Recurring experiments (docs/schedules.md): a `kind: Schedule` document published to the
+        schedules topic (INVALID_ARGUMENT lists every problem), the schedules there, pause or resume, delete.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetHistory(self, request, context):
+        """A scenario's run history (docs/history.md): pass rate, resilience score, time to recover
+        p50/p95 per expectation, and its last runs. NOT_FOUND when it has no runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -188,6 +247,31 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.ListScenarios,
                     request_deserializer=coordinator_dot_v1_dot_coordinator__service__pb2.ListScenariosRequest.FromString,
                     response_serializer=coordinator_dot_v1_dot_coordinator__service__pb2.ListScenariosResponse.SerializeToString,
+            ),
+            'ApplySchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplySchedule,
+                    request_deserializer=coordinator_dot_v1_dot_coordinator__service__pb2.ApplyScheduleRequest.FromString,
+                    response_serializer=coordinator_dot_v1_dot_coordinator__service__pb2.ApplyScheduleResponse.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=coordinator_dot_v1_dot_coordinator__service__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=coordinator_dot_v1_dot_coordinator__service__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'PauseSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseSchedule,
+                    request_deserializer=coordinator_dot_v1_dot_coordinator__service__pb2.PauseScheduleRequest.FromString,
+                    response_serializer=coordinator_dot_v1_dot_coordinator__service__pb2.PauseScheduleResponse.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=coordinator_dot_v1_dot_coordinator__service__pb2.DeleteScheduleRequest.FromString,
+                    response_serializer=coordinator_dot_v1_dot_coordinator__service__pb2.DeleteScheduleResponse.SerializeToString,
+            ),
+            'GetHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHistory,
+                    request_deserializer=coordinator_dot_v1_dot_coordinator__service__pb2.GetHistoryRequest.FromString,
+                    response_serializer=coordinator_dot_v1_dot_coordinator__service__pb2.GetHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -433,6 +517,141 @@ class CoordinatorService:
             '/coordinator.v1.CoordinatorService/ListScenarios',
             coordinator_dot_v1_dot_coordinator__service__pb2.ListScenariosRequest.SerializeToString,
             coordinator_dot_v1_dot_coordinator__service__pb2.ListScenariosResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplySchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coordinator.v1.CoordinatorService/ApplySchedule',
+            coordinator_dot_v1_dot_coordinator__service__pb2.ApplyScheduleRequest.SerializeToString,
+            coordinator_dot_v1_dot_coordinator__service__pb2.ApplyScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coordinator.v1.CoordinatorService/ListSchedules',
+            coordinator_dot_v1_dot_coordinator__service__pb2.ListSchedulesRequest.SerializeToString,
+            coordinator_dot_v1_dot_coordinator__service__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coordinator.v1.CoordinatorService/PauseSchedule',
+            coordinator_dot_v1_dot_coordinator__service__pb2.PauseScheduleRequest.SerializeToString,
+            coordinator_dot_v1_dot_coordinator__service__pb2.PauseScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coordinator.v1.CoordinatorService/DeleteSchedule',
+            coordinator_dot_v1_dot_coordinator__service__pb2.DeleteScheduleRequest.SerializeToString,
+            coordinator_dot_v1_dot_coordinator__service__pb2.DeleteScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coordinator.v1.CoordinatorService/GetHistory',
+            coordinator_dot_v1_dot_coordinator__service__pb2.GetHistoryRequest.SerializeToString,
+            coordinator_dot_v1_dot_coordinator__service__pb2.GetHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

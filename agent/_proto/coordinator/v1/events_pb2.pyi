@@ -112,7 +112,7 @@ EXPLORATION_OUTCOME_HALTED: ExplorationOutcome
 EXPLORATION_OUTCOME_ERROR: ExplorationOutcome
 
 class ScenarioRequest(_message.Message):
-    __slots__ = ("request_id", "scenario_name", "scenario_yaml", "parameters", "requester", "labels", "dry_run", "requested_at")
+    __slots__ = ("request_id", "scenario_name", "scenario_yaml", "parameters", "requester", "labels", "dry_run", "requested_at", "baseline")
     class ParametersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +135,7 @@ class ScenarioRequest(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     REQUESTED_AT_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     scenario_name: str
     scenario_yaml: str
@@ -143,7 +144,16 @@ class ScenarioRequest(_message.Message):
     labels: _containers.ScalarMap[str, str]
     dry_run: bool
     requested_at: _timestamp_pb2.Timestamp
-    def __init__(self, request_id: _Optional[str] = ..., scenario_name: _Optional[str] = ..., scenario_yaml: _Optional[str] = ..., parameters: _Optional[_Mapping[str, _struct_pb2.Value]] = ..., requester: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., dry_run: _Optional[bool] = ..., requested_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    baseline: BaselineGate
+    def __init__(self, request_id: _Optional[str] = ..., scenario_name: _Optional[str] = ..., scenario_yaml: _Optional[str] = ..., parameters: _Optional[_Mapping[str, _struct_pb2.Value]] = ..., requester: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., dry_run: _Optional[bool] = ..., requested_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., baseline: _Optional[_Union[BaselineGate, _Mapping]] = ...) -> None: ...
+
+class BaselineGate(_message.Message):
+    __slots__ = ("runs", "max_ratio")
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RATIO_FIELD_NUMBER: _ClassVar[int]
+    runs: int
+    max_ratio: float
+    def __init__(self, runs: _Optional[int] = ..., max_ratio: _Optional[float] = ...) -> None: ...
 
 class Expectation(_message.Message):
     __slots__ = ("name", "kind", "event_type", "service", "within", "min_count", "max_count", "sequence", "max_time_to_recover", "match", "attribution", "stable_for", "since", "down", "only_after", "kind_name", "rule")
@@ -445,3 +455,47 @@ class ExplorationResult(_message.Message):
     execution_ids: _containers.RepeatedScalarFieldContainer[str]
     requester: str
     def __init__(self, exploration_id: _Optional[str] = ..., name: _Optional[str] = ..., seed: _Optional[int] = ..., outcome: _Optional[_Union[ExplorationOutcome, str]] = ..., reason: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., runs: _Optional[int] = ..., search_runs: _Optional[int] = ..., shrink_runs: _Optional[int] = ..., first_failure_run: _Optional[int] = ..., found_faults: _Optional[_Iterable[str]] = ..., minimal_faults: _Optional[_Iterable[str]] = ..., minimal_scenario_yaml: _Optional[str] = ..., execution_ids: _Optional[_Iterable[str]] = ..., requester: _Optional[str] = ...) -> None: ...
+
+class Schedule(_message.Message):
+    __slots__ = ("name", "scenario_name", "scenario_yaml", "parameters", "interval", "cron", "jitter", "window_start", "window_end", "paused", "labels", "requester", "updated_at")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SCENARIO_NAME_FIELD_NUMBER: _ClassVar[int]
+    SCENARIO_YAML_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    CRON_FIELD_NUMBER: _ClassVar[int]
+    JITTER_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_START_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_END_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    scenario_name: str
+    scenario_yaml: str
+    parameters: _containers.ScalarMap[str, str]
+    interval: _duration_pb2.Duration
+    cron: str
+    jitter: _duration_pb2.Duration
+    window_start: str
+    window_end: str
+    paused: bool
+    labels: _containers.ScalarMap[str, str]
+    requester: str
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., scenario_name: _Optional[str] = ..., scenario_yaml: _Optional[str] = ..., parameters: _Optional[_Mapping[str, str]] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., cron: _Optional[str] = ..., jitter: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., window_start: _Optional[str] = ..., window_end: _Optional[str] = ..., paused: _Optional[bool] = ..., labels: _Optional[_Mapping[str, str]] = ..., requester: _Optional[str] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
