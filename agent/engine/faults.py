@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from agent import drivers, failpoints, metrics, tracing
 from agent._proto.coordinator.v1 import events_pb2
 from agent.drivers import DriverRegistry, FaultRequest
-from agent.drivers.base import ARRIVED, ENDED_INSTANCE, TOUCHED
+from agent.drivers.base import ARRIVED, ENDED_INSTANCE, TOUCHED, FaultDriver
 from agent.engine import trail
 from agent.engine.publisher import Publisher
 from agent.errors import ActionError, FencedOut, TargetRefused
@@ -119,6 +119,9 @@ class FaultManager:
         self.publisher = publisher
         self.owner = owner
         self.active: dict[str, ActiveFault] = {}
+        #: leases written whose fault is going in: heartbeated like the active ones (a restart can take
+        #: longer than a lease's TTL on a busy machine, and its lease must not look orphaned meanwhile)
+        self.injecting: set[str] = set()
         self.stuck: dict[str, StuckLease] = {}
         self._waiting_for_steady = False
 
@@ -155,6 +158,17 @@ class FaultManager:
             service=service, fault=step.fault, step_name=step.name, recipe=driver.recipe(request),
             owner=self.owner, created_at=now, expires_at=now + self.settings.lease_ttl, scenario_name=scenario.name,
         )
+        self.injecting.add(correlation_id)
+        try:
+            return await self._inject(lease, request, driver, scenario, step, parameters, epoch)
+        finally:
+            self.injecting.discard(correlation_id)
+
+    async def _inject(self, lease: Lease, request: FaultRequest, driver: FaultDriver, scenario: Scenario,
+                      step: FaultStep, parameters: BaseModel, epoch: int) -> ActiveFault:
+        correlation_id, execution_id = lease.correlation_id, lease.execution_id
+        target = scenario.spec.targets[step.target]
+        service = lease.service
         # before anything is touched, in one step: still this agent's run, and the kill switch is off
         written = await self.store.write_lease_guarded(lease, epoch)
         if written.stopped is not None:
@@ -262,7 +276,7 @@ class FaultManager:
 
     async def renew(self) -> None:
         """This agent's heartbeat and every lease it holds, pushed a TTL forward."""
-        await self.store.renew_leases(self.owner, list(self.active), self.settings.lease_ttl)
+        await self.store.renew_leases(self.owner, [*self.active, *self.injecting], self.settings.lease_ttl)
 
     async def heartbeat_forever(self) -> None:
         """Renew every TTL/3; while Redis is away, retry every HEARTBEAT_RETRY_S (not with a part's
@@ -302,6 +316,8 @@ class FaultManager:
         for gone in set(self.stuck) - present:
             self.stuck.pop(gone, None)  # reverted by someone else (or by hand)
         for lease in leases:
+            if lease.correlation_id in self.injecting and not everything:
+                continue  # going in now: this agent takes it back itself if the injection fails
             if lease.correlation_id in self.active:
                 if everything:
                     await self.revert(lease.correlation_id)

@@ -4,6 +4,7 @@ The same behaviour on the real stack is in tests/integration/test_reliability.py
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -15,6 +16,7 @@ from agent.drivers.probes import Prober
 from agent.engine.execution import EngineContext, Execution, Verdicts
 from agent.engine.faults import FaultManager
 from agent.errors import ActionError, FencedOut
+from agent.history import MemoryHistory
 from agent.scenario import load_scenario
 from agent.settings import Settings
 from agent.store import ExecutionRecord
@@ -58,7 +60,7 @@ class Rig:
 
     def execution(self, execution_id: str = "e-1") -> Execution:
         ctx = EngineContext(self.settings, self.store, self.publisher, self.faults, Prober(self.settings),  # type: ignore[arg-type]
-                            self.drivers, Verdicts())
+                            self.drivers, Verdicts(), MemoryHistory())
         return Execution(ctx, execution_id, f"r-{execution_id}", S.ScenarioRequest(), self.scenario, time.time())
 
     def kinds(self) -> list[tuple[str, str]]:
@@ -110,6 +112,30 @@ async def test_a_run_taken_over_mid_way_stops_silently_and_takes_back_the_fault_
     assert [k for k, _ in rig.kinds()] == ["INJECTED", "REVERTED"], "nothing published for the second step"
     assert len(rig.publisher.progress_events) == progress_at_takeover, "no progress after the takeover"
     assert rig.store.lease_table == {}
+
+
+async def test_an_injection_slower_than_the_lease_ttl_keeps_its_lease_and_its_run(rig: Rig) -> None:
+    """A restart can take longer than a lease's TTL on a busy machine: while the fault goes in, the
+    heartbeat renews its lease, and neither this agent's reconciler nor another's takes it (before,
+    the lease expired mid-injection, was reverted as an orphan, and the run ended with no result)."""
+    rig.settings = Settings(lease_ttl=0.6, reconcile_interval=0.1, verdict_grace=0.1)
+    rig.faults = rig.manager(OWNER)
+    other = rig.manager("agent-b/2")
+    await rig.claim()
+    reconciled: list[int] = []
+
+    async def slow(request: FaultRequest) -> None:
+        for _ in range(8):  # 1.6 s: more than twice the TTL
+            await asyncio.sleep(0.2)
+            await rig.faults.renew()  # the heartbeat, as heartbeat_forever does every TTL/3
+            await other.renew()
+            reconciled.append(await rig.faults.reconcile() + await other.reconcile())
+
+    rig.driver.on_inject = slow
+    result = await rig.execution().run()
+    assert result is not None and result.status == S.EXECUTION_STATUS_PASSED, result.reason
+    assert reconciled and set(reconciled) == {0}, "nobody reverted the lease while its fault went in"
+    assert [owner for _, owner in rig.kinds()] == [OWNER] * 4 and rig.store.lease_table == {}
 
 
 async def test_a_lease_taken_by_another_agent_is_not_reverted_or_reported_twice(rig: Rig) -> None:
