@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
 import uuid
@@ -88,7 +89,7 @@ async def _random(space: Any, runner: KafkaRunner, seed: int, runs: int) -> dict
             "wall_s": round(time.monotonic() - began, 1)}
 
 
-async def run(stack_env: dict[str, str], scratch: Path, seeds: list[int]) -> dict[str, Any]:
+async def run(stack_env: dict[str, str], scratch: Path, seeds: list[int], write: bool = False) -> dict[str, Any]:
     space = load_exploration_file(SPACE)
     sim = Sim(scratch / "sim")
     sfx = uuid.uuid4().hex[:8]
@@ -114,13 +115,19 @@ async def run(stack_env: dict[str, str], scratch: Path, seeds: list[int]) -> dic
             plain = await _random(space, runner, seed, explored["runs"])
             per_seed.append({"seed": seed, "explore": explored, "random": plain})
             print(json.dumps(per_seed[-1]), file=sys.stderr)
+            if write:  # each seed as it ends: a long run stopped half way keeps what it measured
+                RESULTS.write_text(json.dumps(_report(per_seed, complete=len(per_seed) == len(seeds)), indent=2) + "\n")
     finally:
         for process in (agent, worker):
             if process is not None:
                 process.stop()
         await asyncio.to_thread(sim.down)
-    return {"benchmark": "explore", "space": str(SPACE.relative_to(ROOT)), "seeds": per_seed,
-            "summary": _summary(per_seed)}
+    return _report(per_seed, complete=True)
+
+
+def _report(per_seed: list[dict[str, Any]], *, complete: bool) -> dict[str, Any]:
+    return {"benchmark": "explore", "space": str(SPACE.relative_to(ROOT)), "complete": complete,
+            "seeds": per_seed, "summary": _summary(per_seed)}
 
 
 def _summary(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
@@ -148,12 +155,13 @@ def main() -> None:
     args = parser.parse_args()
     from bench._stack import local_stack
 
+    def stop(*_: object) -> None:  # SIGTERM as Ctrl-C: the sim, the agents and the stack go down too
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     with local_stack() as (stack, scratch):
-        report = asyncio.run(run(stack.env(), scratch, args.seeds))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.write:
-        RESULTS.write_text(text + "\n")
+        report = asyncio.run(run(stack.env(), scratch, args.seeds, args.write))
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
