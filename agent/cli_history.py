@@ -135,8 +135,12 @@ def history_command(ctx: click.Context, scenario: str | None, last: int, output:
         finally:
             await redis.aclose()
 
+    from aiokafka.errors import KafkaError
+    from redis.exceptions import RedisError
+
     try:
-        ctx.exit(asyncio.run(go()))
-    except (OSError, ConnectionError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        ctx.exit(3)
+        code = asyncio.run(go())
+    except (OSError, RedisError, KafkaError, LookupError) as exc:
+        click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+        code = 3
+    ctx.exit(code)

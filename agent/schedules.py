@@ -363,10 +363,12 @@ class Scheduler:
                 self._seen.add((schedule.name, tick))
                 claimed = await self.engine.store.patiently(
                     self.redis.set, self.key("schedule-tick", schedule.name, str(tick_ms(tick))), self.engine.owner,
-                    nx=True, ex=int(CATCH_UP * 4 + _seconds(schedule.interval) * 2 + 3600))
+                    nx=True, ex=int(CATCH_UP * 4 + _seconds(schedule.jitter) + 3600))
                 if claimed:
                     handled.append(await self._handle(schedule, tick))
-        self._seen = {(n, t) for n, t in self._seen if t > now - CATCH_UP * 3 - 86400}
+        # what no lookback reaches any more is forgotten
+        spread = max((_seconds(s.jitter) for s in self.schedules.values()), default=0.0)
+        self._seen = {(n, t) for n, t in self._seen if t > now - CATCH_UP - spread - 1}
         return handled
 
     async def _handle(self, schedule: events_pb2.Schedule, tick: float) -> Outcome:

@@ -142,3 +142,15 @@ def test_coordinator_run_takes_a_baseline_as_runs_and_ratio() -> None:
                       ("10:1", "RUNS must be 1..1000 and RATIO above 1, got '10:1'")):
         with pytest.raises(click.BadParameter, match=said):
             parse_baseline(bad)
+
+
+def test_coordinator_history_says_when_redis_cannot_be_reached() -> None:
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "agent.cli", "history", "flagship"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, check=False,
+                          env={**os.environ, "COORDINATOR_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.startswith("error: ConnectionError: Error 111 connecting to 127.0.0.1:1"), done.stderr
