@@ -394,6 +394,11 @@ CALLS = {
     "Resume": api.ResumeRequest(),
     "ValidateScenario": api.ValidateScenarioRequest(scenario_yaml="{}"),
     "ListScenarios": api.ListScenariosRequest(),
+    "ApplySchedule": api.ApplyScheduleRequest(schedule_yaml="{}"),
+    "ListSchedules": api.ListSchedulesRequest(),
+    "PauseSchedule": api.PauseScheduleRequest(name="x"),
+    "DeleteSchedule": api.DeleteScheduleRequest(name="x"),
+    "GetHistory": api.GetHistoryRequest(scenario_name="x"),
 }
 
 

@@ -283,16 +283,16 @@ def _log_records(value: bytes, instance: str) -> list[LogRecord]:
 DUPLICATE = """\
 apiVersion: coordinator/v1
 kind: Scenario
-metadata: {name: duplicate-some-orders}
+metadata: {{name: duplicate-some-orders}}
 spec:
   targets:
-    orders-topic: {driver: kafka, service: trading-engine, selector: {source: orders.inbound.v1, topic: orders.v1}}
+    orders-topic: {{driver: kafka, service: trading-engine, selector: {{source: {orders}, topic: orders.v1}}}}
   steps:
-    - {name: duplicate-orders, fault: duplicate-events, target: orders-topic, duration: 3s,
-       parameters: {copies: 1, probability: 1.0}}
+    - {{name: duplicate-orders, fault: duplicate-events, target: orders-topic, duration: 3s,
+       parameters: {{copies: 1, probability: 1.0}}}}
   expectations:
-    - {name: duplicates-recognised, after: duplicate-orders, attribution: correlation-id,
-       event: {type: order_duplicate_ignored, service: trading-engine}, appears: {within: 15s}}
+    - {{name: duplicates-recognised, after: duplicate-orders, attribution: correlation-id,
+       event: {{type: order_duplicate_ignored, service: trading-engine}}, appears: {{within: 15s}}}}
 """
 
 
@@ -314,7 +314,7 @@ async def test_the_execution_is_a_trace_the_systems_spans_join_through_the_relay
     otel_sim: tuple[Sim, SimInfo], flagship_running: None, flagship_settings: Settings, stack: Stack, tmp_path: Path
 ) -> None:
     scenario = tmp_path / "duplicate.yaml"
-    scenario.write_text(DUPLICATE)
+    scenario.write_text(DUPLICATE.format(orders=otel_sim[1].orders_topic))  # the relay of this sim's orders
     result = await client.run_and_follow(flagship_settings, client.build_request(str(scenario), {}), timeout=120)
     assert result is not None, "no result"
     assert result.status == S.EXECUTION_STATUS_PASSED, result.reason
