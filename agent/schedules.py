@@ -24,6 +24,7 @@ applied never fire.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -376,7 +377,7 @@ class Scheduler:
         request_id = ""
         if why is None:
             request = request_for(schedule, tick)
-            await self.engine.publisher.request(request)
+            await self._publish(request, tick)
             request_id = request.request_id
             await self.engine.store.patiently(self.redis.hset, self.key("schedule", schedule.name),
                                               mapping={"last_request": request_id, "last_fired": repr(time.time())})
@@ -388,6 +389,24 @@ class Scheduler:
         else:
             log.warning("schedule tick skipped", schedule=schedule.name, tick=tick, reason=outcome.reason)
         return outcome
+
+    async def _publish(self, request: events_pb2.ScenarioRequest, tick: float) -> None:
+        """Publish the tick's request, retrying through a Kafka outage for as long as the tick could
+        still be caught up (the claim is this agent's: nobody else fires it)."""
+        from aiokafka.errors import KafkaError
+
+        delay = 0.5
+        while True:
+            try:
+                await self.engine.publisher.request(request)
+                return
+            except KafkaError as exc:
+                if time.time() > tick + CATCH_UP:
+                    raise
+                log.warning("schedule request not published yet; retrying", request_id=request.request_id,
+                            error=f"{type(exc).__name__}: {exc}", retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _record(self, name: str, outcome: Outcome) -> None:
         key = ticks_key(self.settings.redis_key_prefix, name)

@@ -123,3 +123,28 @@ def test_the_topic_folds_to_the_latest_schedule_of_each_name_and_a_tombstone_del
     schedules.fold(found, b"nightly", None, None)
     assert found == {}
     assert codec.ce_type_of(S.Schedule) == "coordinator.v1.Schedule"
+
+
+async def test_a_tick_s_request_is_retried_through_a_kafka_outage_while_the_tick_can_still_be_caught_up() -> None:
+    import time
+    from types import SimpleNamespace
+
+    from aiokafka.errors import KafkaConnectionError
+
+    sent: list[str] = []
+    failures = iter([KafkaConnectionError("broker away"), KafkaConnectionError("broker away")])
+
+    async def request(message: S.ScenarioRequest) -> None:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        sent.append(message.request_id)
+
+    scheduler = schedules.Scheduler(Settings(), SimpleNamespace(publisher=SimpleNamespace(request=request)))
+    one = schedules.load_schedule(DOC)
+    tick = time.time()
+    await scheduler._publish(schedules.request_for(one, tick), tick)
+    assert sent == [f"schedule-nightly-{schedules.tick_ms(tick)}"]
+    failures = iter([KafkaConnectionError("broker away")])
+    with pytest.raises(KafkaConnectionError):  # too late to catch the tick up: the outage is said
+        await scheduler._publish(schedules.request_for(one, tick - 120), tick - 120)
