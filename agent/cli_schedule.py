@@ -31,21 +31,20 @@ def _run(call: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
         raise click.exceptions.Exit(3) from exc
 
 
-async def _publish(settings: Settings, name: str, schedule: Any | None) -> None:
-    """The schedule as the latest record of its name, or a tombstone (None) deleting it."""
-    from agent import kafkaio, schedules
+def _engine(call: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    """One engine command (the same the gRPC API runs); an unknown schedule is exit 1."""
+    from agent.engine import Engine
+    from agent.errors import NotFound
 
-    await schedules.ensure_topic(settings)
-    producer = kafkaio.producer(settings, purpose="cli")
-    await kafkaio.started(producer)
+    async def go(settings: Settings) -> T:
+        async with Engine.open(settings, owner=f"{settings.instance_id}/cli") as engine:
+            return await call(engine)
+
     try:
-        if schedule is None:
-            await producer.send_and_wait(settings.topics.schedules, None, key=name.encode())
-        else:
-            event = schedules.encode(schedule, settings, source=f"/cli/{getpass.getuser()}")
-            await producer.send_and_wait(settings.topics.schedules, event.value, key=event.key, headers=event.headers)
-    finally:
-        await producer.stop()
+        return _run(go)
+    except NotFound as exc:
+        click.echo(f"{exc} (coordinator schedule list shows them)", err=True)
+        raise click.exceptions.Exit(1) from exc
 
 
 @click.group()
@@ -74,15 +73,15 @@ def schedule_apply(files: tuple[Path, ...]) -> None:
         click.echo(f"{len(problems)} problem(s); nothing applied", err=True)
         raise click.exceptions.Exit(1)
 
-    async def go(settings: Settings) -> None:
+    async def go(engine: Any) -> None:
         for one in loaded:
-            await _publish(settings, one.name, one)
+            await engine.publish_schedule(one)
             upcoming = schedules.ticks(one, time.time(), time.time() + 366 * 86400, limit=1)
             nxt = f"; next tick {_when(upcoming[0])}" if upcoming else ""
             click.echo(f"schedule {one.name} applied: {schedules.describe(one)}"
                        f"{' (paused)' if one.paused else ''}{nxt}")
 
-    _run(go)
+    _engine(go)
 
 
 def _when(epoch: float) -> str:
@@ -94,24 +93,18 @@ def _when(epoch: float) -> str:
 def schedule_list(output: str) -> None:
     """Every schedule on the topic, with its next tick and what its last ticks did."""
     from agent import schedules
-    from agent.store import connect
 
-    async def go(settings: Settings) -> list[dict[str, Any]]:
-        found = await schedules.read_all(settings)
-        redis = connect(settings.redis_url.get_secret_value(), decode_responses=True)
+    async def go(engine: Any) -> list[dict[str, Any]]:
         rows = []
-        try:
-            for name, one in sorted(found.items()):
-                last = await schedules.outcomes(redis, settings.redis_key_prefix, name, 20)
-                upcoming = schedules.ticks(one, time.time(), time.time() + 366 * 86400, limit=1)
-                rows.append({"schedule": json_format.MessageToDict(one), "when": schedules.describe(one),
-                             "next_tick": upcoming[0] if upcoming else None,
-                             "recent_ticks": [o.as_dict() for o in last]})
-        finally:
-            await redis.aclose()
+        for one in await engine.list_schedules():
+            last = await schedules.outcomes(engine.store.redis, engine.settings.redis_key_prefix, one.name, 20)
+            upcoming = schedules.ticks(one, time.time(), time.time() + 366 * 86400, limit=1)
+            rows.append({"schedule": json_format.MessageToDict(one), "when": schedules.describe(one),
+                         "next_tick": upcoming[0] if upcoming else None,
+                         "recent_ticks": [o.as_dict() for o in last]})
         return rows
 
-    rows = _run(go)
+    rows = _engine(go)
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
         return
@@ -133,19 +126,7 @@ def schedule_list(output: str) -> None:
 
 
 def _change(name: str, paused: bool) -> None:
-    from agent import schedules
-
-    async def go(settings: Settings) -> None:
-        found = await schedules.read_all(settings)
-        if name not in found:
-            click.echo(f"no schedule named '{name}' (coordinator schedule list shows them)", err=True)
-            raise click.exceptions.Exit(1)
-        one = found[name]
-        one.paused = paused
-        one.updated_at.GetCurrentTime()
-        await _publish(settings, name, one)
-
-    _run(go)
+    _engine(lambda engine: engine.pause_schedule(name, paused))
     click.echo(f"schedule {name} {'paused: its ticks are skipped until resumed' if paused else 'resumed'}")
 
 
@@ -167,13 +148,5 @@ def schedule_resume(name: str) -> None:
 @click.argument("name")
 def schedule_delete(name: str) -> None:
     """Remove NAME (a tombstone on the topic): no agent fires it again."""
-    from agent import schedules
-
-    async def go(settings: Settings) -> None:
-        if name not in await schedules.read_all(settings):
-            click.echo(f"no schedule named '{name}' (coordinator schedule list shows them)", err=True)
-            raise click.exceptions.Exit(1)
-        await _publish(settings, name, None)
-
-    _run(go)
+    _engine(lambda engine: engine.delete_schedule(name))
     click.echo(f"schedule {name} deleted")

@@ -298,9 +298,14 @@ class Engine:
         """Publish a ``kind: Schedule`` document (``ScenarioError`` lists every problem). It names a
         scenario of the catalog: no file a caller names is read here."""
         found = schedules.load_schedule(text, source, requester=requester)
-        await schedules.ensure_topic(self.settings)
-        await self.publisher.schedule(found.name, found)
+        await self.publish_schedule(found)
         return found
+
+    async def publish_schedule(self, schedule: events_pb2.Schedule | None, name: str = "") -> None:
+        """A schedule as the latest record of its name; None: a tombstone deleting ``name``."""
+        await schedules.ensure_topic(self.settings)
+        await self.publisher.start()  # an engine of the CLI connects to Kafka when first needed
+        await self.publisher.schedule(schedule.name if schedule else name, schedule)
 
     async def list_schedules(self) -> list[events_pb2.Schedule]:
         return [s for _, s in sorted((await schedules.read_all(self.settings)).items())]
@@ -311,13 +316,13 @@ class Engine:
             raise NotFound(f"no schedule named '{name}'")
         found.paused = paused
         found.updated_at.GetCurrentTime()
-        await self.publisher.schedule(name, found)
+        await self.publish_schedule(found)
         return found
 
     async def delete_schedule(self, name: str) -> None:
         if name not in await schedules.read_all(self.settings):
             raise NotFound(f"no schedule named '{name}'")
-        await self.publisher.schedule(name, None)
+        await self.publish_schedule(None, name)
 
     async def history_of(self, scenario: str, last: int = 50) -> dict[str, Any]:
         """``agent.history.overview`` of a scenario; ``NotFound`` when it has no runs."""
