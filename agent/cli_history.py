@@ -99,15 +99,13 @@ def history_command(ctx: click.Context, scenario: str | None, last: int, output:
 
     Exit codes: 0 shown, 1 no runs of SCENARIO, 3 Redis or Kafka unreachable."""
     from agent import history
-    from agent.store import connect
+    from agent.engine import Engine
 
     settings = get_settings()
 
     async def go() -> int:
-        redis = connect(settings.redis_url.get_secret_value(), decode_responses=True)
-        store = history.RedisHistory(redis, settings.redis_key_prefix, keep=settings.history_runs,
-                                     days=settings.history_days)
-        try:
+        async with Engine.open(settings, owner=f"{settings.instance_id}/cli") as engine:
+            store = engine.history  # the agents' own: in Redis, with their retention
             if rebuild_:
                 began = time.monotonic()
                 recorded, skipped = await rebuild(settings, store)
@@ -132,8 +130,6 @@ def history_command(ctx: click.Context, scenario: str | None, last: int, output:
                 return 1
             click.echo(json.dumps(one, indent=2) if output == "json" else "\n".join(render(one)))
             return 0
-        finally:
-            await redis.aclose()
 
     from aiokafka.errors import KafkaError
     from redis.exceptions import RedisError
