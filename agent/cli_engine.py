@@ -74,18 +74,27 @@ def serve(http_port: int | None, grpc_port: int | None) -> None:
 
 
 async def _serve(settings: Settings) -> int:
+    from agent.logs import get_logger
     from agent.service import Service
+    from agent.stopping import Watchdog
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    watchdog = Watchdog(loop)
 
     def on_signal() -> None:
         if stop.is_set():
             os._exit(1)  # the second signal: stop now
+        get_logger("agent.service").info("agent stopping", drain=settings.shutdown_drain, grace=settings.stop_grace)
         stop.set()
 
+    def on_signal_anywhere(signum: int, frame: object) -> None:
+        # a plain handler, not the loop's: the watchdog is armed even while the loop is blocked
+        watchdog.arm(settings.shutdown_drain + settings.stop_grace)
+        loop.call_soon_threadsafe(on_signal)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
+        signal.signal(sig, on_signal_anywhere)
     service = Service(settings)
     runner = asyncio.create_task(service.run(stop))
     started = asyncio.create_task(service.http_started.wait())
@@ -95,7 +104,14 @@ async def _serve(settings: Settings) -> int:
         print(f"grpc on {settings.grpc_host}:{service.grpc.port}", flush=True)
     started.cancel()
     await runner
-    return service.exit_code
+    if service.stopping.left_behind:  # asyncio.run would wait for them for ever: exit from here
+        from agent import tracing
+
+        tracing.shutdown()
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(service.exit_code)
+    return service.exit_code  # the watchdog stays armed: a stuck exporter at exit is bounded too
 
 
 @click.command()

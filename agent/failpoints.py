@@ -11,6 +11,10 @@ read once at start-up::
   exits with status N instead of the signal.
 - ``sleep(SECONDS)``: the task stalls there (the event loop goes on).
 - ``raise``: a ``FailpointError`` is raised there, as an unexpected bug would be.
+- ``hang``: the task waits there, ignoring being cancelled, as a stuck client would (until the points
+  are disarmed and it is cancelled once more).
+- ``block(SECONDS)``: the whole event loop is blocked there (a synchronous sleep), as a blocking call
+  made on the loop would.
 - ``COUNT*``: the action is taken the first COUNT times only; afterwards the point is inert.
 
 Disarmed (the variable unset), ``await point(name)`` is one dict lookup. The points, in the order a
@@ -21,9 +25,11 @@ variable is refused at start-up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
+import time
 from dataclasses import dataclass
 
 from agent.errors import ConfigError, CoordinatorError
@@ -39,13 +45,14 @@ POINTS = (
     "after-chaos-event",  # the INJECTED chaos event is published
     "before-result",      # the final result is built; not published yet
     "after-result",       # the final result is published and marked published
+    "part-stopping",      # a part of ``coordinator serve`` (ingress, scheduler, ...) is being cancelled at stop
 )
 #: the stream worker's (``coordinator worker``)
 WORKER_POINTS = (
     "worker-route",       # the worker's intake fetched audit events; they are not routed yet
 )
 
-_ENTRY = re.compile(r"^(?:(?P<count>\d+)\*)?(?P<action>exit|sleep|raise)(?:\((?P<arg>[^)]*)\))?$")
+_ENTRY = re.compile(r"^(?:(?P<count>\d+)\*)?(?P<action>exit|sleep|raise|hang|block)(?:\((?P<arg>[^)]*)\))?$")
 
 
 class FailpointError(CoordinatorError):
@@ -73,9 +80,9 @@ def parse(spec: str) -> dict[str, _Armed]:
         if name not in POINTS + WORKER_POINTS:
             problems.append(f"unknown failpoint '{name}' (known: {', '.join(POINTS + WORKER_POINTS)})")
         elif match is None:
-            problems.append(f"failpoint '{name}': expected [COUNT*]exit|sleep(S)|raise, got '{action}'")
-        elif match["action"] == "sleep" and not _is_number(match["arg"]):
-            problems.append(f"failpoint '{name}': sleep needs seconds, e.g. sleep(2.5)")
+            problems.append(f"failpoint '{name}': expected [COUNT*]exit|sleep(S)|raise|hang|block(S), got '{action}'")
+        elif match["action"] in ("sleep", "block") and not _is_number(match["arg"]):
+            problems.append(f"failpoint '{name}': {match['action']} needs seconds, e.g. {match['action']}(2.5)")
         else:
             count = int(match["count"]) if match["count"] else None
             armed[name] = _Armed(match["action"], match["arg"], count)
@@ -109,6 +116,12 @@ async def point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     elif found.action == "sleep":
         await asyncio.sleep(float(found.arg or 0))
+    elif found.action == "block":
+        time.sleep(float(found.arg or 0))  # noqa: ASYNC251 - on purpose: the loop stops with it
+    elif found.action == "hang":
+        while _armed.get(name) is found:  # until disarmed (and woken)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)
     else:
         raise FailpointError(f"failpoint '{name}' fired")
 

@@ -19,7 +19,8 @@ reason stops the service, which then exits non-zero:
   health, reflection (``agent.grpc_api``).
 
 Stopping (SIGTERM) stops ingress first, gives running executions ``shutdown_drain`` seconds, then
-aborts the rest: faults reverted, rollbacks run, ABORTED published.
+aborts the rest: faults reverted, rollbacks run, ABORTED published. The steps after that are bounded
+(``agent.stopping``): a part or client that does not end is named in the log and left behind.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from agent.registry import SelfRegistration
 from agent.relay import Relay
 from agent.schedules import Scheduler
 from agent.settings import Settings
+from agent.stopping import Stopping
 from agent.store import TRANSIENT, RedisStore
 
 log = get_logger("agent.service")
@@ -63,6 +65,8 @@ INGRESS_BATCH = 500
 ACCEPT_TOGETHER = 10
 #: seconds a registry refresh in flight may take at stop before it is cut short
 REGISTRY_STOP_S = 5.0
+#: seconds each client (consumer, servers, the engine's Kafka and Redis clients) has to close at stop
+CLIENT_STOP_S = 15.0
 
 
 class Service:
@@ -85,6 +89,8 @@ class Service:
         self.exit_code = 0
         self.http_started = asyncio.Event()
         self.ready = asyncio.Event()
+        #: the stop's steps, bounded (what had to be left behind is in ``stopping.left_behind``)
+        self.stopping = Stopping()
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -103,20 +109,21 @@ class Service:
                 return
             parts = await self._serve(consumer, stop)
         finally:
-            for task in parts:
-                task.cancel()
-            await asyncio.gather(*parts, return_exceptions=True)
+            # each step bounded: a part or client that does not end is named and left behind
+            stopping = self.stopping
+            await stopping.cancel(parts)
             if consumer is not None:
                 with contextlib.suppress(Exception):
-                    await consumer.stop()
+                    await stopping.within("ingress consumer", consumer.stop(), CLIENT_STOP_S)
             unregister.set()  # a refresh in flight finishes before the entry is removed
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(registration, REGISTRY_STOP_S)
-            await self.registration.remove()
-            await self.grpc.stop()
-            await self.http.aclose()
-            await self.engine.aclose()
-            log.info("agent stopped", owner=self.engine.owner)
+            await stopping.within("registry entry", self.registration.remove(), CLIENT_STOP_S)
+            await stopping.within("grpc server", self.grpc.stop(), CLIENT_STOP_S)
+            await stopping.within("http server", self.http.aclose(), CLIENT_STOP_S)
+            await stopping.within("engine clients", self.engine.aclose(), CLIENT_STOP_S)
+            log.info("agent stopped", owner=self.engine.owner,
+                     **({"left_behind": stopping.left_behind} if stopping.left_behind else {}))
 
     async def _serve(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> list[asyncio.Task[Any]]:
         engine = self.engine
@@ -164,8 +171,7 @@ class Service:
                 log.error("agent part failed for good; stopping", part=task.get_name(),
                           error=repr(task.exception()))
         await self.grpc.begin_shutdown()  # health says NOT_SERVING from now on
-        ingress.cancel()  # stop taking requests first
-        await asyncio.gather(ingress, return_exceptions=True)
+        await self.stopping.cancel([ingress])  # stop taking requests first
         await engine.finish_runs(drain=self.settings.shutdown_drain)
         return parts
 
@@ -223,6 +229,9 @@ class Service:
                         delay = 0.5
                 await run
                 return
+            except asyncio.CancelledError:
+                await failpoints.point("part-stopping")
+                raise
             except PART_TRANSIENT as exc:
                 why = f"{type(exc).__name__}: {exc}"
                 metrics.PART_RESTARTS.labels(part=name).inc()

@@ -247,6 +247,9 @@ class Settings(BaseSettings):
     max_concurrent_executions: int = Field(default=20, ge=1)
     #: on SIGTERM, seconds running executions may take to finish before they are aborted
     shutdown_drain: Seconds = 0.0
+    #: on SIGTERM, seconds after the drain by which the process exits whatever it still waits for
+    #: (agent.stopping: where it waited is written to stderr, the exit status is 1)
+    stop_grace: Seconds = Field(default=45.0, gt=0)
     #: publish process_started / process_exited audit events for what the drivers see their platform
     #: do (agent.platform), polled this often
     platform_events: bool = True
