@@ -18,8 +18,8 @@ read once at start-up::
 - ``COUNT*``: the action is taken the first COUNT times only; afterwards the point is inert.
 
 Disarmed (the variable unset), ``await point(name)`` is one dict lookup. The points, in the order a
-request meets them, are in ``POINTS`` (the worker's in ``WORKER_POINTS``); an unknown name in the
-variable is refused at start-up.
+request meets them, are in ``POINTS`` (the worker's in ``WORKER_POINTS``, the stop's in
+``STOP_POINTS``); an unknown name in the variable is refused at start-up.
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ POINTS = (
     "after-chaos-event",  # the INJECTED chaos event is published
     "before-result",      # the final result is built; not published yet
     "after-result",       # the final result is published and marked published
+)
+#: met outside the request path
+STOP_POINTS = (
     "part-stopping",      # a part of ``coordinator serve`` (ingress, scheduler, ...) is being cancelled at stop
 )
 #: the stream worker's (``coordinator worker``)
@@ -77,8 +80,8 @@ def parse(spec: str) -> dict[str, _Armed]:
         name, _, action = entry.partition("=")
         name = name.strip()
         match = _ENTRY.match(action.strip())
-        if name not in POINTS + WORKER_POINTS:
-            problems.append(f"unknown failpoint '{name}' (known: {', '.join(POINTS + WORKER_POINTS)})")
+        if name not in POINTS + WORKER_POINTS + STOP_POINTS:
+            problems.append(f"unknown failpoint '{name}' (known: {', '.join(POINTS + WORKER_POINTS + STOP_POINTS)})")
         elif match is None:
             problems.append(f"failpoint '{name}': expected [COUNT*]exit|sleep(S)|raise|hang|block(S), got '{action}'")
         elif match["action"] in ("sleep", "block") and not _is_number(match["arg"]):
