@@ -133,9 +133,10 @@ class Follower:
 
     async def since(self, ms: int) -> None:
         """Read from the first record written at or after ``ms`` (epoch milliseconds), per partition;
-        a partition with nothing since then is read from its end."""
-        found = await self.consumer.offsets_for_times(dict.fromkeys(self.partitions, max(0, ms)))
+        a partition with nothing since then is read from its end as it was before the lookup (read
+        after it, the end would skip a record written in between)."""
         ends = await self.consumer.end_offsets(self.partitions)
+        found = await self.consumer.offsets_for_times(dict.fromkeys(self.partitions, max(0, ms)))
         for tp in self.partitions:
             at = found.get(tp)
             self.consumer.seek(tp, at.offset if at is not None else ends[tp])

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 import uuid
 
 import redis.asyncio as aioredis
@@ -79,3 +80,34 @@ def _topic_resource(name: str):  # noqa: ANN202
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     return ConfigResource(ConfigResourceType.TOPIC, name)
+
+
+async def test_a_record_written_while_a_follower_positions_itself_is_read_not_skipped(
+    stack_env: dict[str, str]
+) -> None:
+    """``Follower.since`` looks up the first record at or after a time, and seeks a partition with none to
+    its end. A record written between the lookup and the reading of the ends was skipped (the live page
+    then never showed a verdict written as it connected); now the ends are read first."""
+    from agent.follow import VERDICT, Follower
+    from tests.helpers.engine import applied_settings, engine_env
+
+    settings = await applied_settings(engine_env(stack_env, "http://127.0.0.1:1/RPC2"))
+    verdict = events_pb2.ExpectationVerdict(execution_id=str(uuid.uuid4()), expectation_name="written-meanwhile",
+                                            status=events_pb2.VERDICT_STATUS_PASSED)
+    out = codec.encode_event(verdict, key=verdict.execution_id, source="/t")
+    async with Follower(settings, [settings.topics.verdicts], purpose="test") as follower:
+        lookup = follower.consumer.offsets_for_times
+
+        async def written_right_after_the_lookup(*args: object, **kwargs: object) -> object:
+            found = await lookup(*args, **kwargs)
+            await produce(settings.kafka_bootstrap_servers, settings.topics.verdicts, out.value, key=out.key,
+                          headers=out.headers)
+            return found
+
+        follower.consumer.offsets_for_times = written_right_after_the_lookup  # type: ignore[method-assign]
+        await follower.since(int(time.time() * 1000) - 60_000)
+        read = []
+        deadline = time.monotonic() + 15
+        while not read and time.monotonic() < deadline:
+            read = await follower.poll(timeout_ms=500)
+    assert [(u.kind, u.message.expectation_name) for u in read] == [(VERDICT, "written-meanwhile")]
