@@ -117,7 +117,7 @@ class Service:
                     await stopping.within("ingress consumer", consumer.stop(), CLIENT_STOP_S)
             unregister.set()  # a refresh in flight finishes before the entry is removed
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(registration, REGISTRY_STOP_S)
+                await stopping.within("registry refresh", registration, REGISTRY_STOP_S)
             await stopping.within("registry entry", self.registration.remove(), CLIENT_STOP_S)
             await stopping.within("grpc server", self.grpc.stop(), CLIENT_STOP_S)
             await stopping.within("http server", self.http.aclose(), CLIENT_STOP_S)
